@@ -1,0 +1,343 @@
+"""Typed recipe configuration: TOML files -> dataclasses, with ``--set`` overrides.
+
+A recipe is data, never code. Unknown keys and values of the wrong type are
+errors that name the key and list the valid ones. The resolved recipe is
+written back as TOML into every run directory.
+
+Layout of a recipe (every section optional; missing keys keep the defaults)::
+
+    base = "default.toml"        # optional: a recipe this one overrides
+    [data]      source, path, val_split, cache, augment, ...
+    [model]     name, plus keyword arguments of that architecture
+    [optimizer] name, lr, momentum, weight_decay, nesterov, clipnorm
+    [schedule]  name, warmup_epochs, step_epochs, gamma, ...
+    [train]     epochs, batch_size, seed, precision, strategy, ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cnnctl.errors import CnnctlError
+
+PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they are fed."""
+
+    source: str = "auto"          # registry name; "auto" picks from `path`
+    path: str = ""                # folder, CSV, TFRecord dir, or "" for the bundled set
+    val_split: float = 0.1        # fraction of train held out, stratified, seeded
+    cache: bool = True            # decode files once into memory when they fit
+    cache_limit_gb: float = 4.0   # above this the pipeline streams from disk instead
+    skip_bad: bool = False        # skip unreadable images instead of stopping
+    augment: list[str] = field(default_factory=list)  # "flip", "crop", "mixup"
+    crop_padding: int = 4         # pixels of zero padding for "crop"
+    mixup_alpha: float = 0.2
+
+
+@dataclass
+class ModelConfig:
+    """The architecture; every other key is a keyword argument of its builder."""
+
+    name: str = "fashion_cnn"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"           # sgd | adam | adamw | rmsprop | adagrad
+    lr: float = 3e-3
+    momentum: float = 0.9         # SGD momentum, RMSProp momentum
+    nesterov: bool = False
+    weight_decay: float = 1e-4    # decoupled for adamw; L2-style for sgd (as in the papers)
+    clipnorm: float = 0.0         # 0 = off; global-norm clipping otherwise
+    epsilon: float = 1e-7
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "cosine"          # constant | step | plateau | cosine | piecewise
+    warmup_epochs: float = 0.0
+    step_epochs: int = 30         # step: multiply by gamma every step_epochs
+    gamma: float = 0.1
+    boundaries: list[float] = field(default_factory=list)  # piecewise: epochs
+    values: list[float] = field(default_factory=list)      # piecewise: lrs (len+1)
+    patience: int = 2             # plateau: epochs without improvement
+    min_lr: float = 0.0
+    monitor: str = "val_loss"     # plateau: what to watch
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 128         # global batch; per replica = batch_size / replicas
+    seed: int = 0
+    precision: str = "auto"       # auto | float32 | mixed_bfloat16 | mixed_float16
+    jit: bool = False
+    deterministic: bool = False
+    strategy: str = "auto"        # auto | default | mirrored | multiworker
+    devices: int = 0              # >0: that many logical CPU devices (for mirrored)
+    checkpoint_every: int = 0     # steps between resume backups; 0 = each epoch only
+    monitor: str = "val_accuracy" # what best.keras tracks
+    label_smoothing: float = 0.0
+    name: str = ""                # run name; default <model>-<data>-<time>
+    out_dir: str = "checkpoints"
+
+
+@dataclass
+class Config:
+    task: str = "classify"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        model = d.pop("model")
+        d["model"] = {"name": model["name"], **model["options"]}
+        return d
+
+
+CHOICES = {
+    "optimizer.name": ("sgd", "adam", "adamw", "rmsprop", "adagrad"),
+    "schedule.name": ("constant", "step", "plateau", "cosine", "piecewise"),
+    "train.precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
+    "train.strategy": ("auto", "default", "mirrored", "multiworker"),
+    "task": ("classify",),
+}
+POSITIVE = {"train.epochs", "train.batch_size"}
+NON_NEGATIVE = {"train.devices", "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
+                "optimizer.clipnorm", "schedule.warmup_epochs", "data.crop_padding"}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    """Check ``value`` against the annotation ``typ``; ints are accepted as floats."""
+    origin = typing.get_origin(typ)
+    if typ is Any:
+        return value
+    if origin is list:
+        (item,) = typing.get_args(typ)
+        if not isinstance(value, list):
+            value = [value] if isinstance(value, (str, int, float)) else value
+        if not isinstance(value, list):
+            raise CnnctlError(f"{key} must be a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise CnnctlError(f"{key} must be a table, got {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, args[0])
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CnnctlError(f"{key} must be a number, got {value!r}",
+                              hint=f"e.g. --set {key}=0.1")
+        return float(value)
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise CnnctlError(f"{key} must be an integer, got {value!r}", hint=f"e.g. --set {key}=10")
+        return value
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise CnnctlError(f"{key} must be true or false, got {value!r}", hint=f"e.g. --set {key}=true")
+        return value
+    if typ is str:
+        if not isinstance(value, str):
+            return str(value)
+        return value
+    return value
+
+
+def _apply(cfg: Config, key: str, value: Any) -> None:
+    """Set dotted ``key`` (``train.epochs``) on ``cfg`` with type checking."""
+    parts = key.split(".")
+    if parts == ["task"]:
+        cfg.task = _coerce(key, value, str)
+        return
+    sections = {f.name for f in fields(Config) if f.name != "task"}
+    if parts[0] == "base" and len(parts) == 1:
+        return
+    if parts[0] not in sections or len(parts) != 2:
+        raise CnnctlError(
+            f"unknown recipe key {key!r}",
+            hint="keys are SECTION.NAME with SECTION one of " + ", ".join(sorted(sections))
+            + " (e.g. train.epochs)")
+    section, name = parts
+    if section == "model":
+        if name == "name":
+            cfg.model.name = _coerce(key, value, str)
+        else:
+            cfg.model.options[name] = value  # checked against the builder's signature later
+        return
+    obj = getattr(cfg, section)
+    hints = _field_types(type(obj))
+    if name not in hints:
+        import difflib
+        close = difflib.get_close_matches(name, list(hints), n=1)
+        raise CnnctlError(
+            f"unknown recipe key {key!r}",
+            hint=(f"did you mean {section}.{close[0]}? " if close else "")
+            + f"valid keys in [{section}]: " + ", ".join(hints))
+    setattr(obj, name, _coerce(key, value, hints[name]))
+
+
+def validate(cfg: Config) -> Config:
+    """Check value ranges and choices; return ``cfg``."""
+    flat = cfg.to_dict()
+    for key, choices in CHOICES.items():
+        sect, _, name = key.partition(".")
+        val = flat[sect][name] if name else flat[sect]
+        if val not in choices:
+            raise CnnctlError(f"{key} = {val!r} is not valid", hint="choose one of: " + ", ".join(choices))
+    for key in POSITIVE | NON_NEGATIVE:
+        sect, name = key.split(".")
+        val = flat[sect][name]
+        if (key in POSITIVE and val <= 0) or val < 0 or (isinstance(val, float) and not math.isfinite(val)):
+            need = "a positive" if key in POSITIVE else "a non-negative"
+            raise CnnctlError(f"{key} = {val!r} is out of range", hint=f"{key} must be {need} number")
+    if not 0.0 <= cfg.data.val_split < 1.0:
+        raise CnnctlError(f"data.val_split = {cfg.data.val_split} is out of range",
+                          hint="use a fraction in [0, 1), e.g. 0.1")
+    for aug in cfg.data.augment:
+        if aug not in ("flip", "crop", "mixup"):
+            raise CnnctlError(f"unknown augmentation {aug!r} in data.augment",
+                              hint="valid: flip, crop, mixup")
+    return cfg
+
+
+def resolve_recipe_path(recipe: str | os.PathLike) -> Path:
+    """A path, or a bare name found in ``pipelines/`` (``resnet20-fashion``)."""
+    p = Path(recipe)
+    candidates = [p, PIPELINES_DIR / p, PIPELINES_DIR / f"{p}.toml"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    available = sorted(x.stem for x in PIPELINES_DIR.glob("*.toml")) if PIPELINES_DIR.is_dir() else []
+    raise CnnctlError(f"recipe {str(recipe)!r} not found",
+                      hint="give a TOML file path or one of: " + ", ".join(available))
+
+
+def _read_toml(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[Path, dict]]:
+    """Return [(path, table)] from the deepest ``base`` to ``path`` itself."""
+    if path.resolve() in seen:
+        raise CnnctlError(f"recipe {path} includes itself through 'base'")
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise CnnctlError(f"cannot read recipe {path}: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CnnctlError(f"recipe {path} is not valid TOML: {e}",
+                          hint="check quotes and [section] headers") from None
+    chain: list[tuple[Path, dict]] = []
+    base = table.get("base")
+    if base is not None:
+        base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+        if not base_path.is_file():
+            base_path = resolve_recipe_path(base)
+        chain = _read_toml(base_path, seen + (path.resolve(),))
+    return chain + [(path, table)]
+
+
+def _flatten(table: dict[str, Any], where: str) -> list[tuple[str, Any]]:
+    out = []
+    for k, v in table.items():
+        if k == "base":
+            continue
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                out.append((f"{k}.{k2}", v2))
+        elif k == "task":
+            out.append((k, v))
+        else:
+            raise CnnctlError(f"{where}: top-level key {k!r} is not a section",
+                              hint="put it under [data], [model], [optimizer], [schedule] or [train]")
+    return out
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``train.epochs=30`` -> ("train.epochs", 30). Values parse as TOML, else as strings."""
+    if "=" not in text:
+        raise CnnctlError(f"malformed --set {text!r}", hint="use --set section.key=value, e.g. --set train.epochs=30")
+    key, _, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not key:
+        raise CnnctlError(f"malformed --set {text!r}: no key before '='")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def load(recipe: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a validated ``Config`` from a recipe file (default: pipelines/default.toml) and overrides."""
+    cfg = Config()
+    if recipe is None and not (PIPELINES_DIR / "default.toml").is_file():
+        chain = []  # installed without the pipelines/ folder: Config() defaults are the default recipe
+    else:
+        chain = _read_toml(resolve_recipe_path(recipe if recipe is not None else "default"))
+    for src, table in chain:
+        for key, value in _flatten(table, str(src)):
+            _apply(cfg, key, value)
+    for text in overrides or []:
+        _apply(cfg, *parse_override(text))
+    return validate(cfg)
+
+
+def from_dict(table: dict[str, Any]) -> Config:
+    """Rebuild a ``Config`` from ``to_dict()`` output (a run's config.toml)."""
+    cfg = Config()
+    for key, value in _flatten(table, "config"):
+        _apply(cfg, key, value)
+    return validate(cfg)
+
+
+# ----------------------------------------------------------------------------- TOML writing
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if v is None:
+        return '""'
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def dumps(cfg: Config) -> str:
+    """Serialise ``cfg`` as TOML that ``tomllib`` reads back to the same Config."""
+    d = cfg.to_dict()
+    lines = [f"task = {_toml_value(d.pop('task'))}"]
+    for section, table in d.items():
+        lines.append(f"\n[{section}]")
+        for k, v in table.items():
+            lines.append(f"{k} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,301 @@
+"""Examples -> ``tf.data.Dataset`` of ``(images float32 (b, h, w, c) in [0, 255], one-hot targets (b, k))``.
+
+Stages are small functions [Model Garden Decoder/Parser; fastai item vs batch
+transforms]: order (a permutation that is a function of seed and epoch) ->
+decode (parallel, AUTOTUNE, order kept) -> batch -> batch transforms
+(channels, size, augmentation with stateless seeds) -> prefetch.
+
+Because the order and every random draw are functions of (seed, epoch,
+batch index), the data of epoch e from batch k on is the same whether a run
+started there or resumed there.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnnctl.config import DataConfig
+from cnnctl.data.examples import Examples, stratified_split
+from cnnctl.data.images import IMAGE_EXTENSIONS, ImageError, inspect_image, load_image
+from cnnctl.data.sources import load_source
+from cnnctl.errors import CnnctlError
+
+TF_DECODABLE = {"JPEG", "PNG", "BMP", "GIF"}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model wants: height, width, channels."""
+
+    height: int
+    width: int
+    channels: int
+
+    @classmethod
+    def from_shape(cls, shape) -> "InputSpec":
+        h, w, c = (int(s) for s in shape)
+        return cls(h, w, c)
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The training order of epoch ``epoch``: a function of (seed, epoch) only."""
+    return np.random.default_rng([seed, epoch, 0xDA7A]).permutation(n)
+
+
+def _check_files(paths: list[str], full: bool) -> tuple[list[str | None], np.ndarray]:
+    """Read every file's header (or all its pixels) in threads -> (problem or None, needs_pillow flags)."""
+    def one(p):
+        try:
+            info = inspect_image(p, full=full)
+        except ImageError as e:
+            return str(e), False
+        needs_pil = (info.format not in TF_DECODABLE or info.mode not in ("L", "RGB", "RGBA", "P", "LA")
+                     or info.exif_rotated)
+        return None, needs_pil
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        results = list(pool.map(one, paths, chunksize=64))
+    return [r[0] for r in results], np.array([r[1] for r in results], dtype=bool)
+
+
+def _decode_all(paths: list[str], spec: InputSpec) -> tuple[np.ndarray, list[str | None]]:
+    """Decode every file with Pillow (threads) into uint8 ``(n, h, w, c)``; problems per file."""
+    out = np.zeros((len(paths), spec.height, spec.width, spec.channels), dtype=np.uint8)
+    problems: list[str | None] = [None] * len(paths)
+
+    def one(i):
+        try:
+            out[i] = load_image(paths[i], spec.channels, (spec.height, spec.width))
+        except ImageError as e:
+            problems[i] = str(e)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        list(pool.map(one, range(len(paths)), chunksize=32))
+    return out, problems
+
+
+class DataModule:
+    """Train / validation / test splits of one data set, ready to feed a model of input ``spec``.
+
+    Args:
+        cfg: the recipe's [data] section.
+        spec: the model's input (height, width, channels); images are converted to it.
+        batch_size: the global batch size.
+        seed: decides the validation split, the order of every epoch and augmentation.
+        log: a callable taking one line of text (what was converted or skipped).
+    """
+
+    def __init__(self, cfg: DataConfig, spec: InputSpec, batch_size: int, seed: int, log=print):
+        self.cfg, self.spec, self.batch_size, self.seed, self.log = cfg, spec, batch_size, seed, log
+        self.source, splits = load_source(cfg.source, cfg.path)
+        train, test = splits["train"], splits.get("test")
+        self.class_names = list(train.class_names)
+        self.num_classes = len(self.class_names)
+        if self.num_classes < 2:
+            raise CnnctlError(f"the data at {cfg.path or self.source!r} has {self.num_classes} class(es)",
+                              hint="a classifier needs at least two classes (one sub-folder per class)")
+        self.problems: list[tuple[str, str]] = list(train.problems) + (list(test.problems) if test else [])
+        train = self._materialize(train, "train")
+        test = self._materialize(test, "test") if test is not None else None
+        if train.kind != "shards" and cfg.val_split > 0:
+            keep, held = stratified_split(train.labels, cfg.val_split, seed)
+            self.val, self.train = train.subset(held), train.subset(keep)
+        else:
+            self.train, self.val = train, None
+        if test is None and self.val is not None:
+            self.log("no test split in the data: the validation split is used as the test set")
+        self.test = test if test is not None else self.val
+        if self.val is None and test is not None and train.kind == "shards":
+            self.val = test
+        if self.train.count == 0:
+            raise CnnctlError("the training split is empty after removing unusable files",
+                              hint="run `cnnctl data inspect PATH` to see what is wrong with the files")
+
+    # ------------------------------------------------------------------ file checking / caching
+    def _materialize(self, ex: Examples, split: str) -> Examples:
+        if ex.kind != "paths":
+            return ex
+        n = len(ex.paths)
+        need = n * self.spec.height * self.spec.width * self.spec.channels
+        cache = self.cfg.cache and need <= self.cfg.cache_limit_gb * 2**30
+        if cache:
+            images, problems = _decode_all(ex.paths, self.spec)
+            needs_pil = None
+        else:
+            problems, needs_pil = _check_files(ex.paths, full=False)
+        bad = [(p, why) for p, why in zip(ex.paths, problems) if why]
+        if bad:
+            self.problems += bad
+            if not self.cfg.skip_bad:
+                shown = "\n".join(f"  {p}: {why}" for p, why in bad[:10])
+                more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+                raise CnnctlError(
+                    f"{len(bad)} unusable image file(s) in the {split} split:\n{shown}{more}",
+                    hint="fix or remove them, or pass --skip-bad to train without them "
+                         "(`cnnctl data inspect PATH` lists every problem)")
+            self.log(f"skipped {len(bad)} unusable file(s) in the {split} split (--skip-bad)")
+        ok = np.array([why is None for why in problems], dtype=bool)
+        index = np.flatnonzero(ok)
+        if cache:
+            self.log(f"decoded {len(index)} {split} images into memory "
+                     f"({need / 2**20:.0f} MiB, {self.spec.height}x{self.spec.width}x{self.spec.channels})")
+            return Examples(ex.class_names, ex.labels[index], images=images[index])
+        out = ex.subset(index)
+        out.needs_pil = needs_pil[index]  # type: ignore[attr-defined]
+        converted = int(out.needs_pil.sum())  # type: ignore[attr-defined]
+        if converted:
+            self.log(f"{converted} {split} file(s) need Pillow (EXIF rotation, CMYK, 16-bit or other formats): converted on the fly")
+        return out
+
+    # ------------------------------------------------------------------ sizes
+    def steps(self, split: str = "train") -> int:
+        ex = getattr(self, split)
+        return 0 if ex is None else math.ceil(ex.count / self.batch_size)
+
+    # ------------------------------------------------------------------ datasets
+    def train_dataset(self, epoch: int, skip_batches: int = 0, augment: bool = True):
+        """Batches of epoch ``epoch`` in their seeded order, starting at batch ``skip_batches``."""
+        return self._dataset(self.train, order_key=epoch, skip=skip_batches, augment=augment)
+
+    def eval_dataset(self, split: str = "val"):
+        ex = getattr(self, split)
+        if ex is None:
+            return None
+        return self._dataset(ex, order_key=None, skip=0, augment=False)
+
+    def _dataset(self, ex: Examples, order_key: int | None, skip: int, augment: bool):
+        import tensorflow as tf
+
+        b = self.batch_size
+        order = (epoch_permutation(ex.count, self.seed, order_key) if order_key is not None and ex.kind != "shards"
+                 else np.arange(ex.count))
+        first = skip
+        if ex.kind == "images":
+            images, labels = ex.images, ex.labels
+
+            def gen():
+                for i in range(first, math.ceil(len(order) / b)):
+                    idx = order[i * b:(i + 1) * b]
+                    yield np.int64(i), images[idx], labels[idx]
+
+            h, w, c = images.shape[1:]
+            ds = tf.data.Dataset.from_generator(gen, output_signature=(
+                tf.TensorSpec((), tf.int64), tf.TensorSpec((None, h, w, c), tf.uint8),
+                tf.TensorSpec((None,), tf.int32)))
+        elif ex.kind == "paths":
+            paths = np.asarray(ex.paths, dtype=object)[order]
+            flags = np.asarray(getattr(ex, "needs_pil", np.zeros(ex.count, bool)))[order]
+            ds = tf.data.Dataset.from_tensor_slices((paths.astype(str), ex.labels[order], flags))
+            ds = ds.skip(first * b)
+            ds = ds.map(self._decode_fn(), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = ds.batch(b)
+            ds = tf.data.Dataset.zip(tf.data.Dataset.range(first, 1 << 62), ds).map(
+                lambda i, xy: (i, xy[0], xy[1]))
+        else:
+            ds = self._shard_dataset(ex, order_key)
+            ds = ds.batch(b)
+            ds = tf.data.Dataset.zip(tf.data.Dataset.range(0, 1 << 62), ds).map(
+                lambda i, xy: (i, xy[0], xy[1]))
+            ds = ds.skip(first)
+        epoch = -1 if order_key is None else order_key
+        ds = ds.map(self._batch_fn(epoch, augment), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        options = tf.data.Options()
+        options.deterministic = True
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    def _decode_fn(self):
+        import tensorflow as tf
+
+        spec = self.spec
+
+        def pil_decode(path):
+            return load_image(path.decode("utf-8") if isinstance(path, bytes) else str(path),
+                              spec.channels, (spec.height, spec.width))
+
+        def decode(path, label, needs_pil):
+            def with_tf():
+                raw = tf.io.read_file(path)
+                img = tf.io.decode_image(raw, channels=spec.channels, expand_animations=False)
+                img = tf.image.resize(img, (spec.height, spec.width), antialias=True)
+                return tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
+
+            def with_pil():
+                img = tf.numpy_function(pil_decode, [path], tf.uint8, stateful=False)
+                return tf.ensure_shape(img, (spec.height, spec.width, spec.channels))
+
+            img = tf.cond(needs_pil, with_pil, with_tf)
+            return img, label
+
+        return decode
+
+    def _shard_dataset(self, ex: Examples, order_key: int | None):
+        import tensorflow as tf
+
+        spec = self.spec
+        shards = list(ex.shards)
+        if order_key is not None:
+            shards = [shards[i] for i in epoch_permutation(len(shards), self.seed, order_key)]
+        ds = tf.data.Dataset.from_tensor_slices(shards)
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(shards)),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        features = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
+
+        def parse(record):
+            f = tf.io.parse_single_example(record, features)
+            img = tf.io.decode_image(f["image"], channels=spec.channels, expand_animations=False)
+            img = tf.image.resize(img, (spec.height, spec.width), antialias=True)
+            img = tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
+            return img, tf.cast(f["label"], tf.int32)
+
+        if order_key is not None:
+            ds = ds.shuffle(10_000, seed=int(epoch_permutation(1 << 16, self.seed, order_key)[0]),
+                            reshuffle_each_iteration=False)
+        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def _batch_fn(self, epoch: int, augment: bool):
+        """(batch index, uint8 images, int labels) -> (float32 images (b,h,w,c), one-hot (b,k))."""
+        import tensorflow as tf
+
+        spec, k, cfg, seed = self.spec, self.num_classes, self.cfg, self.seed
+        augs = list(cfg.augment) if augment else []
+
+        def fn(i, images, labels):
+            x = tf.cast(images, tf.float32)
+            c = x.shape[-1]
+            if c != spec.channels:
+                x = tf.image.grayscale_to_rgb(x) if c == 1 else tf.image.rgb_to_grayscale(x)
+                if spec.channels not in (1, 3):
+                    raise CnnctlError(f"cannot convert {c}-channel images to {spec.channels} channels")
+            if x.shape[1] != spec.height or x.shape[2] != spec.width:
+                x = tf.image.resize(x, (spec.height, spec.width), antialias=True)
+            y = tf.one_hot(labels, k)
+            base = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, i])  # stateless seed per batch
+            n = tf.shape(x)[0]
+            if "crop" in augs:
+                p = cfg.crop_padding
+                xp = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
+                off = tf.random.stateless_uniform((n, 2), base + [0, 1 << 40], 0, 2 * p + 1, dtype=tf.int32)
+                rows = off[:, :1] + tf.range(spec.height)[None]      # (b, h)
+                cols = off[:, 1:] + tf.range(spec.width)[None]       # (b, w)
+                x = tf.gather(xp, rows, axis=1, batch_dims=1)        # (b, h, w+2p, c)
+                x = tf.gather(x, cols, axis=2, batch_dims=1)         # (b, h, w, c)
+            if "flip" in augs:
+                flip = tf.random.stateless_uniform((n, 1, 1, 1), base + [0, 2 << 40]) < 0.5
+                x = tf.where(flip, tf.reverse(x, axis=[2]), x)
+            if "mixup" in augs:
+                a = cfg.mixup_alpha
+                g1 = tf.random.stateless_gamma((n,), base + [0, 3 << 40], alpha=a)
+                g2 = tf.random.stateless_gamma((n,), base + [0, 4 << 40], alpha=a)
+                lam = g1 / (g1 + g2 + 1e-12)                           # Beta(a, a) per example
+                perm = tf.argsort(tf.random.stateless_uniform((n,), base + [0, 5 << 40]))
+                x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * tf.gather(x, perm)
+                y = lam[:, None] * y + (1 - lam[:, None]) * tf.gather(y, perm)
+            return tf.ensure_shape(x, (None, spec.height, spec.width, spec.channels)), y
+
+        return fn

@@ -1,0 +1,80 @@
+"""Architectures, registered by name. ``build("resnet20", num_classes=10)`` returns a plain Keras model.
+
+Every model takes raw pixel values in [0, 255] (float) of shape
+``(height, width, channels)`` and applies its own normalisation as its first
+layers, so a saved ``.keras`` file is self-contained and input pipelines
+cannot get the preprocessing wrong. Outputs are logits.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from cnnctl.errors import CnnctlError
+from cnnctl.models.registry import MODELS, register
+
+# Importing the family modules fills the registry.
+from cnnctl.models import simple, lenet, resnet_cifar  # noqa: E402,F401
+
+__all__ = ["MODELS", "register", "build", "default_input_shape", "describe"]
+
+
+def default_input_shape(name: str) -> tuple[int, int, int]:
+    return tuple(MODELS.get(name).meta["input_shape"])
+
+
+def build(name: str, num_classes: int = 1000, input_shape: tuple[int, int, int] | None = None,
+          **options: Any):
+    """Build registered model ``name``; ``options`` are checked against its builder's signature."""
+    entry = MODELS.get(name)
+    params = inspect.signature(entry.fn).parameters
+    accepted = [p for p in params if p not in ("num_classes", "input_shape")]
+    for key in options:
+        if key not in params:
+            raise CnnctlError(
+                f"model {name!r} has no option {key!r}",
+                hint=("its options are: " + ", ".join(accepted)) if accepted else f"{name} takes no options")
+    shape = tuple(input_shape) if input_shape is not None else default_input_shape(name)
+    try:
+        return entry.fn(num_classes=num_classes, input_shape=shape, **options)
+    except (TypeError, ValueError) as e:
+        raise CnnctlError(f"cannot build {name!r} with input {shape} and options {options}: {e}") from None
+
+
+def count_macs(model) -> int:
+    """Multiply-accumulates of one forward pass (Conv2D, DepthwiseConv2D, Dense layers)."""
+    import keras
+
+    total = 0
+    for layer in _leaf_layers(model):
+        if isinstance(layer, keras.layers.Conv2D):
+            out = layer.output.shape  # (batch, h, w, filters)
+            k = layer.kernel.shape    # (kh, kw, cin/groups, filters)
+            total += out[1] * out[2] * k[0] * k[1] * k[2] * k[3]
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            out = layer.output.shape
+            k = layer.kernel.shape    # (kh, kw, cin, multiplier)
+            total += out[1] * out[2] * k[0] * k[1] * k[2] * k[3]
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(layer.kernel.shape[0] * layer.kernel.shape[1])
+    return int(total)
+
+
+def _leaf_layers(model):
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def describe(name: str) -> dict[str, Any]:
+    """Metadata of a model plus its parameter count and MACs at the default input (builds it)."""
+    entry = MODELS.get(name)
+    meta = dict(entry.meta)
+    model = build(name, num_classes=meta.get("num_classes", 1000))
+    meta.update(name=name, params=int(model.count_params()), macs=count_macs(model))
+    return meta
