@@ -176,17 +176,17 @@ class DataModule:
                  else np.arange(ex.count))
         first = skip
         if ex.kind == "images":
-            images, labels = ex.images, ex.labels
+            # Pure TF (no from_generator: its Python thread made iterator teardown stall ~20 s at
+            # epoch ends on this CPU). Images stay one tensor; each batch gathers its indices.
+            images, labels = self._tensors(ex)
+            perm = tf.constant(order, dtype=tf.int32)
+            n = ex.count
 
-            def gen():
-                for i in range(first, math.ceil(len(order) / b)):
-                    idx = order[i * b:(i + 1) * b]
-                    yield np.int64(i), images[idx], labels[idx]
+            def gather(i):
+                idx = perm[i * b:tf.minimum((i + 1) * b, n)]
+                return i, tf.gather(images, idx), tf.gather(labels, idx)
 
-            h, w, c = images.shape[1:]
-            ds = tf.data.Dataset.from_generator(gen, output_signature=(
-                tf.TensorSpec((), tf.int64), tf.TensorSpec((None, h, w, c), tf.uint8),
-                tf.TensorSpec((None,), tf.int32)))
+            ds = tf.data.Dataset.range(first, math.ceil(n / b)).map(gather)
         elif ex.kind == "paths":
             paths = np.asarray(ex.paths, dtype=object)[order]
             flags = np.asarray(getattr(ex, "needs_pil", np.zeros(ex.count, bool)))[order]
@@ -203,11 +203,22 @@ class DataModule:
                 lambda i, xy: (i, xy[0], xy[1]))
             ds = ds.skip(first)
         epoch = -1 if order_key is None else order_key
+        if ex.kind != "shards":  # known length: Keras shows steps and does not warn at the end
+            ds = ds.apply(tf.data.experimental.assert_cardinality(max(0, math.ceil(ex.count / b) - first)))
         ds = ds.map(self._batch_fn(epoch, augment), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         options = tf.data.Options()
         options.deterministic = True
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+    def _tensors(self, ex: Examples):
+        """The in-memory arrays of ``ex`` as tensors, converted once."""
+        import tensorflow as tf
+
+        cache = self.__dict__.setdefault("_tensor_cache", {})
+        if id(ex) not in cache:
+            cache[id(ex)] = (tf.convert_to_tensor(ex.images), tf.convert_to_tensor(ex.labels))
+        return cache[id(ex)]
 
     def _decode_fn(self):
         import tensorflow as tf

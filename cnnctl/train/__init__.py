@@ -1,0 +1,1 @@
+"""Training engine: runtime set-up, strategy, optimizers, callbacks, run directories, the loop."""

@@ -1,0 +1,284 @@
+"""The training loop: recipe -> data -> model in strategy scope -> ``fit`` per epoch -> run directory.
+
+``fit`` is called once per epoch so that a resumed run can start the epoch
+it was killed in at the exact batch it stopped after (Keras'
+``BackupAndRestore`` restarts the epoch, keras#19179). Data order and
+augmentation are functions of (seed, epoch, batch), the optimizer's step
+counter drives the LR schedule, and model + optimizer variables (including
+dropout RNG state) are in the backup, so a resumed ``--deterministic`` run
+reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from cnnctl import config as config_mod
+from cnnctl.config import Config
+from cnnctl.errors import CnnctlError
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+
+
+def _model_input_shape(cfg: Config):
+    from cnnctl import models
+
+    shape = cfg.model.options.get("input_shape")
+    return tuple(int(s) for s in shape) if shape else models.default_input_shape(cfg.model.name)
+
+
+def build_model(cfg: Config, num_classes: int):
+    """The recipe's architecture for ``num_classes`` classes."""
+    from cnnctl import models
+
+    options = {k: v for k, v in cfg.model.options.items() if k != "input_shape"}
+    return models.build(cfg.model.name, num_classes=num_classes, input_shape=_model_input_shape(cfg), **options)
+
+
+def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
+          progress_factory: Callable | None = None) -> RunResult:
+    """Train per ``cfg`` (or continue the run in ``resume``) and return where it went and how it did."""
+    from rich.console import Console
+
+    console = console or Console()
+    log = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
+    from cnnctl.models import MODELS
+    from cnnctl.train.rundir import RunDir
+
+    MODELS.get(cfg.model.name)  # fail fast on an unknown model, before any data is read
+    if resume is not None:
+        run = RunDir.open(resume)
+        if not run.has_backup():
+            raise CnnctlError(f"{run.path} has no resume backup (it was stopped before its first checkpoint)",
+                              hint="start it again with `cnnctl train` instead of --resume")
+    else:
+        run = None
+    # The lock comes first: a second process must not touch a run in use.
+    if run is not None:
+        run.lock()
+    try:
+        return _train_locked(cfg, run, console, log, progress_factory)
+    finally:
+        if run is not None:
+            run.unlock()
+
+
+def _train_locked(cfg: Config, run, console, log, progress_factory) -> RunResult:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from cnnctl.data.pipeline import DataModule, InputSpec
+    from cnnctl.tasks import classify
+    from cnnctl.train import callbacks as cb
+    from cnnctl.train.optim import make_optimizer, make_schedule
+    from cnnctl.train.rundir import RunDir, atomic_save_model, default_run_name
+    from cnnctl.train.runtime import configure, pick_strategy
+    from cnnctl.viz import plots
+
+    t_start = time.perf_counter()
+    tc = cfg.train
+    policy = configure(tc.precision, tc.deterministic, tc.seed, tc.devices)
+    strategy = pick_strategy(tc.strategy)
+    replicas = strategy.num_replicas_in_sync
+    global_batch = tc.batch_size
+    if global_batch % replicas:
+        raise CnnctlError(f"batch size {global_batch} is not divisible by the {replicas} replicas",
+                          hint=f"use a multiple of {replicas}, e.g. --batch-size {replicas * max(1, global_batch // replicas)}")
+    per_replica_batch = global_batch // replicas
+
+    spec = InputSpec.from_shape(_model_input_shape(cfg))
+    data = DataModule(cfg.data, spec, global_batch, tc.seed, log=log)
+    steps = data.steps("train")
+
+    if run is None:
+        run = RunDir.create(tc.out_dir, tc.name or default_run_name(cfg.model.name, data.source))
+        run.lock()
+        created = True
+    else:
+        created = False
+    try:
+        return _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
+                    console, log, progress_factory, t_start)
+    finally:
+        if created:
+            run.unlock()
+
+
+def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
+         console, log, progress_factory, t_start) -> RunResult:
+    import keras
+    import numpy as np
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from cnnctl.tasks import classify
+    from cnnctl.train import callbacks as cb
+    from cnnctl.train.optim import make_optimizer, make_schedule
+    from cnnctl.train.rundir import atomic_save_model, atomic_write_text
+
+    tc = cfg.train
+    if created:
+        atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
+        run.write_json("classes.json", data.class_names)
+    else:
+        saved = run.read_json("classes.json")
+        if saved != data.class_names:
+            raise CnnctlError(f"the data's classes {data.class_names[:5]}... differ from the run's {saved[:5]}...",
+                              hint="resume with the data the run was started on")
+        atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
+
+    with strategy.scope():
+        model = build_model(cfg, data.num_classes)
+        schedule = make_schedule(cfg.schedule, cfg.optimizer.lr, steps, tc.epochs)
+        optimizer = make_optimizer(cfg.optimizer, schedule)
+        classify.compile_model(model, optimizer, data.num_classes, tc.label_smoothing, tc.jit)
+        optimizer.build(model.trainable_variables)
+
+    guard = cb.NaNGuard()
+    best = cb.BestModel(run, tc.monitor)
+    plateau = (cb.ReduceOnPlateau(cfg.schedule.monitor, cfg.schedule.gamma, cfg.schedule.patience,
+                                  cfg.schedule.min_lr) if cfg.schedule.name == "plateau" else None)
+    history: list[dict[str, float]] = []
+    start_epoch, start_step = 0, 0
+    if not created:
+        state = run.load_backup(model)
+        start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
+        history = list(state.get("history", []))
+        best.set_state(state.get("best", {}))
+        if plateau:
+            plateau.set_state(state.get("plateau", {}))
+        if start_step >= steps:
+            start_epoch, start_step = start_epoch + 1, 0
+        console.print(f"resuming {run.path} at epoch {start_epoch + 1}, step {start_step} "
+                      f"(global step {state['global_step']})")
+
+    def loop_state(epoch: int, step_in_epoch: int) -> dict[str, Any]:
+        return {"epoch": epoch, "step_in_epoch": step_in_epoch,
+                "global_step": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+                "history": history, "best": best.get_state(),
+                "plateau": plateau.get_state() if plateau else {}}
+
+    params = int(model.count_params())
+    console.print(f"[bold]{cfg.model.name}[/] ({params:,} parameters) on [bold]{data.source}[/] "
+                  f"{cfg.data.path or '(bundled)'}: {data.train.count} train / "
+                  f"{data.val.count if data.val else 0} val / {data.test.count if data.test else 0} test images, "
+                  f"{data.num_classes} classes")
+    console.print(f"{tc.epochs} epochs x {steps} steps, batch {tc.batch_size} "
+                  f"({replicas} replica(s) x {per_replica_batch}), {policy}, "
+                  f"{cfg.optimizer.name} lr {cfg.optimizer.lr} {cfg.schedule.name} -> {run.path}")
+
+    progress = (progress_factory or _default_progress)(console)
+    bar = cb.RichProgress(progress, tc.epochs, steps, tc.batch_size)
+    backup_cb = cb.StepBackup(run, tc.checkpoint_every, None, guard)
+    tensorboard = keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False, update_freq="epoch")
+    callbacks = [bar, guard, backup_cb, best, tensorboard] + ([plateau] if plateau else [])
+    val_ds = data.eval_dataset("val")
+    fit_time, fit_images = 0.0, 0
+
+    with progress:
+        for epoch in range(start_epoch, tc.epochs):
+            first = start_step if epoch == start_epoch else 0
+            for c in (guard, backup_cb):
+                c.first_step = first
+            backup_cb.state_fn = lambda s, e=epoch: loop_state(e, s)
+            bar.start_epoch(epoch, first)
+            t0 = time.perf_counter()
+            fit_hist = model.fit(data.train_dataset(epoch, skip_batches=first), epochs=epoch + 1,
+                                 initial_epoch=epoch, validation_data=val_ds, callbacks=callbacks, verbose=0,
+                                 shuffle=False)
+            seconds = time.perf_counter() - t0
+            bar.end_epoch()
+            if guard.bad_step is not None:
+                raise CnnctlError(
+                    f"the loss became {guard.bad_loss} at epoch {epoch + 1}, step {guard.bad_step}; training stopped",
+                    hint="lower the learning rate (--set optimizer.lr=...), clip gradients (--clipnorm 1.0) "
+                         "or check the data for broken labels; the last good checkpoint is kept: "
+                         f"continue with `cnnctl train --resume {run.path} --set optimizer.lr=...`")
+            images = min(data.train.count, (steps - first) * tc.batch_size)
+            fit_time += seconds
+            fit_images += images
+            row = {"epoch": epoch + 1, **{k: float(v[-1]) for k, v in fit_hist.history.items()},
+                   "lr": float(keras.ops.convert_to_numpy(_current_lr(model.optimizer))),
+                   "seconds": round(seconds, 3), "images_per_s": round(images / seconds, 1)}
+            history.append(row)
+            run.write_history(history)
+            atomic_save_model(model, run.file("model.keras"))
+            run.save_backup(model, loop_state(epoch + 1, 0))
+            console.print(_epoch_line(row, tc.epochs))
+    from cnnctl.viz import plots
+
+    if history:
+        plots.curves(history, run.file("curves.png"), title=f"{cfg.model.name} on {data.source}")
+    metrics = _final_metrics(model, data, history, params, fit_time, fit_images, policy, replicas,
+                             time.perf_counter() - t_start, best)
+    run.write_json("metrics.json", metrics)
+    _final_table(console, metrics, run.path)
+    return RunResult(run.path, metrics, history)
+
+
+def _current_lr(optimizer):
+    lr = optimizer.learning_rate
+    return lr
+
+
+def _default_progress(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(),
+        TextColumn("{task.fields[ips]:>6.0f} img/s"),
+        TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.4f}"),
+        console=console, transient=True)
+
+
+def _epoch_line(row: dict[str, float], epochs: int) -> str:
+    parts = [f"epoch {int(row['epoch'])}/{epochs}",
+             f"loss {row.get('loss', float('nan')):.4f}", f"acc {row.get('accuracy', float('nan')):.4f}"]
+    if "val_loss" in row:
+        parts += [f"val_loss {row['val_loss']:.4f}", f"val_acc {row.get('val_accuracy', float('nan')):.4f}"]
+    parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f} s", f"{row['images_per_s']:.0f} img/s"]
+    return "  ".join(parts)
+
+
+def _final_metrics(model, data, history, params, fit_time, fit_images, policy, replicas, wall, best) -> dict:
+    metrics: dict[str, Any] = {"params": params, "precision": policy, "replicas": replicas,
+                               "epochs_trained": len(history), "wall_time_s": round(wall, 2),
+                               "train_time_s": round(fit_time, 2),
+                               "train_images_per_s": round(fit_images / fit_time, 1) if fit_time else None,
+                               "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
+                               "best_" + best.monitor: best.best}
+    test = data.eval_dataset("test")
+    if test is not None:
+        result = model.evaluate(test, verbose=0, return_dict=True)
+        metrics.update({"test_loss": float(result["loss"]), "test_accuracy": float(result["accuracy"]),
+                        "test_top5": float(result["top5"]), "test_images": data.test.count})
+    if history:
+        last = history[-1]
+        metrics.update({k: last[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in last})
+    return metrics
+
+
+def _final_table(console, metrics: dict, path: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run {path}", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("test_accuracy", "test_top5", "test_loss", "val_accuracy", "accuracy", "params",
+                "train_images_per_s", "train_time_s", "wall_time_s", "precision", "best_epoch"):
+        if metrics.get(key) is not None:
+            v = metrics[key]
+            table.add_row(key, f"{v:.4f}" if isinstance(v, float) and v < 10 else
+                          f"{v:,}" if isinstance(v, int) else str(v))
+    console.print(table)

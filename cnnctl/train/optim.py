@@ -1,0 +1,84 @@
+"""Optimizers and learning-rate schedules from the papers and CS231n.
+
+Schedules are functions of the optimizer's step counter, which is saved
+with the optimizer state, so a resumed run continues the schedule exactly.
+The plateau rule (AlexNet: divide by 10 when validation stops improving) is
+a callback (``callbacks.ReduceOnPlateau``) acting on a constant rate.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from cnnctl.config import OptimizerConfig, ScheduleConfig
+from cnnctl.errors import CnnctlError
+
+
+@keras.saving.register_keras_serializable(package="cnnctl")
+class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 0 to ``after(warmup_steps)`` over ``warmup_steps``, then ``after``."""
+
+    def __init__(self, after, warmup_steps: int):
+        self.after = after
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        target = self.after(keras.ops.convert_to_tensor(float(self.warmup_steps)))
+        ramp = target * (step + 1.0) / float(max(self.warmup_steps, 1))
+        return keras.ops.where(step < self.warmup_steps, ramp, self.after(step))
+
+    def get_config(self):
+        return {"after": keras.saving.serialize_keras_object(self.after), "warmup_steps": self.warmup_steps}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(keras.saving.deserialize_keras_object(config["after"]), config["warmup_steps"])
+
+
+def make_schedule(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int):
+    """-> a float (constant / plateau) or a ``LearningRateSchedule`` over optimizer steps."""
+    spe = max(1, steps_per_epoch)
+    warmup = int(round(cfg.warmup_epochs * spe))
+    total = max(1, epochs * spe)
+    S = keras.optimizers.schedules
+    if cfg.name == "plateau" and warmup:
+        raise CnnctlError("schedule.warmup_epochs cannot be combined with the plateau schedule",
+                          hint="set schedule.warmup_epochs=0 or use cosine/step/piecewise")
+    if cfg.name in ("constant", "plateau"):
+        sched = lr
+    elif cfg.name == "cosine":
+        return S.CosineDecay(0.0 if warmup else lr, decay_steps=max(1, total - warmup), alpha=cfg.min_lr / lr if lr else 0.0,
+                             warmup_target=lr if warmup else None, warmup_steps=warmup)
+    elif cfg.name == "step":
+        sched = S.ExponentialDecay(lr, decay_steps=cfg.step_epochs * spe, decay_rate=cfg.gamma, staircase=True)
+    elif cfg.name == "piecewise":
+        if len(cfg.values) != len(cfg.boundaries) + 1:
+            raise CnnctlError(
+                f"schedule.values needs one more entry than schedule.boundaries "
+                f"(got {len(cfg.values)} values, {len(cfg.boundaries)} boundaries)",
+                hint="e.g. boundaries = [30, 60] (epochs), values = [0.1, 0.01, 0.001]")
+        sched = S.PiecewiseConstantDecay([int(b * spe) for b in cfg.boundaries], list(cfg.values))
+    else:
+        raise CnnctlError(f"unknown schedule {cfg.name!r}")
+    if warmup and not isinstance(sched, float):
+        return LinearWarmup(sched, warmup)
+    if warmup:  # a constant rate after warm-up
+        return LinearWarmup(S.PiecewiseConstantDecay([1], [sched, sched]), warmup)
+    return sched
+
+
+def make_optimizer(cfg: OptimizerConfig, schedule) -> keras.optimizers.Optimizer:
+    clip = {"global_clipnorm": cfg.clipnorm} if cfg.clipnorm > 0 else {}
+    wd = cfg.weight_decay or None
+    if cfg.name == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd, **clip)
+    if cfg.name == "adam":
+        return keras.optimizers.Adam(schedule, epsilon=cfg.epsilon, weight_decay=wd, **clip)
+    if cfg.name == "adamw":
+        return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay, epsilon=cfg.epsilon, **clip)
+    if cfg.name == "rmsprop":
+        return keras.optimizers.RMSprop(schedule, momentum=cfg.momentum, epsilon=cfg.epsilon, weight_decay=wd, **clip)
+    if cfg.name == "adagrad":
+        return keras.optimizers.Adagrad(schedule, epsilon=cfg.epsilon, weight_decay=wd, **clip)
+    raise CnnctlError(f"unknown optimizer {cfg.name!r}", hint="choose sgd, adam, adamw, rmsprop or adagrad")

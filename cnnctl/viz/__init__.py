@@ -1,0 +1,1 @@
+"""Pictures: training curves, confusion matrices (and, later, what a network learned)."""
