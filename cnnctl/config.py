@@ -291,8 +291,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load(recipe: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
-    """Build a validated ``Config`` from a recipe file (default: pipelines/default.toml) and overrides."""
+def load(recipe: str | os.PathLike | None = None, overrides: list[str] | None = None,
+         values: dict[str, Any] | None = None) -> Config:
+    """A validated ``Config`` from a recipe (default: pipelines/default.toml), ``--set`` strings, then values."""
     cfg = Config()
     if recipe is None and not (PIPELINES_DIR / "default.toml").is_file():
         chain = []  # installed without the pipelines/ folder: Config() defaults are the default recipe
@@ -301,8 +302,14 @@ def load(recipe: str | os.PathLike | None = None, overrides: list[str] | None = 
     for src, table in chain:
         for key, value in _flatten(table, str(src)):
             _apply(cfg, key, value)
+    return apply_overrides(cfg, overrides, values)
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | None = None, values: dict[str, Any] | None = None) -> Config:
     for text in overrides or []:
         _apply(cfg, *parse_override(text))
+    for key, value in (values or {}).items():
+        _apply(cfg, key, value)
     return validate(cfg)
 
 
@@ -312,6 +319,18 @@ def from_dict(table: dict[str, Any]) -> Config:
     for key, value in _flatten(table, "config"):
         _apply(cfg, key, value)
     return validate(cfg)
+
+
+def load_run_config(run_dir: str | os.PathLike) -> Config:
+    """The resolved recipe saved in a run directory."""
+    path = Path(run_dir) / "config.toml"
+    try:
+        return from_dict(tomllib.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise CnnctlError(f"{run_dir} is not a cnnctl run directory (no config.toml)",
+                          hint="give a folder written by `cnnctl train`") from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise CnnctlError(f"cannot read {path}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- TOML writing

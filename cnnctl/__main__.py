@@ -1,0 +1,3 @@
+from cnnctl.cli import main
+
+main()

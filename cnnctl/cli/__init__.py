@@ -1,0 +1,30 @@
+"""The ``cnnctl`` command line (Typer). Commands import TensorFlow lazily, so ``--help`` is instant."""
+
+from __future__ import annotations
+
+import typer
+
+from cnnctl.cli import data as data_cmd
+from cnnctl.cli import evaluate as evaluate_cmd
+from cnnctl.cli import models as models_cmd
+from cnnctl.cli import predict as predict_cmd
+from cnnctl.cli import train as train_cmd
+
+app = typer.Typer(
+    name="cnnctl",
+    help="Train, evaluate and run the landmark convolutional networks on your own images.\n\n"
+         "Start with `cnnctl train` (Fashion-MNIST, bundled) and `cnnctl models`.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+app.command("train")(train_cmd.train)
+app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("predict")(predict_cmd.predict)
+app.command("models")(models_cmd.models)
+app.add_typer(data_cmd.app, name="data")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,108 @@
+"""``cnnctl data``: look at a data set before training; convert it to TFRecords."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cnnctl.cli.common import console, echo_json, quiet_tensorflow, report_errors
+
+app = typer.Typer(help="Inspect and convert data sets.", no_args_is_help=True)
+
+
+@app.command("inspect")
+@report_errors
+def inspect(
+    path: str = typer.Argument("", help="Class folder, CSV, TFRecord folder, mnist.npz or CIFAR-10 batches; empty for the bundled Fashion-MNIST."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+):
+    """Classes, counts, image sizes and modes, and every unreadable or odd file with its path.
+
+    Examples:
+
+        cnnctl data inspect my_photos/
+
+        cnnctl data inspect labels.csv --json
+    """
+    from cnnctl.data.inspect import inspect_data
+
+    report = inspect_data(path)
+    if json_:
+        echo_json(report)
+    else:
+        _print_report(report)
+    if report["problems"]:
+        raise typer.Exit(1)
+
+
+def _print_report(report: dict) -> None:
+    from rich.table import Table
+
+    out = console()
+    out.print(f"[bold]{report['source']}[/] {report['path']}: {len(report.get('classes', []))} classes")
+    for split, info in report["splits"].items():
+        if "per_class" in info:
+            t = Table(title=f"{split}: {info['count']} images")
+            t.add_column("class")
+            t.add_column("images", justify="right")
+            for c, n in info["per_class"].items():
+                t.add_row(c, str(n) if n else "[red]0[/]")
+            out.print(t)
+        for key in ("sizes", "modes", "formats", "notes"):
+            if info.get(key):
+                out.print(f"  {key}: " + ", ".join(f"{k} ({v})" for k, v in info[key].items()))
+        if "shards" in info:
+            out.print(f"  {split}: {info['count']} records in {info['shards']} shard(s)")
+    if report["problems"]:
+        t = Table(title=f"[red]{len(report['problems'])} problem(s)[/]")
+        t.add_column("path", overflow="fold")
+        t.add_column("problem")
+        for p, why in report["problems"]:
+            t.add_row(p, why)
+        out.print(t)
+        out.print("[yellow]train stops on unreadable images unless --skip-bad is given[/]")
+    else:
+        out.print("[green]no problems found[/]")
+
+
+@app.command("convert")
+@report_errors
+def convert(
+    path: str = typer.Argument(..., help="Source data: class folder, CSV, mnist.npz, ... ('' for Fashion-MNIST)."),
+    out: Path = typer.Argument(..., help="Output folder for the shards (new or empty)."),
+    shards: int = typer.Option(0, "--shards", help="Shards per split (default: one per 5,000 images)."),
+    channels: int = typer.Option(0, "--channels", help="1 or 3 (default: from the images)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Resize to HxW, e.g. 224x224 (default: keep sizes)."),
+):
+    """Write sharded TFRecords (PNG-encoded, upright, 8-bit) readable by `cnnctl train --data OUT`.
+
+    Examples:
+
+        cnnctl data convert my_photos/ my_photos_tfrecord/ --size 224x224
+    """
+    quiet_tensorflow()
+    from rich.progress import Progress
+
+    from cnnctl.data.tfrecord import convert as run_convert
+    from cnnctl.errors import CnnctlError
+
+    hw = None
+    if size:
+        try:
+            h, w = (int(v) for v in size.lower().split("x"))
+            hw = (h, w)
+        except ValueError:
+            raise CnnctlError(f"--size {size!r} is not HxW", hint="e.g. --size 224x224") from None
+    if channels not in (0, 1, 3):
+        raise CnnctlError(f"--channels {channels} must be 1 or 3")
+    with Progress(console=console(), transient=True) as progress:
+        task = progress.add_task("writing records", total=None)
+        desc = run_convert(path, str(out), shards=shards, channels=channels, size=hw,
+                           on_progress=lambda n: progress.advance(task, n))
+    console().print(f"wrote {desc['counts']} records to {out} ({len(desc['classes'])} classes)")
+    if desc["skipped"]:
+        console().print(f"[yellow]skipped {len(desc['skipped'])} unreadable file(s):[/]")
+        for p, why in desc["skipped"][:20]:
+            console().print(f"  {p}: {why}")

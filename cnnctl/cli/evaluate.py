@@ -1,0 +1,94 @@
+"""``cnnctl evaluate``: test metrics of a trained run, per class, with a confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cnnctl.cli.common import console, echo_json, quiet_tensorflow, report_errors
+
+
+@report_errors
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `cnnctl train`."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Evaluate on this data instead of the run's test split (its test split, or all of it)."),
+    best: bool = typer.Option(False, "--best", help="Use best.keras instead of the last model.keras."),
+    batch_size: int = typer.Option(256, "--batch-size", "-b", help="Images per forward pass."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+):
+    """Loss, top-1/top-5, per-class precision/recall and a confusion matrix (table + PNG in the run directory).
+
+    Examples:
+
+        cnnctl evaluate checkpoints/fashion_cnn-fashion_mnist-20261123-120000
+
+        cnnctl evaluate checkpoints/my-run --data new_photos/ --best
+    """
+    quiet_tensorflow()
+    import numpy as np
+
+    from cnnctl.data.pipeline import DataModule
+    from cnnctl.errors import CnnctlError
+    from cnnctl.inference import input_spec, load_run_model, softmax
+    from cnnctl.tasks.classify import evaluate_predictions
+    from cnnctl.train.rundir import RunDir
+    from cnnctl.viz.plots import confusion
+
+    if batch_size <= 0:
+        raise CnnctlError(f"--batch-size {batch_size} must be positive")
+    model, classes, cfg = load_run_model(run_dir, "best" if best else "model")
+    data_cfg = cfg.data
+    if data is not None:
+        data_cfg.source, data_cfg.path = "auto", data
+        data_cfg.val_split = 0.0
+    dm = DataModule(data_cfg, input_spec(model), batch_size, cfg.train.seed,
+                    log=lambda m: console(stderr=True).print(f"[dim]{m}[/]"))
+    if dm.class_names != classes:
+        raise CnnctlError(f"the data's classes {dm.class_names} are not the run's {classes}",
+                          hint="evaluate on data with the same class folders the model was trained on")
+    split = "test" if dm.test is not None else "train"
+    labels, probs = [], []
+    for x, y in dm.eval_dataset(split):
+        probs.append(softmax(np.asarray(model(x, training=False), dtype=np.float64)))
+        labels.append(np.argmax(y.numpy(), axis=1))
+    result = evaluate_predictions(np.concatenate(labels), np.concatenate(probs), classes)
+    result.update(split=split, data=data or cfg.data.path or dm.source, model_file="best.keras" if best else "model.keras")
+    run = RunDir(run_dir)
+    png = run.file("confusion.png")
+    confusion(np.asarray(result["confusion"]), classes, png,
+              title=f"{cfg.model.name}: top-1 {result['top1']:.4f} on {result['images']} images")
+    run.write_json("evaluation.json", result)
+    if json_:
+        echo_json(result)
+        return
+    _print_tables(result, classes, png)
+
+
+def _print_tables(result: dict, classes: list[str], png: Path) -> None:
+    from rich.table import Table
+
+    out = console()
+    topk = next(k for k in result if k.startswith("top") and k != "top1")
+    summary = Table(title=f"evaluation on {result['images']} {result['split']} images ({result['model_file']})")
+    summary.add_column("loss", justify="right")
+    summary.add_column("top-1", justify="right")
+    summary.add_column(topk.replace("top", "top-"), justify="right")
+    summary.add_row(f"{result['loss']:.4f}", f"{result['top1']:.4f}", f"{result[topk]:.4f}")
+    out.print(summary)
+    per = Table(title="per class")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        per.add_column(col, justify="left" if col == "class" else "right")
+    for r in result["per_class"]:
+        per.add_row(r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", str(r["support"]))
+    out.print(per)
+    if len(classes) <= 20:
+        cm = Table(title="confusion matrix (rows: true, columns: predicted)")
+        cm.add_column("")
+        for i in range(len(classes)):
+            cm.add_column(str(i), justify="right")
+        for i, row in enumerate(result["confusion"]):
+            cm.add_row(f"{i} {classes[i]}", *[f"[bold]{v}[/]" if i == j else str(v) for j, v in enumerate(row)])
+        out.print(cm)
+    out.print(f"confusion matrix picture: {png}")
