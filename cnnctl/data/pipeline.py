@@ -101,6 +101,11 @@ class DataModule:
                               hint="a classifier needs at least two classes (one sub-folder per class)")
         self.problems: list[tuple[str, str]] = list(train.problems) + (list(test.problems) if test else [])
         train = self._materialize(train, "train")
+        if train.kind != "shards":
+            empty = [n for i, n in enumerate(self.class_names) if not np.any(train.labels == i)]
+            if empty:
+                raise CnnctlError(f"class(es) with no usable training images: {', '.join(empty)}",
+                                  hint="add images to those class folders or remove the folders")
         test = self._materialize(test, "test") if test is not None else None
         if train.kind != "shards" and cfg.val_split > 0:
             keep, held = stratified_split(train.labels, cfg.val_split, seed)

@@ -137,10 +137,6 @@ def folder(path: str) -> Splits:
         test = _class_folder(test_dir, train.class_names) if test_dir else None
     else:
         train, test = _class_folder(root), None
-    empty = [n for i, n in enumerate(train.class_names) if not np.any(train.labels == i)]
-    if empty:
-        raise CnnctlError(f"class folder(s) with no usable images in {root}: {', '.join(empty)}",
-                          hint="add images or remove those folders")
     return {"train": train, "test": test}
 
 
@@ -218,9 +214,7 @@ def tfrecord(path: str) -> Splits:
                                      count=int(meta.get("counts", {}).get(split, 0)))
     if "train" not in splits:
         raise CnnctlError(f"{root} holds no train-*.tfrecord shards")
-    ex = splits["train"]
-    ex.image_shape = tuple(meta.get("image_shape", ()))  # type: ignore[attr-defined]
-    return {"train": ex, "test": splits.get("test")}
+    return {"train": splits["train"], "test": splits.get("test")}
 
 
 def detect(path: str) -> str:

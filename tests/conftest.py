@@ -1,0 +1,61 @@
+"""Shared fixtures. TensorFlow is split into 2 logical CPU devices once, before any op, so the
+MirroredStrategy test can run next to the single-device ones (those pass --strategy default)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def pytest_configure(config):
+    from cnnctl.train.runtime import configure_devices
+
+    configure_devices(2)
+
+
+def _pattern(cls: int, i: int, size: int = 28) -> np.ndarray:
+    """A grey image whose class is visible: class 0 horizontal bars, class 1 vertical, 2 a disc."""
+    rng = np.random.default_rng([cls, i])
+    img = rng.integers(0, 60, (size, size)).astype(np.float64)
+    yy, xx = np.mgrid[:size, :size]
+    if cls == 0:
+        img[(yy // 4) % 2 == 0] += 180
+    elif cls == 1:
+        img[(xx // 4) % 2 == 0] += 180
+    else:
+        img[(yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2] += 180
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def make_folder(tmp_path):
+    """make_folder(classes=2, per_class=20, size=28, fmt="png", rgb=False) -> a class-folder data set."""
+
+    def make(classes: int = 2, per_class: int = 20, size: int = 28, fmt: str = "png", rgb: bool = False,
+             root: Path | None = None) -> Path:
+        from PIL import Image
+
+        root = root or tmp_path / "images"
+        names = ["bars", "stripes", "disc"][:classes]
+        for c, name in enumerate(names):
+            d = root / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                arr = _pattern(c, i, size)
+                img = Image.fromarray(arr, "L")
+                if rgb:
+                    img = img.convert("RGB")
+                img.save(d / f"{i:03d}.{fmt}")
+        return root
+
+    return make
+
+
+@pytest.fixture
+def pattern():
+    return _pattern

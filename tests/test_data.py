@@ -1,0 +1,182 @@
+"""Sources and the tf.data pipeline on real files the tests write, including broken ones."""
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnctl.config import DataConfig
+from cnnctl.data.examples import stratified_split
+from cnnctl.data.images import load_image
+from cnnctl.data.inspect import inspect_data
+from cnnctl.data.pipeline import DataModule, InputSpec, epoch_permutation
+from cnnctl.errors import CnnctlError
+
+
+def _add_odd_files(root):
+    """Files a real folder contains: broken ones and unusual-but-valid ones."""
+    bars = root / "bars"
+    (bars / "empty.jpg").write_bytes(b"")
+    (bars / "notes.jpg").write_text("this is not an image")
+    good = io.BytesIO()
+    Image.fromarray(np.full((28, 28, 3), 200, np.uint8)).save(good, format="JPEG")
+    (bars / "truncated.jpg").write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
+    # Valid files that need conversion:
+    Image.fromarray(np.full((30, 20, 4), 120, np.uint8), "RGBA").convert("CMYK").save(bars / "cmyk.jpg")
+    Image.fromarray((np.arange(28 * 28).reshape(28, 28) * 80).astype(np.uint16)).save(bars / "deep16.png")
+    pal = Image.fromarray(np.zeros((28, 28), np.uint8), "L").convert("P")
+    pal.info["transparency"] = 0
+    pal.save(bars / "palette.png", transparency=0)
+    frames = [Image.fromarray(np.full((28, 28), v, np.uint8)) for v in (10, 250)]
+    frames[0].save(bars / "anim.gif", save_all=True, append_images=frames[1:])
+    Image.fromarray(np.full((28, 28), 90, np.uint8)).save(bars / "really_png.jpg", format="PNG")
+    (bars / ".hidden.png").write_bytes(b"junk")
+    nested = bars / "more" / "deeper"
+    nested.mkdir(parents=True)
+    Image.fromarray(np.full((28, 28), 30, np.uint8)).save(nested / "n.png")
+    odd = root / "stripes" / "ünïcode name with space.png"
+    Image.fromarray(np.full((28, 28), 40, np.uint8)).save(odd)
+    return {"empty.jpg", "notes.jpg", "truncated.jpg"}
+
+
+def test_folder_lists_unusable_files_and_stops_before_training(make_folder):
+    root = make_folder()
+    bad = _add_odd_files(root)
+    with pytest.raises(CnnctlError) as e:
+        DataModule(DataConfig(path=str(root)), InputSpec(28, 28, 1), 8, 0, log=lambda m: None)
+    msg = str(e.value)
+    assert "3 unusable image file(s)" in msg and "--skip-bad" in msg
+    for name in bad:
+        assert name in msg
+
+
+def test_skip_bad_trains_on_the_rest_and_converts_odd_files(make_folder):
+    root = make_folder()
+    _add_odd_files(root)
+    logs = []
+    dm = DataModule(DataConfig(path=str(root), skip_bad=True, val_split=0.0), InputSpec(28, 28, 1), 8, 0,
+                    log=logs.append)
+    # 40 pattern images + cmyk, 16-bit, palette, gif, png-as-jpg, nested, unicode = 47 usable.
+    assert dm.train.count == 47
+    assert any("skipped 3" in m for m in logs)
+    x, y = next(iter(dm.train_dataset(0)))
+    assert x.shape == (8, 28, 28, 1) and y.shape == (8, 2)
+
+
+def test_inspect_reports_every_problem_with_its_path(make_folder):
+    root = make_folder()
+    _add_odd_files(root)
+    (root / "empty_class").mkdir()
+    report = inspect_data(str(root))
+    problems = {os.path.basename(p): why for p, why in report["problems"]}
+    assert "empty.jpg" in problems and "0 bytes" in problems["empty.jpg"]
+    assert "truncated" in problems["truncated.jpg"].lower()
+    assert "not a readable image" in problems["notes.jpg"]
+    assert "empty_class" in problems
+    notes = report["splits"]["train"]["notes"]
+    assert any("CMYK" in k for k in notes) and any("animated" in k for k in notes)
+    assert any(".jpg extension" in k for k in notes)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    arr = np.zeros((10, 20), np.uint8)
+    arr[:, :5] = 255                     # bright left edge, landscape 10x20
+    img = Image.fromarray(arr)
+    exif = Image.Exif()
+    exif[0x0112] = 6                     # "rotate 90 CW to display"
+    p = tmp_path / "rot.jpg"
+    img.save(p, exif=exif, quality=100)
+    out = load_image(str(p), 1)
+    assert out.shape == (20, 10, 1)      # portrait once upright
+    assert out[:5, :, 0].mean() > 200    # the bright edge is now at the top
+
+
+def test_grey_and_rgb_mixed_are_converted_to_the_models_channels(make_folder, tmp_path):
+    root = make_folder(per_class=6)
+    make_folder(per_class=6, rgb=True, fmt="jpg", root=root)
+    dm = DataModule(DataConfig(path=str(root), val_split=0.0), InputSpec(32, 32, 3), 4, 0, log=lambda m: None)
+    x, _ = next(iter(dm.train_dataset(0)))
+    assert x.shape == (4, 32, 32, 3)
+
+
+def test_single_class_and_missing_path_are_errors(make_folder, tmp_path):
+    root = make_folder(classes=2)
+    import shutil
+
+    shutil.rmtree(root / "stripes")
+    with pytest.raises(CnnctlError, match="at least two classes"):
+        DataModule(DataConfig(path=str(root)), InputSpec(28, 28, 1), 8, 0)
+    with pytest.raises(CnnctlError, match="does not exist"):
+        DataModule(DataConfig(path=str(tmp_path / "nope")), InputSpec(28, 28, 1), 8, 0)
+    (tmp_path / "flat").mkdir()
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "flat" / "a.png")
+    with pytest.raises(CnnctlError, match="no class sub-folders"):
+        DataModule(DataConfig(path=str(tmp_path / "flat")), InputSpec(28, 28, 1), 8, 0)
+
+
+def test_symlink_loop_is_reported_not_followed(make_folder):
+    root = make_folder()
+    os.symlink(root / "bars", root / "bars" / "loop")
+    report = inspect_data(str(root))
+    assert any("symlink loop" in why for _, why in report["problems"])
+
+
+def test_csv_source_with_bad_rows(make_folder, tmp_path):
+    root = make_folder(per_class=4)
+    rows = ["path,label"]
+    for cls in ("bars", "stripes"):
+        for i in range(4):
+            rows.append(f"images/{cls}/{i:03d}.png,{cls}")
+    rows += ["images/bars/000.png,bars", "images/missing.png,bars", "onlyonecolumn"]
+    csv = tmp_path / "labels.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    report = inspect_data(str(csv))
+    whys = " ".join(w for _, w in report["problems"])
+    assert "duplicate row" in whys and "missing columns" in whys and "does not exist" in whys
+    (tmp_path / "nocols.csv").write_text("file,class\na.png,x\n")
+    with pytest.raises(CnnctlError, match="needs columns 'path' and 'label'"):
+        inspect_data(str(tmp_path / "nocols.csv"))
+
+
+def test_stratified_split_is_seeded_and_stratified():
+    labels = np.repeat(np.arange(3), [50, 30, 20])
+    keep, held = stratified_split(labels, 0.1, seed=1)
+    assert np.bincount(labels[held]).tolist() == [5, 3, 2]
+    assert len(np.intersect1d(keep, held)) == 0 and len(keep) + len(held) == 100
+    again = stratified_split(labels, 0.1, seed=1)[1]
+    other = stratified_split(labels, 0.1, seed=2)[1]
+    np.testing.assert_array_equal(held, again)
+    assert not np.array_equal(held, other)
+
+
+def test_epoch_order_is_a_function_of_seed_and_epoch_and_skip_resumes_it(make_folder):
+    root = make_folder(per_class=16)
+    cfg = DataConfig(path=str(root), val_split=0.0, augment=["crop", "flip"])
+    dm = DataModule(cfg, InputSpec(28, 28, 1), 4, 7, log=lambda m: None)
+    full = [x.numpy() for x, _ in dm.train_dataset(3)]
+    tail = [x.numpy() for x, _ in dm.train_dataset(3, skip_batches=5)]
+    assert len(full) == 8 and len(tail) == 3
+    for a, b in zip(full[5:], tail):
+        np.testing.assert_array_equal(a, b)   # same order and same augmentation draws
+    other_epoch = [x.numpy() for x, _ in dm.train_dataset(4)]
+    assert not np.array_equal(full[0], other_epoch[0])
+    np.testing.assert_array_equal(epoch_permutation(10, 7, 3), epoch_permutation(10, 7, 3))
+
+
+def test_tfrecord_convert_round_trip(make_folder, tmp_path):
+    from cnnctl.data.tfrecord import convert
+
+    root = make_folder(per_class=5)
+    out = tmp_path / "records"
+    desc = convert(str(root), str(out), shards=2)
+    assert desc["counts"] == {"train": 10}
+    dm_files = DataModule(DataConfig(path=str(root), val_split=0.0), InputSpec(28, 28, 1), 10, 0, log=lambda m: None)
+    dm_rec = DataModule(DataConfig(path=str(out), val_split=0.0), InputSpec(28, 28, 1), 10, 0, log=lambda m: None)
+    assert dm_rec.source == "tfrecord" and dm_rec.class_names == dm_files.class_names
+    xa, ya = next(iter(dm_files.eval_dataset("train") if dm_files.test is None else dm_files.eval_dataset("test")))
+    xb, yb = next(iter(dm_rec.train_dataset(0)))
+    # Same multiset of (image, label): sort by pixel sum then label.
+    key = lambda x, y: sorted(zip(x.numpy().sum(axis=(1, 2, 3)).round(3), y.numpy().argmax(1)))  # noqa: E731
+    assert key(xa, ya) == key(xb, yb)
