@@ -157,6 +157,8 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
         best.set_state(state.get("best", {}))
         if plateau:
             plateau.set_state(state.get("plateau", {}))
+        if cfg.schedule.name == "constant":  # a rate given on resume wins over the saved one
+            model.optimizer.learning_rate.assign(cfg.optimizer.lr)
         if start_step >= steps:
             start_epoch, start_step = start_epoch + 1, 0
         console.print(f"resuming {run.path} at epoch {start_epoch + 1}, step {start_step} "

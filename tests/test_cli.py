@@ -1,0 +1,183 @@
+"""The command line, end to end, through typer's CliRunner (and subprocesses where a kill is needed)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cnnctl.cli import app
+
+runner = CliRunner()
+FAST = ["--strategy", "default", "--precision", "float32", "--batch-size", "8"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys; from typer.testing import CliRunner; from cnnctl.cli import app; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+            "r = CliRunner().invoke(app, ['train', '--help']); assert 'Examples' in r.output; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_every_command_has_help_with_examples():
+    for cmd in (["train"], ["evaluate"], ["predict"], ["models"], ["data", "inspect"], ["data", "convert"]):
+        r = invoke(*cmd, "--help")
+        assert r.exit_code == 0 and "Examples" in r.output, cmd
+
+
+def test_models_json_lists_every_model_with_params_and_paper():
+    r = invoke("models", "--json")
+    assert r.exit_code == 0, r.output
+    rows = {m["name"]: m for m in json.loads(r.stdout)}
+    assert {"fashion_cnn", "lenet5", "resnet20", "resnet110"} <= set(rows)
+    assert rows["lenet5"]["params"] == 61_706 and rows["resnet20"]["macs"] > 40e6
+    assert all(m["paper"] for m in rows.values())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--model", "alexnett"], "unknown model 'alexnett'"),
+    (["train", "--set", "train.epochz=3"], "did you mean train.epochs"),
+    (["train", "--set", "epochs"], "malformed --set"),
+    (["train", "--epochs", "0"], "out of range"),
+    (["train", "--batch-size", "-1"], "out of range"),
+    (["train", "--data", "/no/such/folder"], "does not exist"),
+    (["evaluate", "/no/such/run"], "does not exist"),
+    (["train", "--set", "model.depth=3"], "has no option 'depth'"),
+])
+def test_user_errors_are_one_message_without_traceback(args, needle):
+    r = invoke(*args)
+    assert r.exit_code == 2, r.output
+    assert needle in r.output
+    assert "Traceback" not in r.output
+
+
+def test_train_evaluate_predict_end_to_end(make_folder, tmp_path):
+    data = make_folder(classes=3, per_class=24)
+    out = tmp_path / "runs"
+    r = invoke("train", "--data", data, "--epochs", "3", "--name", "e2e", "--out-dir", out, *FAST,
+               "--set", "optimizer.lr=0.01")
+    assert r.exit_code == 0, r.output
+    run = out / "e2e"
+    for name in ("config.toml", "classes.json", "model.keras", "best.keras", "history.csv", "curves.png",
+                 "metrics.json", "backup/LATEST"):
+        assert (run / name).is_file(), name
+    assert list((run / "tensorboard").rglob("events.out.tfevents.*")), "TensorBoard event files"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_trained"] == 3
+    assert metrics["test_accuracy"] > 0.9  # the three patterns are easy
+    history = (run / "history.csv").read_text().splitlines()
+    assert len(history) == 4 and history[0].startswith("epoch,")
+
+    r = invoke("evaluate", run, "--json")
+    assert r.exit_code == 0, r.output
+    ev = json.loads(r.stdout)
+    assert abs(ev["top1"] - metrics["test_accuracy"]) < 1e-6
+    assert np.asarray(ev["confusion"]).sum() == ev["images"]
+    assert (run / "confusion.png").is_file()
+
+    img = sorted((data / "disc").iterdir())[0]
+    r = invoke("predict", run, img, "--json", "--top-k", "2")
+    assert r.exit_code == 0, r.output
+    pred = json.loads(r.stdout)[0]
+    assert pred["top"][0]["label"] == "disc" and len(pred["top"]) == 2
+    assert abs(sum(t["probability"] for t in pred["top"]) - 1) < 0.5
+
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    r = invoke("predict", run, bad)
+    assert r.exit_code == 2 and "cannot read" in r.output and "Traceback" not in r.output
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(make_folder, tmp_path):
+    data = make_folder(per_class=16)
+    out = tmp_path / "runs"
+    r = invoke("train", "--data", data, "--epochs", "2", "--name", "ok", "--out-dir", out, *FAST,
+               "--model", "softmax", "--set", "schedule.name=constant")
+    assert r.exit_code == 0, r.output
+    # Resume with an absurd learning rate: the loss overflows in the third epoch.
+    r = invoke("train", "--resume", out / "ok", "--epochs", "4", "--set", "optimizer.lr=1e38")
+    assert r.exit_code == 2, r.output
+    assert "loss became" in r.output and "--clipnorm" in r.output and "Traceback" not in r.output
+    state = json.loads((out / "ok" / "backup" / (out / "ok" / "backup" / "LATEST").read_text().strip()
+                        / "state.json").read_text())
+    assert state["epoch"] == 2  # the last good checkpoint, not a NaN one
+
+
+def test_a_second_trainer_is_refused_with_the_holders_pid(make_folder, tmp_path):
+    from cnnctl.errors import CnnctlError
+    from cnnctl.train.rundir import RunDir
+
+    run = RunDir.create(str(tmp_path), "locked")
+    run.lock()
+    other = RunDir(run.path)
+    with pytest.raises(CnnctlError, match=f"process {os.getpid()} is training into it"):
+        other.lock()
+    run.unlock()
+    other.lock()
+    other.unlock()
+
+
+def test_resume_after_a_checkpoint_of_another_architecture_is_refused(make_folder, tmp_path):
+    data = make_folder(per_class=8)
+    out = tmp_path / "runs"
+    assert invoke("train", "--data", data, "--epochs", "1", "--name", "a", "--out-dir", out, *FAST,
+                  "--model", "softmax").exit_code == 0
+    r = invoke("train", "--resume", out / "a", "--model", "lenet5", "--epochs", "2")
+    assert r.exit_code == 2 and "another architecture" in r.output, r.output
+
+
+def _cnnctl(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "cnnctl", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _weights(path: Path):
+    import keras
+
+    import cnnctl.models  # noqa: F401
+    return [v.numpy() for v in keras.models.load_model(path, safe_mode=True).weights]
+
+
+def test_killed_run_resumes_to_bit_identical_weights(make_folder, tmp_path):
+    """SIGKILL mid-epoch, resume from the step backup: final weights equal an uninterrupted run's."""
+    data = make_folder(classes=3, per_class=40)
+    common = ["--data", data, "--epochs", "3", "--deterministic", "--checkpoint-every", "3",
+              "--out-dir", tmp_path, "--strategy", "default", "--precision", "float32", "--batch-size", "8",
+              "--set", "model.widths=[8,16]", "--set", "model.hidden=32", "--set", "data.augment=['flip','crop']"]
+    ref = _cnnctl("train", *common, "--name", "reference")
+    out, _ = ref.communicate(timeout=300)
+    assert ref.returncode == 0, out
+
+    victim = _cnnctl("train", *common, "--name", "victim")
+    latest = tmp_path / "victim" / "backup" / "LATEST"
+    deadline = time.time() + 120
+    while not latest.exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert not (tmp_path / "victim" / "metrics.json").exists(), "the run finished before it could be killed"
+    state_dir = tmp_path / "victim" / "backup" / latest.read_text().strip()
+    killed_at = json.loads((state_dir / "state.json").read_text())
+    assert killed_at["epoch"] == 0 and 0 < killed_at["step_in_epoch"]  # mid-epoch
+
+    resumed = _cnnctl("train", "--resume", tmp_path / "victim")
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert "resuming" in out
+    a = _weights(tmp_path / "reference" / "model.keras")
+    b = _weights(tmp_path / "victim" / "model.keras")
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert np.array_equal(x, y)

@@ -1,0 +1,35 @@
+"""A 2-replica MirroredStrategy step equals the single-device step on the same batch."""
+
+import numpy as np
+
+
+def test_two_replica_step_matches_single_device():
+    import keras
+    import tensorflow as tf
+
+    from cnnctl import models
+    from cnnctl.tasks import classify
+
+    assert len(tf.config.list_logical_devices("CPU")) >= 2, "conftest splits the CPU in two"
+    x = np.random.default_rng(1).uniform(0, 255, (16, 32, 32, 1)).astype("float32")
+    y = keras.ops.one_hot(np.arange(16) % 10, 10)
+
+    def one_step(strategy):
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            model = models.build("lenet5", num_classes=10)  # no batch norm: replicas see the same maths
+            classify.compile_model(model, keras.optimizers.SGD(0.1, momentum=0.9), 10)
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+        model.fit(ds, epochs=1, verbose=0)
+        return [v.numpy() for v in model.trainable_variables]
+
+    single = one_step(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    assert mirrored_strategy.num_replicas_in_sync == 2
+    mirrored = one_step(mirrored_strategy)
+    for a, b in zip(single, mirrored):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # And the step did change the weights (the comparison is not of two untouched models).
+    keras.utils.set_random_seed(0)
+    initial = models.build("lenet5", num_classes=10).trainable_variables[0].numpy()
+    assert np.abs(initial - single[0]).max() > 1e-4
