@@ -24,9 +24,8 @@ def default_input_shape(name: str) -> tuple[int, int, int]:
     return tuple(MODELS.get(name).meta["input_shape"])
 
 
-def build(name: str, num_classes: int = 1000, input_shape: tuple[int, int, int] | None = None,
-          **options: Any):
-    """Build registered model ``name``; ``options`` are checked against its builder's signature."""
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Raise a ``CnnctlError`` listing the valid options if ``options`` has a key the builder lacks."""
     entry = MODELS.get(name)
     params = inspect.signature(entry.fn).parameters
     accepted = [p for p in params if p not in ("num_classes", "input_shape")]
@@ -35,6 +34,13 @@ def build(name: str, num_classes: int = 1000, input_shape: tuple[int, int, int] 
             raise CnnctlError(
                 f"model {name!r} has no option {key!r}",
                 hint=("its options are: " + ", ".join(accepted)) if accepted else f"{name} takes no options")
+
+
+def build(name: str, num_classes: int = 1000, input_shape: tuple[int, int, int] | None = None,
+          **options: Any):
+    """Build registered model ``name``; ``options`` are checked against its builder's signature."""
+    entry = MODELS.get(name)
+    check_options(name, options)
     shape = tuple(input_shape) if input_shape is not None else default_input_shape(name)
     try:
         return entry.fn(num_classes=num_classes, input_shape=shape, **options)

@@ -52,10 +52,12 @@ def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
 
     console = console or Console()
     log = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
-    from cnnctl.models import MODELS
     from cnnctl.train.rundir import RunDir
 
-    MODELS.get(cfg.model.name)  # fail fast on an unknown model, before any data is read
+    from cnnctl.models import check_options
+
+    # Fail fast on an unknown model or option, before any data is read or folder made.
+    check_options(cfg.model.name, {k: v for k, v in cfg.model.options.items() if k != "input_shape"})
     if resume is not None:
         run = RunDir.open(resume)
         if not run.has_backup():
@@ -110,6 +112,12 @@ def _train_locked(cfg: Config, run, console, log, progress_factory) -> RunResult
     try:
         return _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
                     console, log, progress_factory, t_start)
+    except BaseException:
+        if created and not run.has_backup():
+            import shutil
+
+            shutil.rmtree(run.path, ignore_errors=True)  # nothing worth keeping: no checkpoint yet
+        raise
     finally:
         if created:
             run.unlock()
