@@ -80,7 +80,7 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5
+    epochs: int = 8
     batch_size: int = 128         # global batch; per replica = batch_size / replicas
     seed: int = 0
     precision: str = "auto"       # auto | float32 | mixed_bfloat16 | mixed_float16

@@ -7,7 +7,7 @@ from cnnctl.errors import CnnctlError
 def test_default_recipe_matches_dataclass_defaults_where_it_sets_nothing():
     cfg = config.load()
     assert cfg.model.name == "fashion_cnn"
-    assert cfg.train.epochs == 5 and cfg.train.batch_size == 128
+    assert cfg.train.epochs == 8 and cfg.train.batch_size == 128
     assert cfg.data.source == "auto" and cfg.data.path == ""
 
 

@@ -124,7 +124,7 @@ def test_symlink_loop_is_reported_not_followed(make_folder):
 
 
 def test_csv_source_with_bad_rows(make_folder, tmp_path):
-    root = make_folder(per_class=4)
+    make_folder(per_class=4)
     rows = ["path,label"]
     for cls in ("bars", "stripes"):
         for i in range(4):

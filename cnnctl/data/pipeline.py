@@ -21,7 +21,7 @@ import numpy as np
 
 from cnnctl.config import DataConfig
 from cnnctl.data.examples import Examples, stratified_split
-from cnnctl.data.images import IMAGE_EXTENSIONS, ImageError, inspect_image, load_image
+from cnnctl.data.images import ImageError, inspect_image, load_image
 from cnnctl.data.sources import load_source
 from cnnctl.errors import CnnctlError
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from cnnctl.layers import FusedBatchNormalization
 from cnnctl.models.common import pixel_input
 from cnnctl.models.registry import register
 
@@ -47,7 +48,7 @@ class ShortcutA(layers.Layer):
 def _conv_bn(x, filters, stride, name, relu=True):
     x = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
                       kernel_initializer="he_normal", kernel_regularizer=None, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x) if relu else x
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from cnnctl.layers import FusedBatchNormalization
 from cnnctl.models.common import pixel_input
 from cnnctl.models.registry import register
 
@@ -30,7 +31,7 @@ def fashion_cnn(num_classes: int = 10, input_shape=(28, 28, 1), widths=(32, 64),
     inputs, x = pixel_input(input_shape, FASHION_MEAN, FASHION_STD)
     for i, w in enumerate(widths):
         x = layers.Conv2D(w, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
-        x = layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        x = FusedBatchNormalization(name=f"bn{i + 1}")(x)
         x = layers.ReLU(name=f"relu{i + 1}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)  # (h/2, w/2, w)
     x = layers.Flatten(name="flatten")(x)

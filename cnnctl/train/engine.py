@@ -11,7 +11,6 @@ reproduces an uninterrupted one.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -76,17 +75,10 @@ def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
 
 
 def _train_locked(cfg: Config, run, console, log, progress_factory) -> RunResult:
-    import keras
-    import numpy as np
-    import tensorflow as tf
 
     from cnnctl.data.pipeline import DataModule, InputSpec
-    from cnnctl.tasks import classify
-    from cnnctl.train import callbacks as cb
-    from cnnctl.train.optim import make_optimizer, make_schedule
-    from cnnctl.train.rundir import RunDir, atomic_save_model, default_run_name
+    from cnnctl.train.rundir import RunDir, default_run_name
     from cnnctl.train.runtime import configure, pick_strategy
-    from cnnctl.viz import plots
 
     t_start = time.perf_counter()
     tc = cfg.train
@@ -126,8 +118,6 @@ def _train_locked(cfg: Config, run, console, log, progress_factory) -> RunResult
 def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
          console, log, progress_factory, t_start) -> RunResult:
     import keras
-    import numpy as np
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from cnnctl.tasks import classify
     from cnnctl.train import callbacks as cb
@@ -179,13 +169,14 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
                 "plateau": plateau.get_state() if plateau else {}}
 
     params = int(model.count_params())
+    val_count = data.val.count if data.val else 0
+    test_count = data.test.count if data.test else 0
     console.print(f"[bold]{cfg.model.name}[/] ({params:,} parameters) on [bold]{data.source}[/] "
-                  f"{cfg.data.path or '(bundled)'}: {data.train.count} train / "
-                  f"{data.val.count if data.val else 0} val / {data.test.count if data.test else 0} test images, "
-                  f"{data.num_classes} classes")
+                  f"{cfg.data.path or '(bundled)'}: {data.train.count} train / {val_count} val / "
+                  f"{test_count} test images, {data.num_classes} classes", soft_wrap=True)
     console.print(f"{tc.epochs} epochs x {steps} steps, batch {tc.batch_size} "
                   f"({replicas} replica(s) x {per_replica_batch}), {policy}, "
-                  f"{cfg.optimizer.name} lr {cfg.optimizer.lr} {cfg.schedule.name} -> {run.path}")
+                  f"{cfg.optimizer.name} lr {cfg.optimizer.lr} {cfg.schedule.name} -> {run.path}", soft_wrap=True)
 
     progress = (progress_factory or _default_progress)(console)
     bar = cb.RichProgress(progress, tc.epochs, steps, tc.batch_size)
@@ -218,13 +209,13 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
             fit_time += seconds
             fit_images += images
             row = {"epoch": epoch + 1, **{k: float(v[-1]) for k, v in fit_hist.history.items()},
-                   "lr": float(keras.ops.convert_to_numpy(_current_lr(model.optimizer))),
+                   "lr": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),  # schedule value now
                    "seconds": round(seconds, 3), "images_per_s": round(images / seconds, 1)}
             history.append(row)
             run.write_history(history)
             atomic_save_model(model, run.file("model.keras"))
             run.save_backup(model, loop_state(epoch + 1, 0))
-            console.print(_epoch_line(row, tc.epochs))
+            console.print(_epoch_line(row, tc.epochs), soft_wrap=True)
     from cnnctl.viz import plots
 
     if history:
@@ -234,11 +225,6 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
     run.write_json("metrics.json", metrics)
     _final_table(console, metrics, run.path)
     return RunResult(run.path, metrics, history)
-
-
-def _current_lr(optimizer):
-    lr = optimizer.learning_rate
-    return lr
 
 
 def _default_progress(console):
@@ -282,7 +268,7 @@ def _final_metrics(model, data, history, params, fit_time, fit_images, policy, r
 def _final_table(console, metrics: dict, path: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"run {path}", show_header=True)
+    table = Table(title="results", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key in ("test_accuracy", "test_top5", "test_loss", "val_accuracy", "accuracy", "params",
@@ -292,3 +278,4 @@ def _final_table(console, metrics: dict, path: Path) -> None:
             table.add_row(key, f"{v:.4f}" if isinstance(v, float) and v < 10 else
                           f"{v:,}" if isinstance(v, int) else str(v))
     console.print(table)
+    console.print(f"run directory: {path}", soft_wrap=True)
