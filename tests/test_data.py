@@ -180,3 +180,36 @@ def test_tfrecord_convert_round_trip(make_folder, tmp_path):
     # Same multiset of (image, label): sort by pixel sum then label.
     key = lambda x, y: sorted(zip(x.numpy().sum(axis=(1, 2, 3)).round(3), y.numpy().argmax(1)))  # noqa: E731
     assert key(xa, ya) == key(xb, yb)
+
+
+def test_keras_dataset_caches_mnist_npz_and_cifar10_batches(tmp_path):
+    import pickle
+
+    from cnnctl.data.sources import cifar10, mnist
+
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "mnist.npz"
+    np.savez(npz, x_train=rng.integers(0, 256, (12, 28, 28), dtype=np.uint8), y_train=np.arange(12) % 10,
+             x_test=rng.integers(0, 256, (4, 28, 28), dtype=np.uint8), y_test=np.arange(4))
+    m = mnist(str(npz))
+    assert m["train"].images.shape == (12, 28, 28, 1) and m["test"].labels.tolist() == [0, 1, 2, 3]
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    planes = rng.integers(0, 256, (6, 3072), dtype=np.uint8)   # rows: 1024 R, 1024 G, 1024 B
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": planes, b"labels": list(range(6))}, f)
+    c = cifar10(str(folder))
+    assert c["train"].images.shape == (30, 32, 32, 3) and c["test"].images.shape == (6, 32, 32, 3)
+    # Channel-planar rows become (h, w, c) pixels: pixel (0, 1) of image 0 is (R[1], G[1], B[1]).
+    np.testing.assert_array_equal(c["test"].images[0, 0, 1], planes[0, [1, 1025, 2049]])
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": planes, b"labels": Evil()}, f)
+    with pytest.raises(CnnctlError, match="refusing to load"):
+        cifar10(str(folder))

@@ -1,0 +1,73 @@
+"""Optimizers and learning-rate schedules: values at known steps, plateau rule, each optimizer steps."""
+
+import numpy as np
+import pytest
+
+from cnnctl.config import OptimizerConfig, ScheduleConfig
+from cnnctl.errors import CnnctlError
+from cnnctl.train.optim import make_optimizer, make_schedule
+
+
+def lr_at(schedule, step):
+    import keras
+
+    return float(keras.ops.convert_to_numpy(schedule(step))) if callable(schedule) else schedule
+
+
+def test_step_decay_divides_by_gamma_every_step_epochs():
+    s = make_schedule(ScheduleConfig(name="step", step_epochs=2, gamma=0.1), 0.1, steps_per_epoch=10, epochs=6)
+    assert lr_at(s, 0) == pytest.approx(0.1)
+    assert lr_at(s, 19) == pytest.approx(0.1)
+    assert lr_at(s, 20) == pytest.approx(0.01)
+    assert lr_at(s, 45) == pytest.approx(0.001)
+
+
+def test_piecewise_boundaries_are_in_epochs():
+    s = make_schedule(ScheduleConfig(name="piecewise", boundaries=[1, 2], values=[0.1, 0.01, 0.001]), 0.1, 100, 3)
+    assert [round(lr_at(s, k), 6) for k in (0, 100, 101, 200, 201)] == [0.1, 0.1, 0.01, 0.01, 0.001]
+    with pytest.raises(CnnctlError, match="one more entry"):
+        make_schedule(ScheduleConfig(name="piecewise", boundaries=[1], values=[0.1]), 0.1, 10, 3)
+
+
+def test_cosine_with_warmup():
+    s = make_schedule(ScheduleConfig(name="cosine", warmup_epochs=1), 0.2, steps_per_epoch=10, epochs=11)
+    assert lr_at(s, 0) == pytest.approx(0.0, abs=1e-6)
+    assert lr_at(s, 5) == pytest.approx(0.1, rel=1e-3)
+    assert lr_at(s, 10) == pytest.approx(0.2, rel=1e-3)
+    assert lr_at(s, 60) == pytest.approx(0.1, rel=1e-3)   # half-way through the cosine
+    assert lr_at(s, 110) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_warmup_then_constant_and_step():
+    s = make_schedule(ScheduleConfig(name="constant", warmup_epochs=2), 0.4, steps_per_epoch=2, epochs=5)
+    assert lr_at(s, 0) == pytest.approx(0.1) and lr_at(s, 3) == pytest.approx(0.4) and lr_at(s, 9) == pytest.approx(0.4)
+    s = make_schedule(ScheduleConfig(name="step", warmup_epochs=1, step_epochs=2), 0.4, steps_per_epoch=4, epochs=5)
+    assert lr_at(s, 1) == pytest.approx(0.2) and lr_at(s, 4) == pytest.approx(0.4) and lr_at(s, 8) == pytest.approx(0.04)
+
+
+def test_plateau_divides_after_patience_epochs():
+    import keras
+
+    from cnnctl.train.callbacks import ReduceOnPlateau
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    cb = ReduceOnPlateau("val_loss", factor=0.1, patience=2)
+    cb.set_model(model)
+    for epoch, val in enumerate([1.0, 0.9, 0.95, 0.93, 0.92, 0.91]):
+        cb.on_epoch_end(epoch, {"val_loss": val})
+    # improvement at 0.9; no improvement for 2 epochs -> 0.05; 2 more -> 0.005
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.005)
+    assert cb.get_state()["best"] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adagrad"])
+def test_each_optimizer_reduces_a_quadratic(name):
+    import keras
+
+    opt = make_optimizer(OptimizerConfig(name=name, lr=0.1, weight_decay=0.0, clipnorm=1.0), 0.1)
+    w = keras.Variable(np.array([3.0, -2.0], dtype="float32"))
+    for _ in range(20):
+        grad = 2 * w.numpy()
+        opt.apply_gradients([(keras.ops.convert_to_tensor(grad), w)])
+    assert np.sum(w.numpy() ** 2) < 13.0 * 0.75  # from 13 (adagrad is the slowest: ~6.7)
