@@ -52,3 +52,29 @@ def test_frozen_fused_batch_norm_runs_in_inference_mode():
     for b, w in zip(before, layer.weights):
         np.testing.assert_array_equal(b, w.numpy())   # moving statistics untouched
     np.testing.assert_allclose(y, (x - 0.0) / np.sqrt(1.0 + layer.epsilon), rtol=1e-5)
+
+
+def _lrn_numpy(a, n=5, k=2.0, alpha=1e-4, beta=0.75):
+    """Section 3.3 of Krizhevsky et al. 2012, written out with loops over channels."""
+    out = np.empty_like(a)
+    channels = a.shape[-1]
+    for i in range(channels):
+        lo, hi = max(0, i - n // 2), min(channels - 1, i + n // 2)
+        s = np.sum(a[..., lo:hi + 1] ** 2, axis=-1)
+        out[..., i] = a[..., i] / (k + alpha * s) ** beta
+    return out
+
+
+@pytest.mark.parametrize("size, k, alpha, beta", [(5, 2.0, 1e-4, 0.75), (3, 1.0, 0.5, 0.5)])
+def test_local_response_normalization_matches_the_paper_formula(size, k, alpha, beta, tmp_path):
+    import keras
+
+    from cnnctl.layers import LocalResponseNormalization
+
+    a = np.random.default_rng(0).normal(0, 20, (2, 3, 4, 9)).astype("float32")
+    layer = LocalResponseNormalization(size=size, k=k, alpha=alpha, beta=beta)
+    np.testing.assert_allclose(layer(a), _lrn_numpy(a, size, k, alpha, beta), rtol=1e-5)
+    model = keras.Sequential([keras.Input((3, 4, 9)), layer])
+    model.save(tmp_path / "lrn.keras")
+    again = keras.models.load_model(tmp_path / "lrn.keras", safe_mode=True)
+    assert again.layers[0].get_config()["alpha"] == alpha

@@ -1,5 +1,6 @@
 """Layers Keras 3 lacks or does slowly; all registered serializables (``.keras`` round trip, safe_mode)."""
 
 from cnnctl.layers.batch_norm import FusedBatchNormalization
+from cnnctl.layers.lrn import LocalResponseNormalization
 
-__all__ = ["FusedBatchNormalization"]
+__all__ = ["FusedBatchNormalization", "LocalResponseNormalization"]

@@ -15,13 +15,19 @@ from cnnctl.errors import CnnctlError
 from cnnctl.models.registry import MODELS, register
 
 # Importing the family modules fills the registry.
-from cnnctl.models import simple, lenet, resnet_cifar  # noqa: E402,F401
+from cnnctl.models import simple, lenet, resnet_cifar, alexnet, vgg, resnet, nin  # noqa: E402,F401
 
 __all__ = ["MODELS", "register", "build", "default_input_shape", "describe"]
 
 
 def default_input_shape(name: str) -> tuple[int, int, int]:
     return tuple(MODELS.get(name).meta["input_shape"])
+
+
+def test_input_shape(name: str) -> tuple[int, int, int]:
+    """A small input the architecture still accepts (for fast tests)."""
+    meta = MODELS.get(name).meta
+    return tuple(meta.get("test_input", meta["input_shape"]))
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:
@@ -82,5 +88,13 @@ def describe(name: str) -> dict[str, Any]:
     entry = MODELS.get(name)
     meta = dict(entry.meta)
     model = build(name, num_classes=meta.get("num_classes", 1000))
-    meta.update(name=name, params=int(model.count_params()), macs=count_macs(model))
+    meta.update(name=name, params=trainable_params(model), macs=count_macs(model))
+    meta.pop("test_input", None)
     return meta
+
+
+def trainable_params(model) -> int:
+    """Trainable parameters: what papers count (batch norm's moving statistics are not parameters)."""
+    import numpy as np
+
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))

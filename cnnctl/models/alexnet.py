@@ -1,0 +1,93 @@
+"""AlexNet and ZFNet.
+
+AlexNet: Krizhevsky, Sutskever, Hinton. "ImageNet Classification with Deep
+Convolutional Neural Networks." NIPS 2012. Section 3 and Figure 2: five
+convolutional and three fully connected layers, ReLU (3.1), two GPUs (3.2:
+conv2, conv4 and conv5 see only the kernel maps of their own GPU), local
+response normalisation after conv1 and conv2 (3.3), overlapping 3x3 stride-2
+max pooling after both normalisations and after conv5 (3.4), dropout 0.5 in
+the first two fully connected layers (4.2). Initialisation (5): weights
+N(0, 0.01); biases 1 in conv2, conv4, conv5 and the fully connected hidden
+layers, 0 elsewhere. The input is 227x227 (the paper's "224" does not give
+its 55x55 first maps).
+
+ZFNet: Zeiler & Fergus. "Visualizing and Understanding Convolutional
+Networks." ECCV 2014, Figure 3 / section 5: AlexNet with a 7x7 stride-2 first
+layer (instead of 11x11 stride 4) and a stride-2 second layer, on one GPU
+(no tower split), contrast normalisation after the first two layers.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from cnnctl.layers import LocalResponseNormalization
+from cnnctl.models.common import pixel_input
+from cnnctl.models.registry import register
+
+IMAGENET_MEAN = (123.68, 116.78, 103.94)
+IMAGENET_STD = (58.40, 57.12, 57.38)
+
+
+def _conv(x, filters, kernel, stride, padding, name, bias_one=False, groups=1, init_std=0.01):
+    return layers.Conv2D(
+        filters, kernel, strides=stride, padding=padding, groups=groups, activation="relu", name=name,
+        kernel_initializer=keras.initializers.RandomNormal(0.0, init_std),
+        bias_initializer="ones" if bias_one else "zeros")(x)
+
+
+def _classifier(x, num_classes, dropout, init_std=0.01):
+    x = layers.Flatten(name="flatten")(x)
+    for i in (6, 7):
+        x = layers.Dense(4096, activation="relu", name=f"fc{i}",
+                         kernel_initializer=keras.initializers.RandomNormal(0.0, init_std),
+                         bias_initializer="ones")(x)
+        x = layers.Dropout(dropout, name=f"drop{i}")(x)
+    return layers.Dense(num_classes, dtype="float32", name="fc8",
+                        kernel_initializer=keras.initializers.RandomNormal(0.0, init_std))(x)
+
+
+@register("alexnet", task="classify", input_shape=(227, 227, 3), num_classes=1000, test_input=(67, 67, 3),
+          paper="Krizhevsky et al., ImageNet Classification with Deep CNNs (NIPS 2012), sec. 3, Fig. 2",
+          reported_error="37.5% top-1 / 17.0% top-5 on ILSVRC-2010 test (Table 1)")
+def alexnet(num_classes: int = 1000, input_shape=(227, 227, 3), towers: int = 1, dropout: float = 0.5,
+            lrn: bool = True):
+    """AlexNet; ``towers=2`` reproduces the two-GPU split as grouped convolutions (60,965,224 parameters;
+    62,378,344 with ``towers=1``)."""
+    inputs, x = pixel_input(input_shape, IMAGENET_MEAN, IMAGENET_STD)
+    x = _conv(x, 96, 11, 4, "valid", "conv1")                              # (55, 55, 96)
+    if lrn:
+        x = LocalResponseNormalization(name="lrn1")(x)
+    x = layers.MaxPooling2D(3, 2, name="pool1")(x)                           # (27, 27, 96)
+    x = _conv(x, 256, 5, 1, "same", "conv2", bias_one=True, groups=towers)  # (27, 27, 256)
+    if lrn:
+        x = LocalResponseNormalization(name="lrn2")(x)
+    x = layers.MaxPooling2D(3, 2, name="pool2")(x)                           # (13, 13, 256)
+    x = _conv(x, 384, 3, 1, "same", "conv3")                                 # all maps of both towers
+    x = _conv(x, 384, 3, 1, "same", "conv4", bias_one=True, groups=towers)
+    x = _conv(x, 256, 3, 1, "same", "conv5", bias_one=True, groups=towers)
+    x = layers.MaxPooling2D(3, 2, name="pool5")(x)                           # (6, 6, 256)
+    outputs = _classifier(x, num_classes, dropout)
+    return keras.Model(inputs, outputs, name="alexnet" if towers == 1 else f"alexnet_{towers}towers")
+
+
+@register("zfnet", task="classify", input_shape=(224, 224, 3), num_classes=1000, test_input=(64, 64, 3),
+          paper="Zeiler & Fergus, Visualizing and Understanding Convolutional Networks (ECCV 2014), Fig. 3",
+          reported_error="36.0% top-1 / 14.7% top-5 on ILSVRC-2012 val, 1 net (Table 2)")
+def zfnet(num_classes: int = 1000, input_shape=(224, 224, 3), dropout: float = 0.5):
+    """ZFNet: 7x7/2 first layer, 5x5/2 second layer, 3x3/2 pooling, contrast normalisation."""
+    inputs, x = pixel_input(input_shape, IMAGENET_MEAN, IMAGENET_STD)
+    x = layers.ZeroPadding2D(1, name="pad1")(x)
+    x = _conv(x, 96, 7, 2, "valid", "conv1")                                 # (110, 110, 96)
+    x = layers.MaxPooling2D(3, 2, padding="same", name="pool1")(x)           # (55, 55, 96)
+    x = LocalResponseNormalization(name="lrn1")(x)
+    x = _conv(x, 256, 5, 2, "valid", "conv2")                                # (26, 26, 256)
+    x = layers.MaxPooling2D(3, 2, padding="same", name="pool2")(x)           # (13, 13, 256)
+    x = LocalResponseNormalization(name="lrn2")(x)
+    x = _conv(x, 384, 3, 1, "same", "conv3")
+    x = _conv(x, 384, 3, 1, "same", "conv4")
+    x = _conv(x, 256, 3, 1, "same", "conv5")
+    x = layers.MaxPooling2D(3, 2, name="pool5")(x)                           # (6, 6, 256)
+    outputs = _classifier(x, num_classes, dropout)
+    return keras.Model(inputs, outputs, name="zfnet")
