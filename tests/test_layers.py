@@ -78,3 +78,39 @@ def test_local_response_normalization_matches_the_paper_formula(size, k, alpha, 
     model.save(tmp_path / "lrn.keras")
     again = keras.models.load_model(tmp_path / "lrn.keras", safe_mode=True)
     assert again.layers[0].get_config()["alpha"] == alpha
+
+
+def _locally_connected_numpy(x, kernel, bias, kh, kw, sh, sw):
+    b, h, w, c = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    out = np.zeros((b, oh, ow, kernel.shape[-1]))
+    for i in range(oh):
+        for j in range(ow):
+            patch = x[:, i * sh:i * sh + kh, j * sw:j * sw + kw, :].reshape(b, -1)  # (di, dj, c) order
+            out[:, i, j, :] = patch @ kernel[i * ow + j] + bias[i, j]
+    return out
+
+
+@pytest.mark.parametrize("kernel, strides", [((3, 3), (1, 1)), ((3, 2), (2, 1))])
+def test_locally_connected_matches_a_direct_computation(kernel, strides, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from cnnctl.layers import LocallyConnected2D
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 7, 6, 3)).astype("float32")
+    layer = LocallyConnected2D(4, kernel, strides=strides, bias_initializer="random_normal")
+    y = layer(x)
+    expected = _locally_connected_numpy(x, layer.kernel.numpy(), layer.bias.numpy(), *kernel, *strides)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+    # Weights are unshared: each position's kernel gets its own gradient.
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(xt) ** 2)
+    gk = tape.gradient(loss, layer.kernel).numpy()
+    assert not np.allclose(gk[0], gk[1])
+    model = keras.Sequential([keras.Input((7, 6, 3)), layer])
+    model.save(tmp_path / "lc.keras")
+    again = keras.models.load_model(tmp_path / "lc.keras", safe_mode=True)
+    np.testing.assert_allclose(again(x), y, rtol=1e-6)

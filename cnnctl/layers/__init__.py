@@ -1,6 +1,7 @@
 """Layers Keras 3 lacks or does slowly; all registered serializables (``.keras`` round trip, safe_mode)."""
 
 from cnnctl.layers.batch_norm import FusedBatchNormalization
+from cnnctl.layers.locally_connected import LocallyConnected2D
 from cnnctl.layers.lrn import LocalResponseNormalization
 
-__all__ = ["FusedBatchNormalization", "LocalResponseNormalization"]
+__all__ = ["FusedBatchNormalization", "LocallyConnected2D", "LocalResponseNormalization"]

@@ -15,7 +15,7 @@ from cnnctl.errors import CnnctlError
 from cnnctl.models.registry import MODELS, register
 
 # Importing the family modules fills the registry.
-from cnnctl.models import simple, lenet, resnet_cifar, alexnet, vgg, resnet, nin  # noqa: E402,F401
+from cnnctl.models import simple, lenet, resnet_cifar, alexnet, vgg, resnet, nin, deepface  # noqa: E402,F401
 
 __all__ = ["MODELS", "register", "build", "default_input_shape", "describe"]
 
@@ -68,6 +68,9 @@ def count_macs(model) -> int:
             out = layer.output.shape
             k = layer.kernel.shape    # (kh, kw, cin, multiplier)
             total += out[1] * out[2] * k[0] * k[1] * k[2] * k[3]
+        elif layer.__class__.__name__ == "LocallyConnected2D":
+            k = layer.kernel.shape    # (positions, kh*kw*cin, filters)
+            total += k[0] * k[1] * k[2]
         elif isinstance(layer, keras.layers.Dense):
             total += int(layer.kernel.shape[0] * layer.kernel.shape[1])
     return int(total)
