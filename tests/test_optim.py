@@ -71,3 +71,13 @@ def test_each_optimizer_reduces_a_quadratic(name):
         grad = 2 * w.numpy()
         opt.apply_gradients([(keras.ops.convert_to_tensor(grad), w)])
     assert np.sum(w.numpy() ** 2) < 13.0 * 0.75  # from 13 (adagrad is the slowest: ~6.7)
+
+
+def test_multiclass_hinge_is_the_cs231n_svm_loss():
+    from cnnctl.tasks.classify import MulticlassHinge
+
+    scores = np.array([[3.2, 5.1, -1.7], [1.3, 4.9, 2.0], [2.2, 2.5, -3.1]], dtype="float32")
+    labels = np.eye(3, dtype="float32")[[0, 1, 2]]
+    # CS231n's worked example (cat, car, frog): losses 2.9, 0 and 12.9, mean 5.27.
+    per_example = MulticlassHinge(reduction=None)(labels, scores)
+    np.testing.assert_allclose(per_example, [2.9, 0.0, 12.9], atol=1e-5)

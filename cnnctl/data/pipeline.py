@@ -2,7 +2,7 @@
 
 Stages are small functions [Model Garden Decoder/Parser; fastai item vs batch
 transforms]: order (a permutation that is a function of seed and epoch) ->
-decode (parallel, AUTOTUNE, order kept) -> batch -> batch transforms
+decode (parallel, order kept) -> batch -> batch transforms
 (channels, size, augmentation with stateless seeds) -> prefetch.
 
 Because the order and every random draw are functions of (seed, epoch,
@@ -26,6 +26,8 @@ from cnnctl.data.sources import load_source
 from cnnctl.errors import CnnctlError
 
 TF_DECODABLE = {"JPEG", "PNG", "BMP", "GIF"}
+PARALLEL_CALLS = max(2, os.cpu_count() or 2)  # fixed, not AUTOTUNE: see DataModule._dataset
+PREFETCH_BATCHES = 2
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,7 @@ class DataModule:
             flags = np.asarray(getattr(ex, "needs_pil", np.zeros(ex.count, bool)))[order]
             ds = tf.data.Dataset.from_tensor_slices((paths.astype(str), ex.labels[order], flags))
             ds = ds.skip(first * b)
-            ds = ds.map(self._decode_fn(bool(flags.any())), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            ds = ds.map(self._decode_fn(bool(flags.any())), num_parallel_calls=PARALLEL_CALLS, deterministic=True)
             ds = ds.batch(b)
             ds = tf.data.Dataset.zip(tf.data.Dataset.range(first, 1 << 62), ds).map(
                 lambda i, xy: (i, xy[0], xy[1]))
@@ -226,11 +228,15 @@ class DataModule:
         epoch = -1 if order_key is None else order_key
         if ex.kind != "shards":  # known length: Keras shows steps and does not warn at the end
             ds = ds.apply(tf.data.experimental.assert_cardinality(max(0, math.ceil(ex.count / b) - first)))
-        ds = ds.map(self._batch_fn(epoch, augment), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(self._batch_fn(epoch, augment), num_parallel_calls=PARALLEL_CALLS, deterministic=True)
         options = tf.data.Options()
         options.deterministic = True
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+        # No autotuning: tf.data's autotune thread (model::Model::OptimizeLoop) sleeps in a timed
+        # wait that iterator teardown cannot interrupt, so fit() stalled up to ~20 s with both cores
+        # idle at the end of some epochs (seen with gdb in TF 2.21). Fixed parallelism instead.
+        options.autotune.enabled = False
+        return ds.with_options(options).prefetch(PREFETCH_BATCHES)
 
     def _tensors(self, ex: Examples):
         """The in-memory arrays of ``ex`` as tensors, converted once."""
@@ -274,7 +280,7 @@ class DataModule:
             shards = [shards[i] for i in epoch_permutation(len(shards), self.seed, order_key)]
         ds = tf.data.Dataset.from_tensor_slices(shards)
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(shards)),
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                           num_parallel_calls=PARALLEL_CALLS, deterministic=True)
         features = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
 
         def parse(record):
@@ -285,7 +291,7 @@ class DataModule:
         if order_key is not None:
             ds = ds.shuffle(10_000, seed=int(epoch_permutation(1 << 16, self.seed, order_key)[0]),
                             reshuffle_each_iteration=False)
-        return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.map(parse, num_parallel_calls=PARALLEL_CALLS, deterministic=True)
 
     def _batch_fn(self, epoch: int, augment: bool):
         """(batch index, uint8 images, int labels) -> (float32 images (b,h,w,c), one-hot (b,k))."""

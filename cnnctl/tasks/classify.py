@@ -5,7 +5,31 @@ from __future__ import annotations
 import keras
 
 
-def loss(label_smoothing: float = 0.0) -> keras.losses.Loss:
+@keras.saving.register_keras_serializable(package="cnnctl")
+class MulticlassHinge(keras.losses.Loss):
+    """The multiclass SVM loss of CS231n (Weston & Watkins): sum_{j != y} max(0, s_j - s_y + margin).
+
+    Targets are one-hot (or mixed) rows; the true-class score is ``sum_j y_j s_j``.
+    """
+
+    def __init__(self, margin: float = 1.0, name: str = "multiclass_hinge", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.margin = margin
+
+    def call(self, y_true, y_pred):
+        y_true = keras.ops.cast(y_true, y_pred.dtype)
+        true_score = keras.ops.sum(y_true * y_pred, axis=-1, keepdims=True)          # (b, 1)
+        margins = keras.ops.relu(y_pred - true_score + self.margin) * (1.0 - y_true)  # (b, k), 0 at y
+        return keras.ops.sum(margins, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "margin": self.margin}
+
+
+def loss(label_smoothing: float = 0.0, kind: str = "softmax") -> keras.losses.Loss:
+    """The training loss: softmax cross-entropy (default) or the multiclass hinge of a linear SVM."""
+    if kind == "multiclass_hinge":
+        return MulticlassHinge()
     # Targets are one-hot (b, k) so label smoothing and MixUp share one loss.
     return keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
 
@@ -15,8 +39,9 @@ def metrics(num_classes: int) -> list:
             keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5")]
 
 
-def compile_model(model, optimizer, num_classes: int, label_smoothing: float = 0.0, jit: bool = False):
-    model.compile(optimizer=optimizer, loss=loss(label_smoothing), metrics=metrics(num_classes),
+def compile_model(model, optimizer, num_classes: int, label_smoothing: float = 0.0, jit: bool = False,
+                  loss_kind: str = "softmax"):
+    model.compile(optimizer=optimizer, loss=loss(label_smoothing, loss_kind), metrics=metrics(num_classes),
                   jit_compile=jit)
     return model
 

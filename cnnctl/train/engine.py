@@ -139,7 +139,10 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
         model = build_model(cfg, data.num_classes)
         schedule = make_schedule(cfg.schedule, cfg.optimizer.lr, steps, tc.epochs)
         optimizer = make_optimizer(cfg.optimizer, schedule)
-        classify.compile_model(model, optimizer, data.num_classes, tc.label_smoothing, tc.jit)
+        from cnnctl.models import MODELS
+
+        classify.compile_model(model, optimizer, data.num_classes, tc.label_smoothing, tc.jit,
+                               loss_kind=MODELS.get(cfg.model.name).meta.get("loss", "softmax"))
         optimizer.build(model.trainable_variables)
 
     guard = cb.NaNGuard()
@@ -168,7 +171,9 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
                 "history": history, "best": best.get_state(),
                 "plateau": plateau.get_state() if plateau else {}}
 
-    params = int(model.count_params())
+    from cnnctl.models import trainable_params
+
+    params = trainable_params(model)
     val_count = data.val.count if data.val else 0
     test_count = data.test.count if data.test else 0
     console.print(f"[bold]{cfg.model.name}[/] ({params:,} parameters) on [bold]{data.source}[/] "
