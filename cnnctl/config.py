@@ -41,9 +41,10 @@ class DataConfig:
     cache: bool = True            # decode files once into memory when they fit
     cache_limit_gb: float = 4.0   # above this the pipeline streams from disk instead
     skip_bad: bool = False        # skip unreadable images instead of stopping
-    augment: list[str] = field(default_factory=list)  # "flip", "crop", "mixup"
+    augment: list[str] = field(default_factory=list)  # "flip", "crop", "mixup", "pca_color"
     crop_padding: int = 4         # pixels of zero padding for "crop"
     mixup_alpha: float = 0.2
+    pca_std: float = 0.1          # AlexNet's colour augmentation: alpha ~ N(0, pca_std)
 
 
 @dataclass
@@ -221,9 +222,9 @@ def validate(cfg: Config) -> Config:
         raise CnnctlError(f"data.val_split = {cfg.data.val_split} is out of range",
                           hint="use a fraction in [0, 1), e.g. 0.1")
     for aug in cfg.data.augment:
-        if aug not in ("flip", "crop", "mixup"):
+        if aug not in ("flip", "crop", "mixup", "pca_color"):
             raise CnnctlError(f"unknown augmentation {aug!r} in data.augment",
-                              hint="valid: flip, crop, mixup")
+                              hint="valid: flip, crop, mixup, pca_color")
     return cfg
 
 

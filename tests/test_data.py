@@ -213,3 +213,32 @@ def test_keras_dataset_caches_mnist_npz_and_cifar10_batches(tmp_path):
         pickle.dump({b"data": planes, b"labels": Evil()}, f)
     with pytest.raises(CnnctlError, match="refusing to load"):
         cifar10(str(folder))
+
+
+def test_pca_colour_augmentation_shifts_every_pixel_of_an_image_by_one_colour(make_folder):
+    import tensorflow as tf
+
+    from cnnctl.data.pipeline import pca_color_shift, rgb_pca
+
+    rng = np.random.default_rng(0)
+    # Pixels whose colours vary mostly along (1, 1, 1) (brightness), a little along red-blue.
+    base = rng.normal(120, 40, (50, 8, 8, 1))
+    images = np.clip(np.concatenate([base + rng.normal(0, 10, base.shape), base,
+                                     base - rng.normal(0, 10, base.shape)], axis=-1), 0, 255).astype(np.uint8)
+    eigvals, eigvecs = rgb_pca(images)
+    assert eigvals[0] > 10 * eigvals[1] > 0
+    assert abs(abs(eigvecs[:, 0] @ np.ones(3) / np.sqrt(3)) - 1) < 0.05   # first component: brightness
+    x = tf.constant(images[:4].astype("float32"))
+    alpha = tf.constant(rng.normal(0, 0.1, (4, 3)).astype("float32"))
+    y = pca_color_shift(x, eigvals, eigvecs, alpha).numpy()
+    diff = y - x.numpy()
+    # One RGB shift per image: structure (each pixel minus the image mean) is unchanged.
+    np.testing.assert_allclose(diff, np.broadcast_to(diff[:, :1, :1, :], diff.shape), atol=1e-4)
+    assert np.abs(diff).max() > 0.1
+    np.testing.assert_allclose(pca_color_shift(x, eigvals, eigvecs, tf.zeros((4, 3))), x, atol=1e-5)
+    # As a pipeline stage on a real folder (RGB) it runs and stays in [0, 255].
+    root = make_folder(per_class=8, rgb=True, fmt="jpg")
+    dm = DataModule(DataConfig(path=str(root), val_split=0.0, augment=["pca_color"]), InputSpec(28, 28, 3), 8, 0,
+                    log=lambda m: None)
+    xb, _ = next(iter(dm.train_dataset(0)))
+    assert dm.pca is not None and float(tf.reduce_min(xb)) >= 0 and float(tf.reduce_max(xb)) <= 255

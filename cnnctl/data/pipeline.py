@@ -81,6 +81,34 @@ def _decode_all(paths: list[str], spec: InputSpec) -> tuple[np.ndarray, list[str
     return out, problems
 
 
+def rgb_pca(images: np.ndarray, max_pixels: int = 2_000_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (3,) and eigenvectors (3, 3, columns) of the RGB covariance of ``images`` scaled to [0, 1].
+
+    Krizhevsky et al. 2012, sec. 4.1: "PCA on the set of RGB pixel values
+    throughout the ImageNet training set". A seeded sample of at most
+    ``max_pixels`` pixels is used.
+    """
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
+    if len(pixels) > max_pixels:
+        pixels = pixels[np.random.default_rng(seed).choice(len(pixels), max_pixels, replace=False)]
+    eigvals, eigvecs = np.linalg.eigh(np.cov(pixels, rowvar=False))
+    order = np.argsort(eigvals)[::-1]
+    return eigvals[order].astype(np.float32), eigvecs[:, order].astype(np.float32)
+
+
+def pca_color_shift(x, eigvals, eigvecs, alpha):
+    """AlexNet colour augmentation on float images in [0, 255] (b, h, w, 3).
+
+    Each image gets ``[p1 p2 p3] [a1 l1, a2 l2, a3 l3]^T`` (in [0, 1] units, times 255) added to
+    every pixel, with ``alpha`` (b, 3) drawn from N(0, sigma): intensity and colour of the
+    illumination change, the image's structure does not.
+    """
+    import tensorflow as tf
+
+    shift = tf.linalg.matvec(tf.constant(eigvecs)[None], alpha * tf.constant(eigvals)[None])  # (b, 3)
+    return x + 255.0 * shift[:, None, None, :]
+
+
 def resize_uint8(img, spec: InputSpec):
     """uint8 (h, w, c) -> uint8 (spec.height, spec.width, c).
 
@@ -135,6 +163,9 @@ class DataModule:
         self.test = test if test is not None else self.val
         if self.val is None and test is not None and train.kind == "shards":
             self.val = test
+        self.pca = None
+        if "pca_color" in cfg.augment:
+            self.pca = self._fit_pca()
         if self.train.count == 0:
             raise CnnctlError("the training split is empty after removing unusable files",
                               hint="run `cnnctl data inspect PATH` to see what is wrong with the files")
@@ -174,6 +205,26 @@ class DataModule:
         if converted:
             self.log(f"{converted} {split} file(s) need Pillow (EXIF rotation, CMYK, 16-bit or other formats): converted on the fly")
         return out
+
+    def _fit_pca(self):
+        if self.spec.channels != 3:
+            self.log("pca_color needs RGB input: skipped for this 1-channel model")
+            return None
+        ex = self.train
+        if ex.kind == "images":
+            sample = ex.images[np.random.default_rng(self.seed).permutation(ex.count)[:4000]]
+            if sample.shape[-1] == 1:
+                self.log("pca_color on grey images has only an intensity component")
+                sample = np.repeat(sample, 3, axis=-1)
+        elif ex.kind == "paths":
+            pick = np.random.default_rng(self.seed).permutation(ex.count)[:500]
+            sample = np.stack([load_image(ex.paths[i], 3, (64, 64)) for i in pick])
+        else:
+            raise CnnctlError("pca_color is not available for TFRecord data yet",
+                              hint="train from the image folder, or drop pca_color from data.augment")
+        eigvals, eigvecs = rgb_pca(sample, seed=self.seed)
+        self.log(f"RGB PCA for colour augmentation: eigenvalues {np.round(eigvals, 4).tolist()}")
+        return eigvals, eigvecs
 
     # ------------------------------------------------------------------ sizes
     def steps(self, split: str = "train") -> int:
@@ -298,6 +349,7 @@ class DataModule:
         import tensorflow as tf
 
         spec, k, cfg, seed = self.spec, self.num_classes, self.cfg, self.seed
+        pca = self.pca
         augs = list(cfg.augment) if augment else []
 
         def fn(i, images, labels):
@@ -323,6 +375,9 @@ class DataModule:
             if "flip" in augs:
                 flip = tf.random.stateless_uniform((n, 1, 1, 1), base + [0, 2 << 40]) < 0.5
                 x = tf.where(flip, tf.reverse(x, axis=[2]), x)
+            if "pca_color" in augs and pca is not None:
+                alpha = tf.random.stateless_normal((n, 3), base + [0, 6 << 40], stddev=cfg.pca_std)
+                x = tf.clip_by_value(pca_color_shift(x, *pca, alpha), 0.0, 255.0)
             if "mixup" in augs:
                 a = cfg.mixup_alpha
                 g1 = tf.random.stateless_gamma((n,), base + [0, 3 << 40], alpha=a)
