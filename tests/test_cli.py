@@ -86,6 +86,9 @@ def test_train_evaluate_predict_end_to_end(make_folder, tmp_path):
     assert abs(ev["top1"] - metrics["test_accuracy"]) < 1e-6
     assert np.asarray(ev["confusion"]).sum() == ev["images"]
     assert (run / "confusion.png").is_file()
+    r = invoke("evaluate", run, "--json", "--tta", "10crop")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["tta"] == "10crop" and json.loads(r.stdout)["top1"] > 0.8
 
     img = sorted((data / "disc").iterdir())[0]
     r = invoke("predict", run, img, "--json", "--top-k", "2")

@@ -242,3 +242,24 @@ def test_pca_colour_augmentation_shifts_every_pixel_of_an_image_by_one_colour(ma
                     log=lambda m: None)
     xb, _ = next(iter(dm.train_dataset(0)))
     assert dm.pca is not None and float(tf.reduce_min(xb)) >= 0 and float(tf.reduce_max(xb)) <= 255
+
+
+def test_ten_crops_are_corners_centre_and_mirrors():
+    import tensorflow as tf
+
+    from cnnctl.data.tta import predict_probs, ten_crops
+
+    x = tf.constant(np.arange(2 * 28 * 28 * 3, dtype="float32").reshape(2, 28, 28, 3))
+    crops = ten_crops(x, ratio=32 / 28)     # enlarge to 32x32, crop 28x28
+    assert crops.shape == (10, 2, 28, 28, 3)
+    big = tf.image.resize(x, (32, 32)).numpy()
+    np.testing.assert_allclose(crops[0], big[:, :28, :28])        # top-left corner
+    np.testing.assert_allclose(crops[3], big[:, 4:, 4:])          # bottom-right corner
+    np.testing.assert_allclose(crops[4], big[:, 2:30, 2:30])      # centre
+    np.testing.assert_allclose(crops[5], crops[0].numpy()[:, :, ::-1])  # mirror of the first
+
+    import keras
+    model = keras.Sequential([keras.Input((28, 28, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)])
+    probs = predict_probs(model, x, "10crop").numpy()
+    assert probs.shape == (2, 4)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)

@@ -17,6 +17,7 @@ def evaluate(
     best: bool = typer.Option(False, "--best", help="Use best.keras instead of the last model.keras."),
     batch_size: int = typer.Option(256, "--batch-size", "-b", help="Images per forward pass."),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    tta: str = typer.Option("none", "--tta", help="Test-time augmentation: none, or 10crop (corners + centre + mirrors of the image enlarged by 256/224, softmax averaged, as AlexNet/GoogLeNet)."),
 ):
     """Loss, top-1/top-5, per-class precision/recall and a confusion matrix (table + PNG in the run directory).
 
@@ -25,19 +26,24 @@ def evaluate(
         cnnctl evaluate checkpoints/fashion_cnn-fashion_mnist-20261123-120000
 
         cnnctl evaluate checkpoints/my-run --data new_photos/ --best
+
+        cnnctl evaluate checkpoints/my-run --tta 10crop
     """
     quiet_tensorflow()
     import numpy as np
 
     from cnnctl.data.pipeline import DataModule
     from cnnctl.errors import CnnctlError
-    from cnnctl.inference import input_spec, load_run_model, softmax
+    from cnnctl.inference import input_spec, load_run_model
     from cnnctl.tasks.classify import evaluate_predictions
     from cnnctl.train.rundir import RunDir
     from cnnctl.viz.plots import confusion
 
     if batch_size <= 0:
         raise CnnctlError(f"--batch-size {batch_size} must be positive")
+    if tta not in ("none", "10crop"):
+        raise CnnctlError(f"unknown --tta {tta!r}", hint="choose none or 10crop")
+    from cnnctl.data.tta import predict_probs
     model, classes, cfg = load_run_model(run_dir, "best" if best else "model")
     data_cfg = cfg.data
     if data is not None:
@@ -51,10 +57,11 @@ def evaluate(
     split = "test" if dm.test is not None else "train"
     labels, probs = [], []
     for x, y in dm.eval_dataset(split):
-        probs.append(softmax(np.asarray(model(x, training=False), dtype=np.float64)))
+        probs.append(np.asarray(predict_probs(model, x, tta), dtype=np.float64))
         labels.append(np.argmax(y.numpy(), axis=1))
     result = evaluate_predictions(np.concatenate(labels), np.concatenate(probs), classes)
-    result.update(split=split, data=data or cfg.data.path or dm.source, model_file="best.keras" if best else "model.keras")
+    result.update(split=split, data=data or cfg.data.path or dm.source, tta=tta,
+                  model_file="best.keras" if best else "model.keras")
     run = RunDir(run_dir)
     png = run.file("confusion.png")
     confusion(np.asarray(result["confusion"]), classes, png,
@@ -71,7 +78,8 @@ def _print_tables(result: dict, classes: list[str], png: Path) -> None:
 
     out = console()
     topk = next(k for k in result if k.startswith("top") and k != "top1")
-    summary = Table(title=f"evaluation on {result['images']} {result['split']} images ({result['model_file']})")
+    views = "" if result["tta"] == "none" else f", {result['tta']}"
+    summary = Table(title=f"evaluation on {result['images']} {result['split']} images ({result['model_file']}{views})")
     summary.add_column("loss", justify="right")
     summary.add_column("top-1", justify="right")
     summary.add_column(topk.replace("top", "top-"), justify="right")
