@@ -36,7 +36,9 @@ def load_run_model(run_dir: str | Path, which: str = "model"):
         raise CnnctlError(f"cannot load {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
                           hint="the file is damaged or from an incompatible version; "
                                "use best.keras or resume the run to rewrite it") from None
-    out = int(model.outputs[0].shape[-1])
+    from cnnctl.models import model_num_outputs
+
+    out = model_num_outputs(model)
     if out != len(classes):
         raise CnnctlError(f"{path} predicts {out} classes but the run lists {len(classes)}",
                           hint="the run directory has been mixed with another run's files")
@@ -45,8 +47,9 @@ def load_run_model(run_dir: str | Path, which: str = "model"):
 
 def input_spec(model):
     from cnnctl.data.pipeline import InputSpec
+    from cnnctl.models import model_input_shape
 
-    return InputSpec.from_shape(model.inputs[0].shape[1:])
+    return InputSpec.from_shape(model_input_shape(model))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -106,6 +106,17 @@ def test_train_evaluate_predict_end_to_end(make_folder, tmp_path):
     assert r.exit_code == 2 and "cannot read" in r.output and "Traceback" not in r.output
 
 
+def test_auxiliary_classifiers_train_and_are_dropped_at_inference(make_folder, tmp_path):
+    data = make_folder(classes=3, per_class=12, size=80, rgb=True)
+    out = tmp_path / "runs"
+    r = invoke("train", "--data", data, "--epochs", "1", "--name", "g", "--out-dir", out, *FAST,
+               "--model", "googlenet", "--set", "model.input_shape=[80,80,3]", "--set", "optimizer.lr=0.001")
+    assert r.exit_code == 0, r.output
+    r = invoke("predict", out / "g", sorted((data / "disc").iterdir())[0], "--json")
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)[0]["top"]) == 3   # one output: the main classifier's 3 classes
+
+
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(make_folder, tmp_path):
     data = make_folder(per_class=16)
     out = tmp_path / "runs"

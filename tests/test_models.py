@@ -36,11 +36,19 @@ def test_model_trains_and_round_trips(name, tmp_path):
 
     # One gradient step lowers the training loss on a fixed batch: take the gradient once, then
     # step along it with shrinking sizes (backtracking); a wrong or zero gradient never gets lower.
-    loss_fn = keras.losses.CategoricalCrossentropy(from_logits=True)
+    ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+
+    def loss_fn():
+        network = getattr(model, "network", None)  # auxiliary classifiers: main + 0.3 x each head
+        if network is None:
+            return ce(y, model(x, training=True))
+        main, *aux = network(x, training=True)
+        return ce(y, main) + sum(model.aux_weight * ce(y, a) for a in aux)
+
     weights = model.trainable_variables
     with tf.GradientTape() as tape:
-        loss0 = float(loss_fn(y, model(x, training=True)))
-        loss_t = loss_fn(y, model(x, training=True))
+        loss_t = loss_fn()
+    loss0 = float(loss_t)
     grads = tape.gradient(loss_t, weights)
     assert all(g is not None for g in grads), "every trainable weight gets a gradient"
     norm = float(tf.linalg.global_norm(grads))
@@ -50,7 +58,7 @@ def test_model_trains_and_round_trips(name, tmp_path):
     for step in (1.0, 0.1, 0.01, 0.001):
         for w, w0, g in zip(weights, start, grads):
             w.assign(w0 - step * g.numpy() / norm)
-        if float(loss_fn(y, model(x, training=True))) < loss0:
+        if float(loss_fn()) < loss0:
             lowered = True
             break
     assert lowered, f"no step along the gradient lowered the loss {loss0}"
@@ -79,6 +87,7 @@ def test_unknown_model_and_option_list_the_valid_ones():
     ("resnet18", {}, 11_689_512),                  # no conv biases before batch norm
     ("resnet50", {}, 25_557_032),
     ("resnet152", {}, 60_192_808),
+    ("googlenet", {"aux": False}, 6_998_552),      # "6.6-7.0 M" without the auxiliary heads
 ])
 def test_imagenet_parameter_counts_match_the_references(name, options, params):
     got = models.trainable_params(models.build(name, num_classes=1000, **options))
@@ -99,3 +108,24 @@ def test_cifar_resnet_depths_follow_6n_plus_2():
     m = models.build("resnet32", num_classes=10)
     convs = [l for l in m.layers if l.__class__.__name__ == "Conv2D"]
     assert len(convs) == 31  # 6n + 1 convs + the dense layer = 32 weighted layers
+
+
+def test_googlenet_training_loss_adds_the_weighted_auxiliary_losses():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = models.build("googlenet", num_classes=3, input_shape=(80, 80, 3), dropout=0.0)
+    model.compile(keras.optimizers.SGD(0.01), keras.losses.CategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).uniform(0, 255, (4, 80, 80, 3)).astype("float32")
+    y = keras.ops.one_hot(np.arange(4) % 3, 3)
+    ce = keras.losses.CategoricalCrossentropy(from_logits=True)
+    main = model(x, training=True)
+    total = float(model.compute_loss(x=x, y=y, y_pred=main, training=True))
+    aux = model._aux_logits
+    assert len(aux) == 2
+    expected = float(ce(y, main)) + 0.3 * sum(float(ce(y, a)) for a in aux)
+    assert total == pytest.approx(expected, rel=1e-5)
+    # At inference the heads are not used: one output, no auxiliary term.
+    assert model(x, training=False).shape == (4, 3)
+    assert float(model.compute_loss(x=x, y=y, y_pred=model(x), training=False)) == pytest.approx(
+        float(ce(y, model(x))), rel=1e-5)

@@ -15,7 +15,7 @@ from cnnctl.errors import CnnctlError
 from cnnctl.models.registry import MODELS, register
 
 # Importing the family modules fills the registry.
-from cnnctl.models import simple, lenet, resnet_cifar, alexnet, vgg, resnet, nin, deepface  # noqa: E402,F401
+from cnnctl.models import simple, lenet, resnet_cifar, alexnet, vgg, resnet, nin, deepface, inception  # noqa: E402,F401
 
 __all__ = ["MODELS", "register", "build", "default_input_shape", "describe"]
 
@@ -94,6 +94,20 @@ def describe(name: str) -> dict[str, Any]:
     meta.update(name=name, params=trainable_params(model), macs=count_macs(model))
     meta.pop("test_input", None)
     return meta
+
+
+def model_input_shape(model) -> tuple:
+    """(h, w, c) a built model takes, also for wrappers such as ``AuxiliaryClassifiers``."""
+    inner = getattr(model, "network", None)
+    source = inner if inner is not None else model
+    return tuple(int(s) for s in source.inputs[0].shape[1:])
+
+
+def model_num_outputs(model) -> int:
+    """Classes predicted by the main output."""
+    inner = getattr(model, "network", None)
+    outputs = inner.outputs if inner is not None else model.outputs
+    return int(outputs[0].shape[-1])
 
 
 def trainable_params(model) -> int:
