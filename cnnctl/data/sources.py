@@ -245,6 +245,9 @@ def load_source(source: str, path: str) -> tuple[str, Splits]:
     """Resolve ``auto`` and call the source -> (name, splits)."""
     name = detect(path) if source == "auto" else source
     entry = SOURCES.get(name)
+    if not path and name in ("folder", "csv", "tfrecord"):
+        raise CnnctlError(f"the {name} data source needs a path",
+                          hint="pass --data PATH (an ImageNet-style folder: DIR/train/<class>, DIR/val/<class>)")
     if path and not Path(path).exists():
         raise CnnctlError(f"data path {path!r} does not exist")
     return name, entry.fn(path)

@@ -15,7 +15,8 @@ from cnnctl.errors import CnnctlError
 from cnnctl.models.registry import MODELS, register
 
 # Importing the family modules fills the registry.
-from cnnctl.models import simple, lenet, resnet_cifar, alexnet, vgg, resnet, nin, deepface, inception  # noqa: E402,F401
+from cnnctl.models import (  # noqa: E402,F401
+    alexnet, deepface, inception, inception_v3, lenet, nin, resnet, resnet_cifar, simple, vgg)
 
 __all__ = ["MODELS", "register", "build", "default_input_shape", "describe"]
 
