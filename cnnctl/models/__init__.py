@@ -16,8 +16,8 @@ from cnnctl.models.registry import MODELS, register
 
 # Importing the family modules fills the registry.
 from cnnctl.models import (  # noqa: E402,F401
-    alexnet, deepface, inception, inception_resnet, inception_v3, inception_v4, lenet, nin, resnet, resnet_cifar,
-    simple, vgg)
+    alexnet, bn_inception, deepface, inception, inception_resnet, inception_v3, inception_v4, lenet, nin, resnet,
+    resnet_cifar, simple, vgg)
 
 __all__ = ["MODELS", "register", "build", "default_input_shape", "describe"]
 
