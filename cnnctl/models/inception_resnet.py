@@ -113,3 +113,53 @@ def inception_resnet_v2(num_classes: int = 1000, input_shape=(299, 299, 3), scal
     x = layers.Dropout(dropout, name="drop")(x)
     outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name="inception_resnet_v2")
+
+
+@register("inception_resnet_v1", task="classify", input_shape=(299, 299, 3), num_classes=1000,
+          test_input=(75, 75, 3),
+          paper="Szegedy et al., Inception-v4, Inception-ResNet (AAAI 2017), Figs. 10-15",
+          reported_error="21.3% top-1 / 5.5% top-5 single crop, ILSVRC-2012 val (Table 2)")
+def inception_resnet_v1(num_classes: int = 1000, input_shape=(299, 299, 3), scales=(0.17, 0.1, 0.2),
+                        dropout: float = 0.2):
+    """Inception-ResNet-v1 (the cost of Inception-v3): stem of Fig. 14, blocks of Figs. 10-13, Reduction-A
+    with k, l, m, n = 192, 192, 256, 384."""
+    sa, sb, sc = (float(s) for s in scales)
+    inputs, x = pixel_input(input_shape, 127.5, 127.5)
+    x = conv_bn(x, 32, 3, "stem1", stride=2, padding="valid")                # (149, 149, 32)
+    x = conv_bn(x, 32, 3, "stem2", padding="valid")
+    x = conv_bn(x, 64, 3, "stem3")
+    x = layers.MaxPooling2D(3, 2, name="stem_pool")(x)                       # (73, 73, 64)
+    x = conv_bn(x, 80, 1, "stem4")
+    x = conv_bn(x, 192, 3, "stem5", padding="valid")                         # (71, 71, 192)
+    x = conv_bn(x, 256, 3, "stem6", stride=2, padding="valid")               # (35, 35, 256)
+    for i in range(5):  # Fig. 10 (the paper's Fig. 15 schema: 5 x A, 10 x B, 5 x C)
+        name = f"block35_{i + 1}"
+        b0 = conv_bn(x, 32, 1, f"{name}_b0")
+        b1 = conv_bn(conv_bn(x, 32, 1, f"{name}_b1a"), 32, 3, f"{name}_b1b")
+        b2 = conv_bn(conv_bn(conv_bn(x, 32, 1, f"{name}_b2a"), 32, 3, f"{name}_b2b"), 32, 3, f"{name}_b2c")
+        x = _residual(x, [b0, b1, b2], sa, name)
+    b0 = conv_bn(x, 384, 3, "mixed6a_b0", stride=2, padding="valid")        # Reduction-A (Fig. 7)
+    b1 = conv_bn(conv_bn(conv_bn(x, 192, 1, "mixed6a_b1a"), 192, 3, "mixed6a_b1b"), 256, 3, "mixed6a_b1c",
+                 stride=2, padding="valid")
+    x = layers.Concatenate(name="mixed6a")([b0, b1, layers.MaxPooling2D(3, 2, name="mixed6a_pool")(x)])  # 896
+    for i in range(10):  # Fig. 11
+        name = f"block17_{i + 1}"
+        b0 = conv_bn(x, 128, 1, f"{name}_b0")
+        b1 = conv_bn(conv_bn(conv_bn(x, 128, 1, f"{name}_b1a"), 128, (1, 7), f"{name}_b1b"), 128, (7, 1),
+                     f"{name}_b1c")
+        x = _residual(x, [b0, b1], sb, name)
+    b0 = conv_bn(conv_bn(x, 256, 1, "mixed7a_b0a"), 384, 3, "mixed7a_b0b", stride=2, padding="valid")  # Fig. 12
+    b1 = conv_bn(conv_bn(x, 256, 1, "mixed7a_b1a"), 256, 3, "mixed7a_b1b", stride=2, padding="valid")
+    b2 = conv_bn(conv_bn(conv_bn(x, 256, 1, "mixed7a_b2a"), 256, 3, "mixed7a_b2b"), 256, 3, "mixed7a_b2c",
+                 stride=2, padding="valid")
+    x = layers.Concatenate(name="mixed7a")([b0, b1, b2, layers.MaxPooling2D(3, 2, name="mixed7a_pool")(x)])
+    for i in range(5):  # Fig. 13, 8x8x1792
+        name = f"block8_{i + 1}"
+        b0 = conv_bn(x, 192, 1, f"{name}_b0")
+        b1 = conv_bn(conv_bn(conv_bn(x, 192, 1, f"{name}_b1a"), 192, (1, 3), f"{name}_b1b"), 192, (3, 1),
+                     f"{name}_b1c")
+        x = _residual(x, [b0, b1], sc, name)
+    x = layers.GlobalAveragePooling2D(name="avgpool")(x)
+    x = layers.Dropout(dropout, name="drop")(x)
+    outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, outputs, name="inception_resnet_v1")
