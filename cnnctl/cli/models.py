@@ -26,7 +26,8 @@ def models(
     from cnnctl import models as registry
 
     names = [registry.MODELS.get(name).name] if name else registry.MODELS.names()
-    rows = [registry.describe(n) for n in names]
+    with console(stderr=True).status(f"building {len(names)} model(s) to count parameters and multiply-adds..."):
+        rows = [registry.describe(n) for n in names]
     for r in rows:
         r["input_shape"] = list(r["input_shape"])
     if json_:

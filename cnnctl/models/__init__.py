@@ -92,7 +92,9 @@ def describe(name: str) -> dict[str, Any]:
     """Metadata of a model plus its parameter count and MACs at the default input (builds it)."""
     entry = MODELS.get(name)
     meta = dict(entry.meta)
-    model = build(name, num_classes=meta.get("num_classes", 1000))
+    # Auxiliary classifiers are discarded at inference, and papers count without them.
+    extra = {"aux": False} if "aux" in inspect.signature(entry.fn).parameters else {}
+    model = build(name, num_classes=meta.get("num_classes", 1000), **extra)
     meta.update(name=name, params=trainable_params(model), macs=count_macs(model))
     meta.pop("test_input", None)
     return meta

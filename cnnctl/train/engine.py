@@ -75,7 +75,6 @@ def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
 
 
 def _train_locked(cfg: Config, run, console, log, progress_factory) -> RunResult:
-
     from cnnctl.data.pipeline import DataModule, InputSpec
     from cnnctl.train.rundir import RunDir, default_run_name
     from cnnctl.train.runtime import configure, pick_strategy
