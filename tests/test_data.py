@@ -263,3 +263,18 @@ def test_ten_crops_are_corners_centre_and_mirrors():
     probs = predict_probs(model, x, "10crop").numpy()
     assert probs.shape == (2, 4)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_streamed_folder_decodes_odd_files_and_skips_broken_ones(make_folder):
+    root = make_folder()
+    _add_odd_files(root)
+    logs = []
+    dm = DataModule(DataConfig(path=str(root), skip_bad=True, val_split=0.0, cache=False), InputSpec(28, 28, 3), 8, 0,
+                    log=logs.append)
+    assert dm.train.kind == "paths" and dm.train.count == 47
+    assert any("need Pillow" in m for m in logs)       # CMYK, 16-bit, ... go through Pillow on the fly
+    seen = 0
+    for x, y in dm.train_dataset(0):
+        assert x.shape[1:] == (28, 28, 3)
+        seen += int(x.shape[0])
+    assert seen == 47

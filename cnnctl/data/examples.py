@@ -26,6 +26,7 @@ class Examples:
     shards: list[str] | None = None          # TFRecord files
     count: int = 0                           # number of examples (shards: from their index)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong)
+    needs_pil: np.ndarray | None = None      # (n,) bool: files TensorFlow cannot decode faithfully
 
     def __post_init__(self):
         if self.images is not None or self.paths is not None:
@@ -44,6 +45,7 @@ class Examples:
             labels=self.labels[index],
             images=None if self.images is None else self.images[index],
             paths=None if self.paths is None else [self.paths[i] for i in index],
+            needs_pil=None if self.needs_pil is None else self.needs_pil[index],
         )
 
 

@@ -181,7 +181,8 @@ class DataModule:
             images, problems = _decode_all(ex.paths, self.spec)
             needs_pil = None
         else:
-            problems, needs_pil = _check_files(ex.paths, full=False)
+            # Full decode once: a truncated JPEG passes a header check but would stop TF mid-epoch.
+            problems, needs_pil = _check_files(ex.paths, full=True)
         bad = [(p, why) for p, why in zip(ex.paths, problems) if why]
         if bad:
             self.problems += bad
@@ -199,9 +200,9 @@ class DataModule:
             self.log(f"decoded {len(index)} {split} images into memory "
                      f"({need / 2**20:.0f} MiB, {self.spec.height}x{self.spec.width}x{self.spec.channels})")
             return Examples(ex.class_names, ex.labels[index], images=images[index])
+        ex.needs_pil = needs_pil
         out = ex.subset(index)
-        out.needs_pil = needs_pil[index]  # type: ignore[attr-defined]
-        converted = int(out.needs_pil.sum())  # type: ignore[attr-defined]
+        converted = int(out.needs_pil.sum())
         if converted:
             self.log(f"{converted} {split} file(s) need Pillow (EXIF rotation, CMYK, 16-bit or other formats): converted on the fly")
         return out
@@ -263,7 +264,7 @@ class DataModule:
             ds = tf.data.Dataset.range(first, math.ceil(n / b)).map(gather)
         elif ex.kind == "paths":
             paths = np.asarray(ex.paths, dtype=object)[order]
-            flags = np.asarray(getattr(ex, "needs_pil", np.zeros(ex.count, bool)))[order]
+            flags = (ex.needs_pil if ex.needs_pil is not None else np.zeros(ex.count, bool))[order]
             ds = tf.data.Dataset.from_tensor_slices((paths.astype(str), ex.labels[order], flags))
             ds = ds.skip(first * b)
             ds = ds.map(self._decode_fn(bool(flags.any())), num_parallel_calls=PARALLEL_CALLS, deterministic=True)
