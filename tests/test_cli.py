@@ -198,3 +198,33 @@ def test_killed_run_resumes_to_bit_identical_weights(make_folder, tmp_path):
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert np.array_equal(x, y)
+
+
+def test_a_full_disk_stops_with_a_message_and_the_run_resumes_after(make_folder, tmp_path):
+    """RLIMIT_FSIZE stands in for a full disk: writes past the limit fail with EFBIG."""
+    import resource
+
+    data = make_folder(per_class=16)
+    common = ["--strategy", "default", "--precision", "float32", "--batch-size", "8",
+              "--set", "model.widths=[4,8]", "--set", "model.hidden=16"]
+    first = _cnnctl("train", "--data", data, "--epochs", "1", "--name", "disk", "--out-dir", tmp_path, *common)
+    out, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, out
+    run = tmp_path / "disk"
+    size = (run / "model.keras").stat().st_size
+    before = (run / "backup" / "LATEST").read_text()
+
+    def small_files_only():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+
+    full = _cnnctl("train", "--resume", run, "--epochs", "2", preexec_fn=small_files_only)
+    out, _ = full.communicate(timeout=300)
+    assert full.returncode != 0
+    assert "could not write" in out and "Traceback" not in out, out
+    assert (run / "backup" / "LATEST").read_text() == before      # the last checkpoint is untouched
+    assert not list(run.glob(".*.tmp*")), "no temporary files left behind"
+
+    again = _cnnctl("train", "--resume", run, "--epochs", "2")   # space is back
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out
+    assert json.loads((run / "metrics.json").read_text())["epochs_trained"] == 2
