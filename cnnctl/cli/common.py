@@ -53,9 +53,11 @@ def report_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except CnnctlError as e:
-            err.print(f"[bold red]error:[/] {e.message}", markup=True, soft_wrap=True)
+            from rich.markup import escape  # paths may contain [brackets]
+
+            err.print(f"[bold red]error:[/] {escape(e.message)}", soft_wrap=True)
             if e.hint:
-                err.print(f"[yellow]fix:[/] {e.hint}", soft_wrap=True)
+                err.print(f"[yellow]fix:[/] {escape(e.hint)}", soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             err.print("[bold red]interrupted.[/] Checkpoints written so far are intact; "
@@ -72,7 +74,9 @@ def report_errors(fn: Callable) -> Callable:
                 err.print("[yellow]fix:[/] lower --batch-size or use a smaller input size")
                 raise typer.Exit(3) from None
             if isinstance(e, OSError) and e.errno in (28, 27, 122):  # ENOSPC, EFBIG, EDQUOT
-                err.print(f"[bold red]error:[/] could not write: {e}")
+                from rich.markup import escape
+
+                err.print(f"[bold red]error:[/] could not write: {escape(str(e))}")
                 err.print("[yellow]fix:[/] free disk space, then resume; the last checkpoint is intact")
                 raise typer.Exit(4) from None
             raise

@@ -38,17 +38,18 @@ def inspect(
 
 
 def _print_report(report: dict) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     out = console()
-    out.print(f"[bold]{report['source']}[/] {report['path']}: {len(report.get('classes', []))} classes")
+    out.print(f"[bold]{report['source']}[/] {escape(report['path'])}: {len(report.get('classes', []))} classes")
     for split, info in report["splits"].items():
         if "per_class" in info:
             t = Table(title=f"{split}: {info['count']} images")
             t.add_column("class")
             t.add_column("images", justify="right")
             for c, n in info["per_class"].items():
-                t.add_row(c, str(n) if n else "[red]0[/]")
+                t.add_row(escape(c), str(n) if n else "[red]0[/]")
             out.print(t)
         for key in ("sizes", "modes", "formats", "notes"):
             if info.get(key):
@@ -60,7 +61,7 @@ def _print_report(report: dict) -> None:
         t.add_column("path", overflow="fold")
         t.add_column("problem")
         for p, why in report["problems"]:
-            t.add_row(p, why)
+            t.add_row(escape(p), escape(why))
         out.print(t)
         out.print("[yellow]train stops on unreadable images unless --skip-bad is given[/]")
     else:
@@ -105,4 +106,4 @@ def convert(
     if desc["skipped"]:
         console().print(f"[yellow]skipped {len(desc['skipped'])} unreadable file(s):[/]")
         for p, why in desc["skipped"][:20]:
-            console().print(f"  {p}: {why}")
+            console().print(f"  {p}: {why}", markup=False)

@@ -88,8 +88,10 @@ def _print_tables(result: dict, classes: list[str], png: Path) -> None:
     per = Table(title="per class")
     for col in ("class", "precision", "recall", "f1", "support"):
         per.add_column(col, justify="left" if col == "class" else "right")
+    from rich.markup import escape
+
     for r in result["per_class"]:
-        per.add_row(r["class"], f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", str(r["support"]))
+        per.add_row(escape(r["class"]), f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", str(r["support"]))
     out.print(per)
     if len(classes) <= 20:
         cm = Table(title="confusion matrix (rows: true, columns: predicted)")
@@ -97,6 +99,6 @@ def _print_tables(result: dict, classes: list[str], png: Path) -> None:
         for i in range(len(classes)):
             cm.add_column(str(i), justify="right")
         for i, row in enumerate(result["confusion"]):
-            cm.add_row(f"{i} {classes[i]}", *[f"[bold]{v}[/]" if i == j else str(v) for j, v in enumerate(row)])
+            cm.add_row(f"{i} {escape(classes[i])}", *[f"[bold]{v}[/]" if i == j else str(v) for j, v in enumerate(row)])
         out.print(cm)
     out.print(f"confusion matrix picture: {png}")

@@ -60,6 +60,7 @@ def predict(
     if json_:
         echo_json(results)
         return
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"predictions ({spec.height}x{spec.width}x{spec.channels} input)")
@@ -69,5 +70,6 @@ def predict(
     table.add_column("probability", justify="right")
     for r in results:
         for rank, t in enumerate(r["top"], start=1):
-            table.add_row(r["image"] if rank == 1 else "", str(rank), t["label"], f"{t['probability']:.4f}")
+            table.add_row(escape(r["image"]) if rank == 1 else "", str(rank), escape(t["label"]),
+                          f"{t['probability']:.4f}")
     console().print(table)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from rich.markup import escape  # paths and class names may contain [brackets]
+
 from cnnctl import config as config_mod
 from cnnctl.config import Config
 from cnnctl.errors import CnnctlError
@@ -50,7 +52,7 @@ def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
     from rich.console import Console
 
     console = console or Console()
-    log = lambda msg: console.print(f"[dim]{msg}[/]")  # noqa: E731
+    log = lambda msg: console.print(f"[dim]{escape(msg)}[/]")  # noqa: E731
     from cnnctl.train.rundir import RunDir
 
     from cnnctl.models import check_options
@@ -161,7 +163,7 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
             model.optimizer.learning_rate.assign(cfg.optimizer.lr)
         if start_step >= steps:
             start_epoch, start_step = start_epoch + 1, 0
-        console.print(f"resuming {run.path} at epoch {start_epoch + 1}, step {start_step} "
+        console.print(f"resuming {escape(str(run.path))} at epoch {start_epoch + 1}, step {start_step} "
                       f"(global step {state['global_step']})")
 
     def loop_state(epoch: int, step_in_epoch: int) -> dict[str, Any]:
@@ -176,11 +178,12 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
     val_count = data.val.count if data.val else 0
     test_count = data.test.count if data.test else 0
     console.print(f"[bold]{cfg.model.name}[/] ({params:,} parameters) on [bold]{data.source}[/] "
-                  f"{cfg.data.path or '(bundled)'}: {data.train.count} train / {val_count} val / "
+                  f"{escape(cfg.data.path) or '(bundled)'}: {data.train.count} train / {val_count} val / "
                   f"{test_count} test images, {data.num_classes} classes", soft_wrap=True)
     console.print(f"{tc.epochs} epochs x {steps} steps, batch {tc.batch_size} "
                   f"({replicas} replica(s) x {per_replica_batch}), {policy}, "
-                  f"{cfg.optimizer.name} lr {cfg.optimizer.lr} {cfg.schedule.name} -> {run.path}", soft_wrap=True)
+                  f"{cfg.optimizer.name} lr {cfg.optimizer.lr} {cfg.schedule.name} -> {escape(str(run.path))}",
+                  soft_wrap=True)
 
     progress = (progress_factory or _default_progress)(console)
     bar = cb.RichProgress(progress, tc.epochs, steps, tc.batch_size)
@@ -282,4 +285,4 @@ def _final_table(console, metrics: dict, path: Path) -> None:
             table.add_row(key, f"{v:.4f}" if isinstance(v, float) and v < 10 else
                           f"{v:,}" if isinstance(v, int) else str(v))
     console.print(table)
-    console.print(f"run directory: {path}", soft_wrap=True)
+    console.print(f"run directory: {path}", soft_wrap=True, markup=False)
