@@ -228,3 +228,25 @@ def test_a_full_disk_stops_with_a_message_and_the_run_resumes_after(make_folder,
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0, out
     assert json.loads((run / "metrics.json").read_text())["epochs_trained"] == 2
+
+
+def test_backups_never_rewrite_the_checkpoint_latest_points_at(tmp_path):
+    import keras
+
+    from cnnctl.train.rundir import RunDir
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.optimizer.build(model.trainable_variables)
+    run = RunDir.create(str(tmp_path), "b")
+    state = {"epoch": 0, "step_in_epoch": 4, "global_step": 4}
+    run.save_backup(model, state)
+    first = (run.file("backup") / "LATEST").read_text().strip()
+    run.save_backup(model, {"epoch": 1, "step_in_epoch": 0, "global_step": 4})  # same global step
+    second = (run.file("backup") / "LATEST").read_text().strip()
+    assert first != second and (run.file("backup") / first).is_dir()
+    run.save_backup(model, {"epoch": 1, "step_in_epoch": 0, "global_step": 4})  # same state again
+    third = (run.file("backup") / "LATEST").read_text().strip()
+    assert third not in (first, second)
+    assert sorted(p.name for p in run.file("backup").glob("ckpt-*")) == sorted([second, third])  # two kept
+    assert run.load_backup(model)["epoch"] == 1

@@ -183,9 +183,12 @@ class RunDir:
         backup = self.file("backup")
         backup.mkdir(exist_ok=True)
         step = int(state["global_step"])
-        ckpt = backup / f"ckpt-{step:010d}"
-        if ckpt.exists():
-            shutil.rmtree(ckpt)
+        # A new folder every time (never rewrite the one LATEST may point at): the step backup and
+        # the epoch-end backup can share a global step.
+        stem = f"ckpt-{step:010d}-{int(state['epoch']):05d}-{int(state['step_in_epoch']):07d}"
+        ckpt, n = backup / stem, 1
+        while ckpt.exists():
+            ckpt, n = backup / f"{stem}-{n}", n + 1
         ckpt.mkdir()
         variables = list(model.variables) + list(model.optimizer.variables)
         arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
