@@ -8,8 +8,9 @@ bare ``KeyError`` [timm ``@register_model``, detectron2 ``Registry``].
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from cnnctl.errors import CnnctlError
 

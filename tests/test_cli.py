@@ -93,7 +93,7 @@ def test_train_evaluate_predict_end_to_end(make_folder, tmp_path):
     # the crops themselves are checked in test_data.py.
     assert ev10["tta"] == "10crop" and np.asarray(ev10["confusion"]).sum() == ev["images"]
 
-    img = sorted((data / "disc").iterdir())[0]
+    img = min((data / "disc").iterdir())
     r = invoke("predict", run, img, "--json", "--top-k", "2")
     assert r.exit_code == 0, r.output
     pred = json.loads(r.stdout)[0]
@@ -112,7 +112,7 @@ def test_auxiliary_classifiers_train_and_are_dropped_at_inference(make_folder, t
     r = invoke("train", "--data", data, "--epochs", "1", "--name", "g", "--out-dir", out, *FAST,
                "--model", "googlenet", "--set", "model.input_shape=[80,80,3]", "--set", "optimizer.lr=0.001")
     assert r.exit_code == 0, r.output
-    r = invoke("predict", out / "g", sorted((data / "disc").iterdir())[0], "--json")
+    r = invoke("predict", out / "g", min((data / "disc").iterdir()), "--json")
     assert r.exit_code == 0, r.output
     assert len(json.loads(r.stdout)[0]["top"]) == 3   # one output: the main classifier's 3 classes
 

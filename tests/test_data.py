@@ -178,7 +178,7 @@ def test_tfrecord_convert_round_trip(make_folder, tmp_path):
     xa, ya = next(iter(dm_files.eval_dataset("train") if dm_files.test is None else dm_files.eval_dataset("test")))
     xb, yb = next(iter(dm_rec.train_dataset(0)))
     # Same multiset of (image, label): sort by pixel sum then label.
-    key = lambda x, y: sorted(zip(x.numpy().sum(axis=(1, 2, 3)).round(3), y.numpy().argmax(1)))  # noqa: E731
+    key = lambda x, y: sorted(zip(x.numpy().sum(axis=(1, 2, 3)).round(3), y.numpy().argmax(1)))
     assert key(xa, ya) == key(xb, yb)
 
 

@@ -81,7 +81,7 @@ def test_local_response_normalization_matches_the_paper_formula(size, k, alpha, 
 
 
 def _locally_connected_numpy(x, kernel, bias, kh, kw, sh, sw):
-    b, h, w, c = x.shape
+    b, h, w, _ = x.shape
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     out = np.zeros((b, oh, ow, kernel.shape[-1]))
     for i in range(oh):

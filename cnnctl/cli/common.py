@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import typer
 
@@ -67,7 +67,7 @@ def report_errors(fn: Callable) -> Callable:
             err.print("[bold red]error:[/] out of memory",)
             err.print("[yellow]fix:[/] lower --batch-size, or set data.cache=false to stream images from disk")
             raise typer.Exit(3) from None
-        except Exception as e:  # noqa: BLE001 - map TensorFlow's resource errors, re-raise real bugs
+        except Exception as e:
             name = type(e).__name__
             if name == "ResourceExhaustedError":
                 err.print(f"[bold red]error:[/] out of memory in TensorFlow: {str(e).splitlines()[0]}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -75,7 +74,7 @@ def convert(
     out: Path = typer.Argument(..., help="Output folder for the shards (new or empty)."),
     shards: int = typer.Option(0, "--shards", help="Shards per split (default: one per 5,000 images)."),
     channels: int = typer.Option(0, "--channels", help="1 or 3 (default: from the images)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Resize to HxW, e.g. 224x224 (default: keep sizes)."),
+    size: str | None = typer.Option(None, "--size", help="Resize to HxW, e.g. 224x224 (default: keep sizes)."),
 ):
     """Write sharded TFRecords (PNG-encoded, upright, 8-bit) readable by `cnnctl train --data OUT`.
 

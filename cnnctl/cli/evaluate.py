@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,7 +12,7 @@ from cnnctl.cli.common import console, echo_json, quiet_tensorflow, report_error
 @report_errors
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A run directory written by `cnnctl train`."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="Evaluate on this data instead of the run's test split (its test split, or all of it)."),
+    data: str | None = typer.Option(None, "--data", "-d", help="Evaluate on this data instead of the run's test split (its test split, or all of it)."),
     best: bool = typer.Option(False, "--best", help="Use best.keras instead of the last model.keras."),
     batch_size: int = typer.Option(256, "--batch-size", "-b", help="Images per forward pass."),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from cnnctl.cli.common import console, echo_json, quiet_tensorflow, report_errors
@@ -12,7 +10,7 @@ from cnnctl.cli.common import console, echo_json, quiet_tensorflow, report_error
 @report_errors
 def models(
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    name: Optional[str] = typer.Argument(None, help="Show one model only."),
+    name: str | None = typer.Argument(None, help="Show one model only."),
 ):
     """List the architectures: task, parameters, multiply-adds at the default input, paper, reported error.
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
 
 import typer
 
@@ -13,7 +12,7 @@ from cnnctl.cli.common import console, echo_json, quiet_tensorflow, report_error
 @report_errors
 def predict(
     run_dir: Path = typer.Argument(..., help="A run directory written by `cnnctl train`."),
-    images: List[Path] = typer.Argument(..., help="Image files (JPEG, PNG, BMP, GIF, WebP, TIFF)."),
+    images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, BMP, GIF, WebP, TIFF)."),
     top_k: int = typer.Option(5, "--top-k", "-k", help="How many labels to show per image."),
     best: bool = typer.Option(False, "--best", help="Use best.keras instead of the last model.keras."),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -27,24 +26,24 @@ class Strategy(str, Enum):
 
 @report_errors
 def train(
-    recipe: Optional[str] = typer.Argument(None, help="Recipe TOML (a path, or a name in pipelines/). Default: pipelines/default.toml."),
-    set_: List[str] = typer.Option([], "--set", "-s", help="Override a recipe key: --set train.epochs=30 (repeatable)."),
-    data: Optional[str] = typer.Option(None, "--data", "-d", help="Data: class folder, CSV of path,label, TFRecord folder, mnist.npz, CIFAR-10 batches."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Architecture name (see `cnnctl models`)."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Number of epochs."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Global batch size (split across replicas)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run directory name under checkpoints/."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for initialisation, data split, order and augmentation."),
-    precision: Optional[Precision] = typer.Option(None, "--precision", help="Numeric precision; auto picks mixed_bfloat16 on CPUs with bf16 units."),
-    jit: Optional[bool] = typer.Option(None, "--jit/--no-jit", help="Compile the train step with XLA."),
-    deterministic: Optional[bool] = typer.Option(None, "--deterministic", help="Deterministic ops and data order (bit-reproducible on CPU)."),
-    strategy: Optional[Strategy] = typer.Option(None, "--strategy", help="Distribution strategy."),
-    devices: Optional[int] = typer.Option(None, "--devices", help="Split the CPU into N logical devices (MirroredStrategy on one CPU)."),
-    clipnorm: Optional[float] = typer.Option(None, "--clipnorm", help="Clip the global gradient norm to this value."),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Also write a resume backup every N steps."),
+    recipe: str | None = typer.Argument(None, help="Recipe TOML (a path, or a name in pipelines/). Default: pipelines/default.toml."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override a recipe key: --set train.epochs=30 (repeatable)."),
+    data: str | None = typer.Option(None, "--data", "-d", help="Data: class folder, CSV of path,label, TFRecord folder, mnist.npz, CIFAR-10 batches."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Architecture name (see `cnnctl models`)."),
+    epochs: int | None = typer.Option(None, "--epochs", "-e", help="Number of epochs."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Global batch size (split across replicas)."),
+    name: str | None = typer.Option(None, "--name", help="Run directory name under checkpoints/."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for initialisation, data split, order and augmentation."),
+    precision: Precision | None = typer.Option(None, "--precision", help="Numeric precision; auto picks mixed_bfloat16 on CPUs with bf16 units."),
+    jit: bool | None = typer.Option(None, "--jit/--no-jit", help="Compile the train step with XLA."),
+    deterministic: bool | None = typer.Option(None, "--deterministic", help="Deterministic ops and data order (bit-reproducible on CPU)."),
+    strategy: Strategy | None = typer.Option(None, "--strategy", help="Distribution strategy."),
+    devices: int | None = typer.Option(None, "--devices", help="Split the CPU into N logical devices (MirroredStrategy on one CPU)."),
+    clipnorm: float | None = typer.Option(None, "--clipnorm", help="Clip the global gradient norm to this value."),
+    checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Also write a resume backup every N steps."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip unreadable image files instead of stopping."),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Parent folder of run directories (default: checkpoints)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
+    out_dir: Path | None = typer.Option(None, "--out-dir", help="Parent folder of run directories (default: checkpoints)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
 ):
     """Train a network; everything lands in `checkpoints/RUN_NAME/`.
 

@@ -36,7 +36,7 @@ class Examples:
     def kind(self) -> str:
         return "images" if self.images is not None else "paths" if self.paths is not None else "shards"
 
-    def subset(self, index: np.ndarray) -> "Examples":
+    def subset(self, index: np.ndarray) -> Examples:
         """The examples at ``index`` (not for shards)."""
         if self.kind == "shards":
             raise ValueError("cannot index TFRecord shards")
@@ -59,7 +59,7 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
     held = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        k = int(round(fraction * len(idx)))
+        k = round(fraction * len(idx))
         if fraction > 0 and k == 0 and len(idx) >= 2:
             k = 1
         held.append(rng.permutation(idx)[:k])

@@ -11,6 +11,14 @@ from cnnctl.data.images import ImageError, inspect_image
 from cnnctl.data.sources import load_source
 
 
+def _inspect_or_reason(path: str):
+    """ImageInfo of a fully decoded file, or the reason it cannot be used."""
+    try:
+        return inspect_image(path, full=True)
+    except ImageError as e:
+        return str(e)
+
+
 def inspect_data(path: str, source: str = "auto") -> dict[str, Any]:
     """-> {source, classes, splits: {split: {count, per_class, sizes, modes, formats}}, problems: [(path, why)]}."""
     name, splits = load_source(source, path)
@@ -26,16 +34,9 @@ def inspect_data(path: str, source: str = "auto") -> dict[str, Any]:
             info["sizes"] = {f"{ex.images.shape[2]}x{ex.images.shape[1]}": ex.count}
             info["modes"] = {"L" if ex.images.shape[3] == 1 else "RGB": ex.count}
         elif ex.kind == "paths":
-            infos: list[Any] = [None] * len(ex.paths)
-
-            def one(i):
-                try:
-                    infos[i] = inspect_image(ex.paths[i], full=True)
-                except ImageError as e:
-                    infos[i] = str(e)
 
             with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-                list(pool.map(one, range(len(ex.paths)), chunksize=32))
+                infos = list(pool.map(_inspect_or_reason, ex.paths, chunksize=32))
             good = [(i, x) for i, x in enumerate(infos) if not isinstance(x, str)]
             report["problems"] += [[ex.paths[i], x] for i, x in enumerate(infos) if isinstance(x, str)]
             counts = collections.Counter(int(ex.labels[i]) for i, _ in good)

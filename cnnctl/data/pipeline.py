@@ -39,7 +39,7 @@ class InputSpec:
     channels: int
 
     @classmethod
-    def from_shape(cls, shape) -> "InputSpec":
+    def from_shape(cls, shape) -> InputSpec:
         h, w, c = (int(s) for s in shape)
         return cls(h, w, c)
 

@@ -69,8 +69,8 @@ def mnist(path: str = "") -> Splits:
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays only: no other class can be built (no code runs)."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+    ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                         ("numpy", "ndarray"), ("numpy", "dtype")})
 
     def find_class(self, module, name):
         if (module, name) in self.ALLOWED:
@@ -168,7 +168,7 @@ def csv_source(path: str) -> Splits:
         if not rel or not label:
             problems.append((f"{p}:{n}", "empty path or label: skipped"))
             continue
-        full = str((p.parent / rel)) if not os.path.isabs(rel) else rel
+        full = str(p.parent / rel) if not os.path.isabs(rel) else rel
         if (full, label) in seen:
             problems.append((f"{p}:{n}", f"duplicate row {rel},{label}: skipped"))
             continue

@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -90,7 +90,7 @@ def _guess_channels(ex: Examples) -> int:
             with Image.open(p) as img:
                 if img.mode not in ("L", "LA", "I", "I;16", "1", "F"):
                     return 3
-        except Exception:  # noqa: BLE001
+        except (OSError, ValueError, Image.DecompressionBombError):  # reported when converted
             continue
     return 1
 

@@ -4,4 +4,4 @@ from cnnctl.layers.batch_norm import FusedBatchNormalization
 from cnnctl.layers.locally_connected import LocallyConnected2D
 from cnnctl.layers.lrn import LocalResponseNormalization
 
-__all__ = ["FusedBatchNormalization", "LocallyConnected2D", "LocalResponseNormalization"]
+__all__ = ["FusedBatchNormalization", "LocalResponseNormalization", "LocallyConnected2D"]

@@ -12,14 +12,26 @@ import inspect
 from typing import Any
 
 from cnnctl.errors import CnnctlError
-from cnnctl.models.registry import MODELS, register
 
 # Importing the family modules fills the registry.
-from cnnctl.models import (  # noqa: E402,F401
-    alexnet, bn_inception, deepface, inception, inception_resnet, inception_v3, inception_v4, lenet, nin, resnet,
-    resnet_cifar, simple, vgg)
+from cnnctl.models import (  # noqa: F401
+    alexnet,
+    bn_inception,
+    deepface,
+    inception,
+    inception_resnet,
+    inception_v3,
+    inception_v4,
+    lenet,
+    nin,
+    resnet,
+    resnet_cifar,
+    simple,
+    vgg,
+)
+from cnnctl.models.registry import MODELS, register
 
-__all__ = ["MODELS", "register", "build", "default_input_shape", "describe"]
+__all__ = ["MODELS", "build", "default_input_shape", "describe", "register"]
 
 
 def default_input_shape(name: str) -> tuple[int, int, int]:

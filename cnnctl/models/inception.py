@@ -71,10 +71,10 @@ def googlenet(num_classes: int = 1000, input_shape=(224, 224, 3), aux: bool = Tr
     x = LocalResponseNormalization(name="lrn2")(x)
     x = layers.MaxPooling2D(3, 2, padding="same", name="pool2")(x)       # (28, 28, 192)
     aux_outputs = []
-    for name in MODULES:
+    for name, spec in MODULES.items():
         if name in ("4a", "5a"):
             x = layers.MaxPooling2D(3, 2, padding="same", name=f"pool_before_{name}")(x)  # 28 -> 14 -> 7
-        x = inception_module(x, MODULES[name], f"inception_{name}")
+        x = inception_module(x, spec, f"inception_{name}")
         if aux and name in ("4a", "4d"):
             aux_outputs.append(auxiliary_head(x, num_classes, f"aux_{name}"))
     x = layers.GlobalAveragePooling2D(name="avgpool")(x)                # 7x7 average pooling at 224

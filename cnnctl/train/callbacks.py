@@ -21,10 +21,9 @@ class RichProgress(keras.callbacks.Callback):
         super().__init__()
         self.progress, self.epochs, self.steps, self.batch_size = progress, epochs, steps, batch_size
         self.task = None
-        self.images_per_s = 0.0
 
     def start_epoch(self, epoch: int, first_step: int):
-        self.epoch, self.first_step = epoch, first_step
+        self.first_step = first_step
         self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps,
                                            completed=first_step, ips=0.0, loss=float("nan"), acc=float("nan"))
         self.t0, self.timed_steps = None, 0
@@ -37,7 +36,6 @@ class RichProgress(keras.callbacks.Callback):
         else:
             self.timed_steps += 1
         ips = self.timed_steps * self.batch_size / (now - self.t0) if self.timed_steps else 0.0
-        self.images_per_s = ips
         self.progress.update(self.task, completed=self.first_step + batch + 1, ips=ips,
                              loss=float(logs.get("loss", float("nan"))),
                              acc=float(logs.get("accuracy", float("nan"))))
@@ -55,7 +53,7 @@ class NaNGuard(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self.bad_step: int | None = None
-        self.epoch = 0
+        self.bad_loss = float("nan")
         self.first_step = 0
 
     def on_train_batch_end(self, batch, logs=None):

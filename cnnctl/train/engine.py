@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rich.markup import escape  # paths and class names may contain [brackets]
 
@@ -52,10 +53,9 @@ def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
     from rich.console import Console
 
     console = console or Console()
-    log = lambda msg: console.print(f"[dim]{escape(msg)}[/]")  # noqa: E731
-    from cnnctl.train.rundir import RunDir
-
+    log = lambda msg: console.print(f"[dim]{escape(msg)}[/]")
     from cnnctl.models import check_options
+    from cnnctl.train.rundir import RunDir
 
     # Fail fast on an unknown model or option, before any data is read or folder made.
     check_options(cfg.model.name, {k: v for k, v in cfg.model.options.items() if k != "input_shape"})
@@ -235,7 +235,13 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
 
 
 def _default_progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

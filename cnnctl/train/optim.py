@@ -39,7 +39,7 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
 def make_schedule(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int):
     """-> a float (constant / plateau) or a ``LearningRateSchedule`` over optimizer steps."""
     spe = max(1, steps_per_epoch)
-    warmup = int(round(cfg.warmup_epochs * spe))
+    warmup = round(cfg.warmup_epochs * spe)
     total = max(1, epochs * spe)
     S = keras.optimizers.schedules
     if cfg.name == "plateau" and warmup:

@@ -27,8 +27,9 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +108,7 @@ class RunDir:
 
     # -------------------------------------------------------------- creation / opening
     @classmethod
-    def create(cls, out_dir: str, name: str) -> "RunDir":
+    def create(cls, out_dir: str, name: str) -> RunDir:
         if not re.fullmatch(r"[\w.+-]+", name):
             raise CnnctlError(f"run name {name!r} has characters that do not belong in a folder name",
                               hint="use letters, digits, '-', '_', '.' and '+'")
@@ -123,7 +124,7 @@ class RunDir:
         return cls(path)
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "RunDir":
+    def open(cls, path: str | os.PathLike) -> RunDir:
         p = Path(path)
         if not p.is_dir():
             raise CnnctlError(f"run directory {p} does not exist",
@@ -250,5 +251,13 @@ def history_rows(path: Path) -> list[dict[str, float]]:
     return rows
 
 
-__all__ = ["RunDir", "atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_save_model",
-           "default_run_name", "load_classes", "history_rows"]
+__all__ = [
+    "RunDir",
+    "atomic_save_model",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "default_run_name",
+    "history_rows",
+    "load_classes",
+]
