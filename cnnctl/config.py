@@ -45,6 +45,13 @@ class DataConfig:
     crop_padding: int = 4         # pixels of zero padding for "crop"
     mixup_alpha: float = 0.2
     pca_std: float = 0.1          # AlexNet's colour augmentation: alpha ~ N(0, pca_std)
+    # ImageNet-style scale augmentation for image files: [S] resizes every training image's
+    # shorter side to S (AlexNet: 256), [Smin, Smax] to a random S per image (VGG's scale
+    # jittering: 256-512), then takes a random crop of the model's size. [] = off (the
+    # image is resized to the model's size). Evaluation resizes to eval_resize_short
+    # (0 = the mean of resize_short, VGG's Q = (Smin + Smax) / 2) and takes the centre crop.
+    resize_short: list[int] = field(default_factory=list)
+    eval_resize_short: int = 0
 
 
 @dataclass
@@ -121,7 +128,8 @@ CHOICES = {
 }
 POSITIVE = {"train.epochs", "train.batch_size"}
 NON_NEGATIVE = {"train.devices", "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
-                "optimizer.clipnorm", "schedule.warmup_epochs", "data.crop_padding"}
+                "optimizer.clipnorm", "schedule.warmup_epochs", "data.crop_padding",
+                "data.eval_resize_short"}
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -225,6 +233,10 @@ def validate(cfg: Config) -> Config:
         if aug not in ("flip", "crop", "mixup", "pca_color"):
             raise CnnctlError(f"unknown augmentation {aug!r} in data.augment",
                               hint="valid: flip, crop, mixup, pca_color")
+    if len(cfg.data.resize_short) > 2 or any(int(s) <= 0 for s in cfg.data.resize_short) or (
+            len(cfg.data.resize_short) == 2 and cfg.data.resize_short[0] > cfg.data.resize_short[1]):
+        raise CnnctlError(f"data.resize_short = {cfg.data.resize_short} is not valid",
+                          hint="use [] (off), [S] or [Smin, Smax] with 0 < Smin <= Smax, e.g. [256, 512]")
     return cfg
 
 

@@ -117,6 +117,21 @@ def test_auxiliary_classifiers_train_and_are_dropped_at_inference(make_folder, t
     assert len(json.loads(r.stdout)[0]["top"]) == 3   # one output: the main classifier's 3 classes
 
 
+def test_knn_memorises_the_training_split_and_evaluates_like_any_run(make_folder, tmp_path):
+    data = make_folder(classes=3, per_class=16)
+    out = tmp_path / "runs"
+    r = invoke("train", "--data", data, "--model", "knn", "--set", "model.k=3", "--set", "model.metric=l1",
+               "--name", "k", "--out-dir", out, *FAST, "--set", "model.input_shape=[28,28,1]")
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((out / "k" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.9 and metrics["params"] == 0
+    r = invoke("evaluate", out / "k", "--json")
+    assert r.exit_code == 0, r.output
+    assert abs(json.loads(r.stdout)["top1"] - metrics["test_accuracy"]) < 1e-6
+    r = invoke("train", "--resume", out / "k")
+    assert r.exit_code == 2 and "resume" in r.output and "Traceback" not in r.output
+
+
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(make_folder, tmp_path):
     data = make_folder(per_class=16)
     out = tmp_path / "runs"

@@ -278,3 +278,58 @@ def test_streamed_folder_decodes_odd_files_and_skips_broken_ones(make_folder):
         assert x.shape[1:] == (28, 28, 3)
         seen += int(x.shape[0])
     assert seen == 47
+
+
+def test_scale_jittering_crops_full_size_images_per_seed_epoch_and_position(tmp_path):
+    """VGG scale jittering / AlexNet 256 -> 224 crops, scaled down to 40x60 images and 16x16 crops."""
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(6):  # landscape and portrait, sizes 40x60 .. 60x40
+            shape = (40, 60, 3) if i % 2 else (60, 40, 3)
+            Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    cfg = DataConfig(path=str(tmp_path), val_split=0.0, resize_short=[20, 32])
+    messages = []
+    dm = DataModule(cfg, InputSpec(16, 16, 3), 4, 3, log=messages.append)
+    assert any("scale jittering S in [20, 32]" in m for m in messages) and dm.train.kind == "paths"
+    first = np.concatenate([x.numpy() for x, _ in dm.train_dataset(0)])
+    again = np.concatenate([x.numpy() for x, _ in dm.train_dataset(0)])
+    later = np.concatenate([x.numpy() for x, _ in dm.train_dataset(1)])
+    assert first.shape == (12, 16, 16, 3)
+    np.testing.assert_array_equal(first, again)          # a function of (seed, epoch, position)
+    assert not np.array_equal(first, later)
+    tail = np.concatenate([x.numpy() for x, _ in dm.train_dataset(0, skip_batches=2)])
+    np.testing.assert_array_equal(first[8:], tail)       # resuming mid-epoch redraws the same crops
+
+    # Evaluation: shorter side to (20 + 32) / 2 = 26, centre crop, exactly.
+    x, _ = next(iter(dm.eval_dataset("train")))
+    path = dm.train.paths[0]
+    img = np.asarray(Image.open(path))
+    import tensorflow as tf
+
+    from cnnctl.data.pipeline import resize_short_side
+
+    scaled = resize_short_side(tf.constant(img), 26).numpy()
+    assert min(scaled.shape[:2]) == 26 and max(scaled.shape[:2]) == 39
+    top, left = (scaled.shape[0] - 16) // 2, (scaled.shape[1] - 16) // 2
+    np.testing.assert_array_equal(x.numpy()[0], scaled[top:top + 16, left:left + 16])
+
+    # Each random crop is a window of its image scaled to some S in [20, 32].
+    order = epoch_permutation(12, 3, 0)
+    for pos in range(4):
+        src = np.asarray(Image.open(dm.train.paths[order[pos]]))
+        found = False
+        for s in range(20, 33):
+            scaled = resize_short_side(tf.constant(src), s).numpy()
+            h, w = scaled.shape[:2]
+            found |= any(np.array_equal(first[pos], scaled[t:t + 16, u:u + 16])
+                         for t in range(h - 15) for u in range(w - 15))
+        assert found, f"crop {pos} is no window of its image at any S in [20, 32]"
+    with pytest.raises(CnnctlError, match="smaller than the model"):
+        DataModule(DataConfig(path=str(tmp_path), val_split=0.0, resize_short=[12]), InputSpec(16, 16, 3), 4, 0,
+                   log=lambda m: None)
+
+
+def test_scale_jittering_is_refused_for_in_memory_data_sets():
+    with pytest.raises(CnnctlError, match="needs image files"):
+        DataModule(DataConfig(resize_short=[32]), InputSpec(28, 28, 1), 4, 0, log=lambda m: None)

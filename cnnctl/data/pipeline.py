@@ -125,6 +125,40 @@ def resize_uint8(img, spec: InputSpec):
     return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
 
 
+def resize_short_side(img, short):
+    """uint8 (h, w, c) -> uint8 image whose shorter side is ``short`` (int32 scalar), aspect kept."""
+    import tensorflow as tf
+
+    shape = tf.shape(img)
+    h, w = shape[0], shape[1]
+    short = tf.cast(short, tf.int32)
+    scale = tf.cast(short, tf.float32) / tf.cast(tf.minimum(h, w), tf.float32)
+    nh = tf.where(h <= w, short, tf.cast(tf.round(tf.cast(h, tf.float32) * scale), tf.int32))
+    nw = tf.where(h <= w, tf.cast(tf.round(tf.cast(w, tf.float32) * scale), tf.int32), short)
+    out = tf.cond(scale < 1.0, lambda: tf.image.resize(img, (nh, nw), method="area"),
+                  lambda: tf.image.resize(img, (nh, nw), method="bilinear"))
+    return tf.cast(tf.clip_by_value(tf.round(out), 0, 255), tf.uint8)
+
+
+def scale_and_crop(img, spec: InputSpec, short_range: tuple[int, int] | None, seed=None):
+    """The ImageNet training/eval crop of one full-size uint8 image -> uint8 (spec.height, spec.width, c).
+
+    Training (``seed`` given): shorter side to S drawn uniformly from ``short_range`` (both ends
+    included; Simonyan & Zisserman 2015 sec. 3.1 scale jittering, Krizhevsky et al. 2012 sec. 4.1
+    with S = 256), then a random crop. Evaluation (``seed`` None): shorter side to
+    ``short_range[0]``, centre crop.
+    """
+    import tensorflow as tf
+
+    lo, hi = short_range
+    if seed is None:
+        img = resize_short_side(img, lo)
+        return tf.image.resize_with_crop_or_pad(img, spec.height, spec.width)
+    s = tf.random.stateless_uniform((), seed, lo, hi + 1, dtype=tf.int32)
+    img = resize_short_side(img, s)
+    return tf.image.stateless_random_crop(img, (spec.height, spec.width, spec.channels), seed + [0, 1])
+
+
 class DataModule:
     """Train / validation / test splits of one data set, ready to feed a model of input ``spec``.
 
@@ -163,6 +197,8 @@ class DataModule:
         self.test = test if test is not None else self.val
         if self.val is None and test is not None and train.kind == "shards":
             self.val = test
+        if cfg.resize_short:
+            self._check_resize_short()
         self.pca = None
         if "pca_color" in cfg.augment:
             self.pca = self._fit_pca()
@@ -176,7 +212,7 @@ class DataModule:
             return ex
         n = len(ex.paths)
         need = n * self.spec.height * self.spec.width * self.spec.channels
-        cache = self.cfg.cache and need <= self.cfg.cache_limit_gb * 2**30
+        cache = self.cfg.cache and need <= self.cfg.cache_limit_gb * 2**30 and not self.cfg.resize_short
         if cache:
             images, problems = _decode_all(ex.paths, self.spec)
             needs_pil = None
@@ -206,6 +242,28 @@ class DataModule:
         if converted:
             self.log(f"{converted} {split} file(s) need Pillow (EXIF rotation, CMYK, 16-bit or other formats): converted on the fly")
         return out
+
+    def _check_resize_short(self):
+        kinds = {ex.kind for ex in (self.train, self.val, self.test) if ex is not None}
+        if "images" in kinds:
+            raise CnnctlError(f"data.resize_short needs image files; {self.source} is decoded into memory at "
+                              "the model's size", hint="drop data.resize_short, or train from a folder, CSV or "
+                              "TFRecords of full-size images (`cnnctl data convert`)")
+        side = max(self.spec.height, self.spec.width)
+        short = [*self.cfg.resize_short, self.eval_short]
+        if min(short) < side:
+            raise CnnctlError(f"data.resize_short {self.cfg.resize_short} (evaluation {self.eval_short}) is smaller "
+                              f"than the model's {self.spec.height}x{self.spec.width} crop",
+                              hint=f"use sizes >= {side}, e.g. [{round(side * 256 / 224)}]")
+        what = ("scale jittering S in [{}, {}]".format(*self.cfg.resize_short) if len(self.cfg.resize_short) == 2
+                else f"shorter side {self.cfg.resize_short[0]}")
+        self.log(f"training crops: {what}, random {self.spec.height}x{self.spec.width} crops; "
+                 f"evaluation: shorter side {self.eval_short}, centre crop")
+
+    @property
+    def eval_short(self) -> int:
+        rs = self.cfg.resize_short
+        return int(self.cfg.eval_resize_short or (round(sum(rs) / len(rs)) if rs else 0))
 
     def _fit_pca(self):
         if self.spec.channels != 3:
@@ -265,14 +323,15 @@ class DataModule:
         elif ex.kind == "paths":
             paths = np.asarray(ex.paths, dtype=object)[order]
             flags = (ex.needs_pil if ex.needs_pil is not None else np.zeros(ex.count, bool))[order]
-            ds = tf.data.Dataset.from_tensor_slices((paths.astype(str), ex.labels[order], flags))
+            ds = tf.data.Dataset.from_tensor_slices((np.arange(ex.count), paths.astype(str), ex.labels[order], flags))
             ds = ds.skip(first * b)
-            ds = ds.map(self._decode_fn(bool(flags.any())), num_parallel_calls=PARALLEL_CALLS, deterministic=True)
+            decode = self._decode_fn(bool(flags.any()), epoch=order_key if augment else None)
+            ds = ds.map(decode, num_parallel_calls=PARALLEL_CALLS, deterministic=True)
             ds = ds.batch(b)
             ds = tf.data.Dataset.zip(tf.data.Dataset.range(first, 1 << 62), ds).map(
                 lambda i, xy: (i, xy[0], xy[1]))
         else:
-            ds = self._shard_dataset(ex, order_key)
+            ds = self._shard_dataset(ex, order_key, crop_epoch=order_key if augment else None)
             ds = ds.batch(b)
             ds = tf.data.Dataset.zip(tf.data.Dataset.range(0, 1 << 62), ds).map(
                 lambda i, xy: (i, xy[0], xy[1]))
@@ -299,31 +358,57 @@ class DataModule:
             cache[id(ex)] = (tf.convert_to_tensor(ex.images), tf.convert_to_tensor(ex.labels))
         return cache[id(ex)]
 
-    def _decode_fn(self, any_pil: bool = True):
+    def _decode_fn(self, any_pil: bool = True, epoch: int | None = None):
+        """(position, path, label, needs_pil) -> (uint8 (h, w, c) at the model's size, label).
+
+        Without ``data.resize_short`` the whole image is resized to the model's size. With it,
+        the full-size image is scaled and cropped (random per position when ``epoch`` is given).
+        """
         import tensorflow as tf
 
-        spec = self.spec
+        spec, full = self.spec, bool(self.cfg.resize_short)
+        size = None if full else (spec.height, spec.width)
+        fit = self._crop_fn(epoch)
 
         def pil_decode(path):
-            return load_image(path.decode("utf-8") if isinstance(path, bytes) else str(path),
-                              spec.channels, (spec.height, spec.width))
+            return load_image(path.decode("utf-8") if isinstance(path, bytes) else str(path), spec.channels, size)
 
         def with_tf(path):
             img = tf.io.decode_image(tf.io.read_file(path), channels=spec.channels, expand_animations=False)
-            return resize_uint8(img, spec)
+            return img if full else resize_uint8(img, spec)
 
         def with_pil(path):
             img = tf.numpy_function(pil_decode, [path], tf.uint8, stateful=False)
-            return tf.ensure_shape(img, (spec.height, spec.width, spec.channels))
+            return tf.ensure_shape(img, (None, None, spec.channels) if full else (spec.height, spec.width, spec.channels))
 
-        def decode(path, label, needs_pil):
+        def decode(pos, path, label, needs_pil):
             if not any_pil:  # the common case: no per-image branch at all
-                return with_tf(path), label
-            return tf.cond(needs_pil, lambda: with_pil(path), lambda: with_tf(path)), label
+                img = with_tf(path)
+            else:
+                img = tf.cond(needs_pil, lambda: with_pil(path), lambda: with_tf(path))
+            return fit(img, pos), label
 
         return decode
 
-    def _shard_dataset(self, ex: Examples, order_key: int | None):
+    def _crop_fn(self, epoch: int | None):
+        """(uint8 image, position) -> uint8 image at the model's size, per ``data.resize_short``."""
+        import tensorflow as tf
+
+        spec, rs = self.spec, self.cfg.resize_short
+        if not rs:
+            return lambda img, pos: img
+        if epoch is None:
+            return lambda img, pos: scale_and_crop(img, spec, (self.eval_short, self.eval_short))
+        short_range = (int(rs[0]), int(rs[-1]))
+        base = int(self.seed) * 1_000_003 + int(epoch)
+
+        def fit(img, pos):
+            seed = tf.stack([tf.constant(base, tf.int64), tf.cast(pos, tf.int64) + (7 << 40)])
+            return scale_and_crop(img, spec, short_range, seed)
+
+        return fit
+
+    def _shard_dataset(self, ex: Examples, order_key: int | None, crop_epoch: int | None = None):
         import tensorflow as tf
 
         spec = self.spec
@@ -335,15 +420,19 @@ class DataModule:
                            num_parallel_calls=PARALLEL_CALLS, deterministic=True)
         features = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
 
-        def parse(record):
+        fit = self._crop_fn(crop_epoch)
+        full = bool(self.cfg.resize_short)
+
+        def parse(pos, record):
             f = tf.io.parse_single_example(record, features)
             img = tf.io.decode_image(f["image"], channels=spec.channels, expand_animations=False)
-            return resize_uint8(img, spec), tf.cast(f["label"], tf.int32)
+            img = fit(img, pos) if full else resize_uint8(img, spec)
+            return img, tf.cast(f["label"], tf.int32)
 
         if order_key is not None:
             ds = ds.shuffle(10_000, seed=int(epoch_permutation(1 << 16, self.seed, order_key)[0]),
                             reshuffle_each_iteration=False)
-        return ds.map(parse, num_parallel_calls=PARALLEL_CALLS, deterministic=True)
+        return ds.enumerate().map(parse, num_parallel_calls=PARALLEL_CALLS, deterministic=True)
 
     def _batch_fn(self, epoch: int, augment: bool):
         """(batch index, uint8 images, int labels) -> (float32 images (b,h,w,c), one-hot (b,k))."""

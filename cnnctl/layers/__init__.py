@@ -3,5 +3,6 @@
 from cnnctl.layers.batch_norm import FusedBatchNormalization
 from cnnctl.layers.locally_connected import LocallyConnected2D
 from cnnctl.layers.lrn import LocalResponseNormalization
+from cnnctl.layers.neighbours import NearestNeighbours
 
-__all__ = ["FusedBatchNormalization", "LocalResponseNormalization", "LocallyConnected2D"]
+__all__ = ["FusedBatchNormalization", "LocalResponseNormalization", "LocallyConnected2D", "NearestNeighbours"]

@@ -73,3 +73,25 @@ def two_layer_net(num_classes: int = 10, input_shape=(28, 28, 1), hidden: int = 
     x = layers.Dense(hidden, activation="relu", name="fc1")(x)
     outputs = layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.Model(inputs, outputs, name="two_layer_net")
+
+
+@register("knn", task="classify", input_shape=(28, 28, 1), num_classes=10, fit="memorize",
+          paper="CS231n k-nearest-neighbour classifier (Cover & Hart 1967)",
+          reported_error="about 14-15% on Fashion-MNIST (benchmark, KNeighborsClassifier)")
+def knn(num_classes: int = 10, input_shape=(28, 28, 1), k: int = 5, metric: str = "l2", memory_size: int = 1):
+    """k nearest neighbours on raw pixels, L1 or L2 distance.
+
+    Not trained by gradient descent: ``cnnctl train --model knn`` memorises
+    the training split (``memory_size`` is set to its size) in one pass and
+    reports validation/test accuracy, as the CS231n assignment does.
+
+    Args:
+        k: neighbours that vote.
+        metric: "l2" or "l1".
+        memory_size: examples memorised (set by the trainer).
+    """
+    from cnnctl.layers import NearestNeighbours
+
+    inputs = keras.Input(input_shape, name="pixels")
+    outputs = NearestNeighbours(memory_size, num_classes, k=k, metric=metric, name="neighbours")(inputs)
+    return keras.Model(inputs, outputs, name="knn")

@@ -11,6 +11,7 @@ reproduces an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
@@ -102,7 +103,15 @@ def _train_locked(cfg: Config, run, console, log, progress_factory) -> RunResult
         created = True
     else:
         created = False
+    from cnnctl.models import MODELS
+
+    memorize = MODELS.get(cfg.model.name).meta.get("fit") == "memorize"
+    if memorize and not created:
+        raise CnnctlError(f"{cfg.model.name} memorises its training set in one pass and has nothing to resume",
+                          hint="run `cnnctl train` again instead of --resume")
     try:
+        if memorize:
+            return _memorize(cfg, run, data, policy, console, t_start)
         return _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
                     console, log, progress_factory, t_start)
     except BaseException:
@@ -234,6 +243,46 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
     return RunResult(run.path, metrics, history)
 
 
+def _memorize(cfg, run, data, policy, console, t_start) -> RunResult:
+    """Non-parametric models (kNN): store the training split, then measure on validation and test."""
+    import keras
+    import numpy as np
+
+    from cnnctl.tasks import classify
+    from cnnctl.train.rundir import atomic_save_model, atomic_write_text
+
+    atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
+    run.write_json("classes.json", data.class_names)
+    t0 = time.perf_counter()
+    images, labels = [], []
+    for x, y in data.eval_dataset("train"):  # no augmentation, in file order
+        images.append(np.clip(np.rint(x.numpy()), 0, 255).astype(np.uint8))
+        labels.append(np.argmax(y.numpy(), axis=1))
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    options = {**cfg.model.options, "memory_size": len(images)}
+    model = build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, options=options)),
+                        data.num_classes)
+    model.get_layer("neighbours").memorize(images, labels)
+    classify.compile_model(model, keras.optimizers.SGD(), data.num_classes, 0.0, False)
+    console.print(f"[bold]{cfg.model.name}[/] memorised {len(images):,} training images "
+                  f"({images[0].size}-dimensional) -> {escape(str(run.path))}", soft_wrap=True)
+    row = {"epoch": 1}
+    if data.val is not None:
+        result = model.evaluate(data.eval_dataset("val"), verbose=0, return_dict=True)
+        row.update(val_loss=float(result["loss"]), val_accuracy=float(result["accuracy"]))
+    seconds = time.perf_counter() - t0
+    row.update(seconds=round(seconds, 3), images_per_s=round(len(images) / seconds, 1))
+    history = [row]
+    run.write_history(history)
+    atomic_save_model(model, run.file("model.keras"))
+    atomic_save_model(model, run.file("best.keras"))
+    metrics = _final_metrics(model, data, history, 0, seconds, len(images), policy, 1,
+                             time.perf_counter() - t_start, None)
+    run.write_json("metrics.json", metrics)
+    _final_table(console, metrics, run.path)
+    return RunResult(run.path, metrics, history)
+
+
 def _default_progress(console):
     from rich.progress import (
         BarColumn,
@@ -265,8 +314,9 @@ def _final_metrics(model, data, history, params, fit_time, fit_images, policy, r
                                "epochs_trained": len(history), "wall_time_s": round(wall, 2),
                                "train_time_s": round(fit_time, 2),
                                "train_images_per_s": round(fit_images / fit_time, 1) if fit_time else None,
-                               "best_epoch": None if best.best_epoch is None else best.best_epoch + 1,
-                               "best_" + best.monitor: best.best}
+                               "best_epoch": None if best is None or best.best_epoch is None else best.best_epoch + 1}
+    if best is not None:
+        metrics["best_" + best.monitor] = best.best
     test = data.eval_dataset("test")
     if test is not None:
         result = model.evaluate(test, verbose=0, return_dict=True)
