@@ -92,6 +92,10 @@ def test_train_evaluate_predict_end_to_end(make_folder, tmp_path):
     # A 3-epoch model on tiny patterns is not shift-invariant, so only the bookkeeping is checked here;
     # the crops themselves are checked in test_data.py.
     assert ev10["tta"] == "10crop" and np.asarray(ev10["confusion"]).sum() == ev["images"]
+    r = invoke("evaluate", run, "--json", "--tta", "144crop")
+    assert r.exit_code == 0, r.output
+    ev144 = json.loads(r.stdout)
+    assert ev144["tta"] == "144crop" and np.asarray(ev144["confusion"]).sum() == ev["images"]
 
     img = min((data / "disc").iterdir())
     r = invoke("predict", run, img, "--json", "--top-k", "2")

@@ -265,6 +265,29 @@ def test_ten_crops_are_corners_centre_and_mirrors():
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_googlenet_144_crops_of_a_landscape_image():
+    import tensorflow as tf
+
+    from cnnctl.data.tta import googlenet_144_views, googlenet_short_side
+
+    # A model of input 14x14 wants the image at shorter side 14 x 352/224 = 22; 22x40 landscape.
+    assert googlenet_short_side(14) == 22
+    img = tf.constant(np.random.default_rng(0).uniform(0, 255, (22, 40, 3)).astype("float32"))
+    views = googlenet_144_views(img, (14, 14)).numpy()
+    assert views.shape == (144, 14, 14, 3)
+    np.testing.assert_allclose(views[72:], views[:72, :, ::-1])          # the mirrors
+    # Largest scale (22, views 54..71): no resizing; squares at columns 0, 9, 18.
+    big = img.numpy()
+    np.testing.assert_allclose(views[54], big[:14, :14])                 # left square, top-left corner
+    np.testing.assert_allclose(views[54 + 6 + 3], big[8:22, 9 + 8:9 + 22])  # centre square, bottom-right
+    np.testing.assert_allclose(views[54 + 12 + 4], big[4:18, 18 + 4:18 + 18])  # right square, centre
+    np.testing.assert_allclose(views[54 + 5], tf.image.resize(big[:, :22], (14, 14), method="area"), rtol=1e-5)
+    # Smallest scale: shorter side 16 (14 x 256/224), so the centre crops sit 1 pixel in.
+    small = tf.image.resize(img, (16, 29), method="area").numpy()
+    np.testing.assert_allclose(views[4], small[1:15, 1:15], rtol=1e-5)
+    assert len({v.tobytes() for v in views}) == 144                      # all distinct for a landscape
+
+
 def test_streamed_folder_decodes_odd_files_and_skips_broken_ones(make_folder):
     root = make_folder()
     _add_odd_files(root)

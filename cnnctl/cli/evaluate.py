@@ -16,7 +16,7 @@ def evaluate(
     best: bool = typer.Option(False, "--best", help="Use best.keras instead of the last model.keras."),
     batch_size: int = typer.Option(256, "--batch-size", "-b", help="Images per forward pass."),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-    tta: str = typer.Option("none", "--tta", help="Test-time augmentation: none, or 10crop (corners + centre + mirrors of the image enlarged by 256/224, softmax averaged, as AlexNet/GoogLeNet)."),
+    tta: str = typer.Option("none", "--tta", help="Test-time augmentation, softmax averaged over the views: none; 10crop (corners + centre + mirrors of the image enlarged by 256/224, AlexNet); 144crop (4 scales x 3 squares x 6 crops x mirror, GoogLeNet, one image at a time)."),
 ):
     """Loss, top-1/top-5, per-class precision/recall and a confusion matrix (table + PNG in the run directory).
 
@@ -27,6 +27,8 @@ def evaluate(
         cnnctl evaluate checkpoints/my-run --data new_photos/ --best
 
         cnnctl evaluate checkpoints/my-run --tta 10crop
+
+        cnnctl evaluate checkpoints/my-run --tta 144crop
     """
     quiet_tensorflow()
     import numpy as np
@@ -40,9 +42,9 @@ def evaluate(
 
     if batch_size <= 0:
         raise CnnctlError(f"--batch-size {batch_size} must be positive")
-    if tta not in ("none", "10crop"):
-        raise CnnctlError(f"unknown --tta {tta!r}", hint="choose none or 10crop")
-    from cnnctl.data.tta import predict_probs
+    if tta not in ("none", "10crop", "144crop"):
+        raise CnnctlError(f"unknown --tta {tta!r}", hint="choose none, 10crop or 144crop")
+    from cnnctl.data.tta import googlenet_short_side, predict_probs
     model, classes, cfg = load_run_model(run_dir, "best" if best else "model")
     data_cfg = cfg.data
     if data is not None:
@@ -55,7 +57,8 @@ def evaluate(
                           hint="evaluate on data with the same class folders the model was trained on")
     split = "test" if dm.test is not None else "train"
     labels, probs = [], []
-    for x, y in dm.eval_dataset(split):
+    short_side = googlenet_short_side(dm.spec.height) if tta == "144crop" else 0
+    for x, y in dm.eval_dataset(split, short_side=short_side):
         probs.append(np.asarray(predict_probs(model, x, tta), dtype=np.float64))
         labels.append(np.argmax(y.numpy(), axis=1))
     result = evaluate_predictions(np.concatenate(labels), np.concatenate(probs), classes)

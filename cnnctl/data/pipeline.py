@@ -295,11 +295,43 @@ class DataModule:
         """Batches of epoch ``epoch`` in their seeded order, starting at batch ``skip_batches``."""
         return self._dataset(self.train, order_key=epoch, skip=skip_batches, augment=augment)
 
-    def eval_dataset(self, split: str = "val"):
+    def eval_dataset(self, split: str = "val", short_side: int = 0):
+        """Batches of ``split`` in file order without augmentation.
+
+        With ``short_side`` > 0, batches of one image each, resized so that its shorter side is
+        ``short_side`` with the aspect ratio kept (images held in memory at the model's size are
+        square): the input of multi-crop evaluation.
+        """
         ex = getattr(self, split)
         if ex is None:
             return None
+        if short_side:
+            return self._full_size_dataset(ex, short_side)
         return self._dataset(ex, order_key=None, skip=0, augment=False)
+
+    def _full_size_dataset(self, ex: Examples, short_side: int):
+        import tensorflow as tf
+
+        spec, k = self.spec, self.num_classes
+        if ex.kind == "images":
+            images, labels = self._tensors(ex)
+            ds = tf.data.Dataset.from_tensor_slices((images, labels))
+        elif ex.kind == "paths":
+            read = self._reader(bool(ex.needs_pil is not None and ex.needs_pil.any()), full=True)
+            flags = ex.needs_pil if ex.needs_pil is not None else np.zeros(ex.count, bool)
+            ds = tf.data.Dataset.from_tensor_slices((np.asarray(ex.paths, dtype=str), ex.labels, flags))
+            ds = ds.map(lambda path, label, flag: (read(path, flag), label), num_parallel_calls=PARALLEL_CALLS,
+                        deterministic=True)
+        else:
+            ds = self._shard_dataset(ex, None, full=True)
+
+        def fit(img, label):  # uint8 (h, w, c) -> float32 (1, h', w', spec.channels)
+            if img.shape[-1] != spec.channels:
+                img = tf.image.grayscale_to_rgb(img) if img.shape[-1] == 1 else tf.image.rgb_to_grayscale(img)
+            x = tf.cast(resize_short_side(img, short_side), tf.float32)
+            return x[None], tf.one_hot(label, k)[None]
+
+        return ds.map(fit, num_parallel_calls=PARALLEL_CALLS, deterministic=True).prefetch(PREFETCH_BATCHES)
 
     def _dataset(self, ex: Examples, order_key: int | None, skip: int, augment: bool):
         import tensorflow as tf
@@ -358,17 +390,12 @@ class DataModule:
             cache[id(ex)] = (tf.convert_to_tensor(ex.images), tf.convert_to_tensor(ex.labels))
         return cache[id(ex)]
 
-    def _decode_fn(self, any_pil: bool = True, epoch: int | None = None):
-        """(position, path, label, needs_pil) -> (uint8 (h, w, c) at the model's size, label).
-
-        Without ``data.resize_short`` the whole image is resized to the model's size. With it,
-        the full-size image is scaled and cropped (random per position when ``epoch`` is given).
-        """
+    def _reader(self, any_pil: bool, full: bool):
+        """(path, needs_pil) -> uint8 (h, w, c): the whole image (``full``) or resized to the model's size."""
         import tensorflow as tf
 
-        spec, full = self.spec, bool(self.cfg.resize_short)
+        spec = self.spec
         size = None if full else (spec.height, spec.width)
-        fit = self._crop_fn(epoch)
 
         def pil_decode(path):
             return load_image(path.decode("utf-8") if isinstance(path, bytes) else str(path), spec.channels, size)
@@ -381,14 +408,22 @@ class DataModule:
             img = tf.numpy_function(pil_decode, [path], tf.uint8, stateful=False)
             return tf.ensure_shape(img, (None, None, spec.channels) if full else (spec.height, spec.width, spec.channels))
 
-        def decode(pos, path, label, needs_pil):
+        def read(path, needs_pil):
             if not any_pil:  # the common case: no per-image branch at all
-                img = with_tf(path)
-            else:
-                img = tf.cond(needs_pil, lambda: with_pil(path), lambda: with_tf(path))
-            return fit(img, pos), label
+                return with_tf(path)
+            return tf.cond(needs_pil, lambda: with_pil(path), lambda: with_tf(path))
 
-        return decode
+        return read
+
+    def _decode_fn(self, any_pil: bool = True, epoch: int | None = None):
+        """(position, path, label, needs_pil) -> (uint8 (h, w, c) at the model's size, label).
+
+        Without ``data.resize_short`` the whole image is resized to the model's size. With it,
+        the full-size image is scaled and cropped (random per position when ``epoch`` is given).
+        """
+        read = self._reader(any_pil, full=bool(self.cfg.resize_short))
+        fit = self._crop_fn(epoch)
+        return lambda pos, path, label, needs_pil: (fit(read(path, needs_pil), pos), label)
 
     def _crop_fn(self, epoch: int | None):
         """(uint8 image, position) -> uint8 image at the model's size, per ``data.resize_short``."""
@@ -408,7 +443,10 @@ class DataModule:
 
         return fit
 
-    def _shard_dataset(self, ex: Examples, order_key: int | None, crop_epoch: int | None = None):
+    def _shard_dataset(self, ex: Examples, order_key: int | None, crop_epoch: int | None = None,
+                       full: bool = False):
+        """Decoded (image, label) pairs of TFRecord shards: at the model's size, cropped per
+        ``data.resize_short``, or whole (``full``)."""
         import tensorflow as tf
 
         spec = self.spec
@@ -421,12 +459,13 @@ class DataModule:
         features = {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)}
 
         fit = self._crop_fn(crop_epoch)
-        full = bool(self.cfg.resize_short)
+        crop = bool(self.cfg.resize_short)
 
         def parse(pos, record):
             f = tf.io.parse_single_example(record, features)
             img = tf.io.decode_image(f["image"], channels=spec.channels, expand_animations=False)
-            img = fit(img, pos) if full else resize_uint8(img, spec)
+            if not full:
+                img = fit(img, pos) if crop else resize_uint8(img, spec)
             return img, tf.cast(f["label"], tf.int32)
 
         if order_key is not None:
