@@ -68,7 +68,7 @@ class OptimizerConfig:
     lr: float = 3e-3
     momentum: float = 0.9         # SGD momentum, RMSProp momentum
     nesterov: bool = False
-    weight_decay: float = 1e-4    # decoupled for adamw; L2-style for sgd (as in the papers)
+    weight_decay: float = 1e-4    # sgd: L2 inside the momentum (as in the papers); others: decoupled
     clipnorm: float = 0.0         # 0 = off; global-norm clipping otherwise
     epsilon: float = 1e-7
 

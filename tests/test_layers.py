@@ -114,3 +114,19 @@ def test_locally_connected_matches_a_direct_computation(kernel, strides, tmp_pat
     model.save(tmp_path / "lc.keras")
     again = keras.models.load_model(tmp_path / "lc.keras", safe_mode=True)
     np.testing.assert_allclose(again(x), y, rtol=1e-6)
+
+
+def test_zfnet_filter_rms_cap_renormalises_only_filters_above_the_radius():
+    import keras
+
+    from cnnctl.models.alexnet import FilterRMSCap
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 1, (3, 3, 4, 5)).astype("float32")
+    w[..., :2] *= 0.01                                   # two filters already below RMS 0.1
+    capped = np.asarray(FilterRMSCap(0.1)(keras.ops.convert_to_tensor(w)))
+    rms = np.sqrt((capped ** 2).mean(axis=(0, 1, 2)))
+    np.testing.assert_allclose(capped[..., :2], w[..., :2])
+    np.testing.assert_allclose(rms[2:], 0.1, rtol=1e-5)
+    ratio = capped[..., 2:] / w[..., 2:]                 # one scale factor per filter
+    np.testing.assert_allclose(ratio, np.broadcast_to(ratio[0, 0, 0], ratio.shape), rtol=1e-4)

@@ -81,3 +81,23 @@ def test_multiclass_hinge_is_the_cs231n_svm_loss():
     # CS231n's worked example (cat, car, frog): losses 2.9, 0 and 12.9, mean 5.27.
     per_example = MulticlassHinge(reduction=None)(labels, scores)
     np.testing.assert_allclose(per_example, [2.9, 0.0, 12.9], atol=1e-5)
+
+
+def test_sgd_weight_decay_is_the_papers_l2_term_inside_the_momentum():
+    """AlexNet sec. 5: v <- 0.9 v - 0.0005 lr w - lr g; w <- w + v (two steps, by hand)."""
+    import keras
+
+    from cnnctl.config import OptimizerConfig
+    from cnnctl.train.optim import make_optimizer
+
+    opt = make_optimizer(OptimizerConfig(name="sgd", lr=0.1, momentum=0.9, weight_decay=0.05), 0.1)
+    w = keras.Variable(np.array([1.0, -2.0], "float32"))
+    g = np.array([0.5, 0.25], "float32")
+    w_ref, v = np.array([1.0, -2.0]), np.zeros(2)
+    for _ in range(2):
+        opt.apply_gradients([(keras.ops.convert_to_tensor(g), w)])
+        v = 0.9 * v - 0.1 * 0.05 * w_ref - 0.1 * g
+        w_ref = w_ref + v
+    np.testing.assert_allclose(np.asarray(w), w_ref, rtol=1e-6)
+    again = type(opt).from_config(opt.get_config())
+    assert again.l2 == 0.05

@@ -15,6 +15,10 @@ ZFNet: Zeiler & Fergus. "Visualizing and Understanding Convolutional
 Networks." ECCV 2014, Figure 3 / section 5: AlexNet with a 7x7 stride-2 first
 layer (instead of 11x11 stride 4) and a stride-2 second layer, on one GPU
 (no tower split), contrast normalisation after the first two layers.
+Section 3: weights initialised N(0, 0.01), biases 0, and "we renormalize each
+filter in the convolutional layers whose RMS value exceeds a fixed radius of
+1e-1 to this fixed radius" (``FilterRMSCap``, a kernel constraint applied
+after every update).
 """
 
 from __future__ import annotations
@@ -30,19 +34,36 @@ IMAGENET_MEAN = (123.68, 116.78, 103.94)
 IMAGENET_STD = (58.40, 57.12, 57.38)
 
 
-def _conv(x, filters, kernel, stride, padding, name, bias_one=False, groups=1, init_std=0.01):
+@keras.saving.register_keras_serializable(package="cnnctl")
+class FilterRMSCap(keras.constraints.Constraint):
+    """Rescale each filter (last kernel axis) whose RMS exceeds ``radius`` to RMS ``radius`` (ZFNet sec. 3)."""
+
+    def __init__(self, radius: float = 0.1):
+        self.radius = float(radius)
+
+    def __call__(self, w):
+        ops = keras.ops
+        axes = tuple(range(len(w.shape) - 1))
+        rms = ops.sqrt(ops.mean(ops.square(w), axis=axes, keepdims=True))   # (1, 1, 1, filters)
+        return w * ops.minimum(1.0, self.radius / ops.maximum(rms, 1e-12))
+
+    def get_config(self):
+        return {"radius": self.radius}
+
+
+def _conv(x, filters, kernel, stride, padding, name, bias_one=False, groups=1, init_std=0.01, constraint=None):
     return layers.Conv2D(
         filters, kernel, strides=stride, padding=padding, groups=groups, activation="relu", name=name,
         kernel_initializer=keras.initializers.RandomNormal(0.0, init_std),
-        bias_initializer="ones" if bias_one else "zeros")(x)
+        bias_initializer="ones" if bias_one else "zeros", kernel_constraint=constraint)(x)
 
 
-def _classifier(x, num_classes, dropout, init_std=0.01):
+def _classifier(x, num_classes, dropout, init_std=0.01, bias_one=True):
     x = layers.Flatten(name="flatten")(x)
     for i in (6, 7):
         x = layers.Dense(4096, activation="relu", name=f"fc{i}",
                          kernel_initializer=keras.initializers.RandomNormal(0.0, init_std),
-                         bias_initializer="ones")(x)
+                         bias_initializer="ones" if bias_one else "zeros")(x)
         x = layers.Dropout(dropout, name=f"drop{i}")(x)
     return layers.Dense(num_classes, dtype="float32", name="fc8",
                         kernel_initializer=keras.initializers.RandomNormal(0.0, init_std))(x)
@@ -77,17 +98,18 @@ def alexnet(num_classes: int = 1000, input_shape=(227, 227, 3), towers: int = 1,
           reported_error="36.0% top-1 / 14.7% top-5 on ILSVRC-2012 val, 1 net (Table 2)")
 def zfnet(num_classes: int = 1000, input_shape=(224, 224, 3), dropout: float = 0.5):
     """ZFNet: 7x7/2 first layer, 5x5/2 second layer, 3x3/2 pooling, contrast normalisation."""
+    cap = FilterRMSCap(0.1)
     inputs, x = pixel_input(input_shape, IMAGENET_MEAN, IMAGENET_STD)
     x = layers.ZeroPadding2D(1, name="pad1")(x)
-    x = _conv(x, 96, 7, 2, "valid", "conv1")                                 # (110, 110, 96)
+    x = _conv(x, 96, 7, 2, "valid", "conv1", constraint=cap)  # (110, 110, 96)
     x = layers.MaxPooling2D(3, 2, padding="same", name="pool1")(x)           # (55, 55, 96)
     x = LocalResponseNormalization(name="lrn1")(x)
-    x = _conv(x, 256, 5, 2, "valid", "conv2")                                # (26, 26, 256)
+    x = _conv(x, 256, 5, 2, "valid", "conv2", constraint=cap)  # (26, 26, 256)
     x = layers.MaxPooling2D(3, 2, padding="same", name="pool2")(x)           # (13, 13, 256)
     x = LocalResponseNormalization(name="lrn2")(x)
-    x = _conv(x, 384, 3, 1, "same", "conv3")
-    x = _conv(x, 384, 3, 1, "same", "conv4")
-    x = _conv(x, 256, 3, 1, "same", "conv5")
+    x = _conv(x, 384, 3, 1, "same", "conv3", constraint=cap)
+    x = _conv(x, 384, 3, 1, "same", "conv4", constraint=cap)
+    x = _conv(x, 256, 3, 1, "same", "conv5", constraint=cap)
     x = layers.MaxPooling2D(3, 2, name="pool5")(x)                           # (6, 6, 256)
-    outputs = _classifier(x, num_classes, dropout)
+    outputs = _classifier(x, num_classes, dropout, bias_one=False)
     return keras.Model(inputs, outputs, name="zfnet")

@@ -36,6 +36,29 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
         return cls(keras.saving.deserialize_keras_object(config["after"]), config["warmup_steps"])
 
 
+@keras.saving.register_keras_serializable(package="cnnctl")
+class SGDWithL2(keras.optimizers.SGD):
+    """SGD with momentum and the papers' weight decay: an L2 term inside the momentum.
+
+    Krizhevsky et al. 2012, sec. 5: ``v <- 0.9 v - 0.0005 lr w - lr g; w <- w + v``,
+    which is Keras' SGD on the gradient ``g + l2 w`` (VGG, ResNet and Caffe/Torch
+    do the same). Keras' own ``weight_decay`` is decoupled (applied outside the
+    momentum), which at momentum 0.9 decays 10x less than the papers' recipes.
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, l2: float = 0.0, **kwargs):
+        super().__init__(learning_rate, momentum=momentum, nesterov=nesterov, **kwargs)
+        self.l2 = float(l2)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.l2:
+            gradient = gradient + keras.ops.cast(self.l2, variable.dtype) * variable
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
+
+
 def make_schedule(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int):
     """-> a float (constant / plateau) or a ``LearningRateSchedule`` over optimizer steps."""
     spe = max(1, steps_per_epoch)
@@ -72,7 +95,7 @@ def make_optimizer(cfg: OptimizerConfig, schedule) -> keras.optimizers.Optimizer
     clip = {"global_clipnorm": cfg.clipnorm} if cfg.clipnorm > 0 else {}
     wd = cfg.weight_decay or None
     if cfg.name == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=wd, **clip)
+        return SGDWithL2(schedule, momentum=cfg.momentum, nesterov=cfg.nesterov, l2=cfg.weight_decay, **clip)
     if cfg.name == "adam":
         return keras.optimizers.Adam(schedule, epsilon=cfg.epsilon, weight_decay=wd, **clip)
     if cfg.name == "adamw":
