@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from cnnctl import config
@@ -69,3 +71,13 @@ def test_every_shipped_recipe_loads():
     for path in sorted(config.PIPELINES_DIR.glob("*.toml")):
         cfg = config.load(path)
         assert cfg.train.epochs > 0, path
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in (Path(__file__).parent.parent / "pipelines").glob("*.toml")))
+def test_every_shipped_recipe_loads_and_names_a_model_with_valid_options(recipe):
+    from cnnctl.models import check_options
+
+    cfg = config.load(recipe)
+    check_options(cfg.model.name, {k: v for k, v in cfg.model.options.items() if k != "input_shape"})
+    if cfg.data.resize_short:
+        assert cfg.data.source == "folder" and not cfg.data.cache
