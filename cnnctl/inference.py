@@ -56,3 +56,37 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def load_for_model(path: str, spec, short_side: int = 0) -> np.ndarray:
+    """One image file -> uint8 (spec.height, spec.width, spec.channels) as the model was trained to see it.
+
+    ``short_side`` 0: the whole image resized to the model's size (cnnctl's default pipeline).
+    Otherwise the shorter side is resized to ``short_side`` (aspect kept) and the centre crop
+    taken: the ImageNet evaluation of the pretrained backbones (256 -> 224) and of runs
+    trained with ``data.resize_short``.
+    """
+    from PIL import Image
+
+    from cnnctl.data.images import load_image
+
+    if not short_side:
+        return load_image(path, spec.channels, (spec.height, spec.width))
+    arr = load_image(path, spec.channels)
+    h, w = arr.shape[:2]
+    scale = short_side / min(h, w)
+    if h <= w:
+        size = (max(short_side, round(w * scale)), short_side)
+    else:
+        size = (short_side, max(short_side, round(h * scale)))
+    pil = Image.fromarray(arr[..., 0] if spec.channels == 1 else arr)
+    pil = pil.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
+    out = np.asarray(pil, dtype=np.uint8)
+    out = out[..., None] if out.ndim == 2 else out
+    top, left = (out.shape[0] - spec.height) // 2, (out.shape[1] - spec.width) // 2
+    return np.ascontiguousarray(out[top:top + spec.height, left:left + spec.width])
+
+
+def imagenet_short_side(height: int) -> int:
+    """ImageNet evaluation: the shorter side is 256/224 of the crop (256 for 224)."""
+    return round(height * 256 / 224)

@@ -1,4 +1,4 @@
-"""``cnnctl predict``: top-k labels of image files from a trained run."""
+"""``cnnctl predict``: top-k labels of image files from a trained run or a pretrained network."""
 
 from __future__ import annotations
 
@@ -11,38 +11,68 @@ from cnnctl.cli.common import console, echo_json, quiet_tensorflow, report_error
 
 @report_errors
 def predict(
-    run_dir: Path = typer.Argument(..., help="A run directory written by `cnnctl train`."),
-    images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, BMP, GIF, WebP, TIFF)."),
+    targets: list[str] = typer.Argument(..., metavar="[RUN_DIR] IMAGE...",
+                                        help="A run directory written by `cnnctl train`/`finetune`, then image files "
+                                             "(JPEG, PNG, BMP, GIF, WebP, TIFF). With --model: image files only."),
     top_k: int = typer.Option(5, "--top-k", "-k", help="How many labels to show per image."),
     best: bool = typer.Option(False, "--best", help="Use best.keras instead of the last model.keras."),
+    model_name: str | None = typer.Option(None, "--model", "-m", help="A pretrained network instead of a run, e.g. efficientnet_lite0 (with --weights)."),
+    weights: str | None = typer.Option(None, "--weights", "-w", help="With --model: imagenet (converted once, offline) or a .pth / .weights.h5 / .keras file."),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ):
-    """Classify images with a trained run: top-k labels with probabilities.
+    """Classify images with a trained run or a pretrained network: top-k labels with probabilities.
 
     Examples:
 
         cnnctl predict checkpoints/fashion_cnn-fashion_mnist-20261123-120000 shoe.png
 
         cnnctl predict checkpoints/my-run photos/*.jpg --top-k 3 --json
+
+        cnnctl predict --model efficientnet_lite0 --weights imagenet cat.jpg
     """
     quiet_tensorflow()
     import numpy as np
 
-    from cnnctl.data.images import ImageError, load_image
+    from cnnctl.data.images import ImageError
     from cnnctl.errors import CnnctlError
-    from cnnctl.inference import input_spec, load_run_model, softmax
+    from cnnctl.inference import imagenet_short_side, input_spec, load_for_model, load_run_model, softmax
 
     if top_k <= 0:
         raise CnnctlError(f"--top-k {top_k} must be positive")
+    if model_name is None and weights is not None:
+        raise CnnctlError("--weights goes with --model", hint="cnnctl predict --model efficientnet_lite0 --weights imagenet IMAGE")
+    if model_name is None:
+        if len(targets) < 2:
+            raise CnnctlError("give a run directory and at least one image",
+                              hint="cnnctl predict RUN_DIR IMAGE...  (or --model NAME --weights imagenet IMAGE...)")
+        run_dir, images = Path(targets[0]), [Path(t) for t in targets[1:]]
+    else:
+        images = [Path(t) for t in targets]
     for p in images:
         if not p.is_file():
             raise CnnctlError(f"image {p} does not exist")
-    model, classes, _ = load_run_model(run_dir, "best" if best else "model")
-    spec = input_spec(model)
+    if model_name is None:
+        model, classes, cfg = load_run_model(run_dir, "best" if best else "model")
+        spec = input_spec(model)
+        rs = cfg.data.resize_short
+        short = int(cfg.data.eval_resize_short or (round(sum(rs) / len(rs)) if rs else 0))
+    else:
+        from cnnctl.weights import imagenet_class_names, load_pretrained
+
+        log = lambda m: console(stderr=True).print(f"[dim]{m}[/]", soft_wrap=True)
+        model = load_pretrained(model_name, weights or "imagenet", log=log)
+        spec = input_spec(model)
+        classes = imagenet_class_names() if (weights or "imagenet") == "imagenet" else None
+        from cnnctl.models import model_num_outputs
+
+        n = model_num_outputs(model)
+        if classes is None or len(classes) != n:
+            classes = imagenet_class_names() if n == 1000 else [f"class {i}" for i in range(n)]
+        short = imagenet_short_side(spec.height)
     batch, problems = [], []
     for p in images:
         try:
-            batch.append(load_image(str(p), spec.channels, (spec.height, spec.width)))
+            batch.append(load_for_model(str(p), spec, short))
         except ImageError as e:
             problems.append((p, str(e)))
     if problems:

@@ -18,6 +18,7 @@ from cnnctl.models import (  # noqa: F401
     alexnet,
     bn_inception,
     deepface,
+    efficientnet_lite,
     inception,
     inception_resnet,
     inception_v3,

