@@ -26,7 +26,7 @@ def _write_torch_zip(path: Path, tensors: dict[str, np.ndarray]) -> None:
     """
     torch_mod, utils_mod = types.ModuleType("torch"), types.ModuleType("torch._utils")
 
-    class FloatStorage:  # noqa: D401 - stand-ins for the storage classes pickle refers to by name
+    class FloatStorage:
         pass
 
     class LongStorage:

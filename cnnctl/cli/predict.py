@@ -35,7 +35,13 @@ def predict(
 
     from cnnctl.data.images import ImageError
     from cnnctl.errors import CnnctlError
-    from cnnctl.inference import imagenet_short_side, input_spec, load_for_model, load_run_model, softmax
+    from cnnctl.inference import (
+        imagenet_short_side,
+        input_spec,
+        load_for_model,
+        load_run_model,
+        softmax,
+    )
 
     if top_k <= 0:
         raise CnnctlError(f"--top-k {top_k} must be positive")
