@@ -104,6 +104,18 @@ class TrainConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """Start from a pretrained network (``cnnctl finetune``); empty ``freeze`` = ordinary training."""
+
+    freeze: str = ""              # conv | features | partial:N | until:LAYER | none
+    from_run: str = ""            # a cnnctl run directory as the pretrained network ...
+    backbone: str = ""            # ... or a registered model with pretrained weights
+    weights: str = "imagenet"     # imagenet, or a .pth / .weights.h5 / .keras file
+    body_lr_scale: float = 0.1    # lr of unfrozen pretrained layers relative to the new head
+    keep_head: bool = False       # keep the pretrained classifier (same classes) instead of a new one
+
+
+@dataclass
 class Config:
     task: str = "classify"
     data: DataConfig = field(default_factory=DataConfig)
@@ -111,6 +123,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -129,7 +142,7 @@ CHOICES = {
 POSITIVE = {"train.epochs", "train.batch_size"}
 NON_NEGATIVE = {"train.devices", "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
                 "optimizer.clipnorm", "schedule.warmup_epochs", "data.crop_padding",
-                "data.eval_resize_short"}
+                "data.eval_resize_short", "finetune.body_lr_scale"}
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -237,6 +250,12 @@ def validate(cfg: Config) -> Config:
             len(cfg.data.resize_short) == 2 and cfg.data.resize_short[0] > cfg.data.resize_short[1]):
         raise CnnctlError(f"data.resize_short = {cfg.data.resize_short} is not valid",
                           hint="use [] (off), [S] or [Smin, Smax] with 0 < Smin <= Smax, e.g. [256, 512]")
+    freeze = cfg.finetune.freeze
+    if freeze and not (freeze in ("conv", "features", "none") or freeze.startswith(("partial:", "until:"))):
+        raise CnnctlError(f"finetune.freeze = {freeze!r} is not valid",
+                          hint="choose conv, features, partial:N, until:LAYER or none")
+    if freeze.startswith("partial:") and not freeze[len("partial:"):].isdigit():
+        raise CnnctlError(f"--freeze {freeze}: N must be a whole number of stages", hint="e.g. --freeze partial:3")
     return cfg
 
 

@@ -101,3 +101,25 @@ def test_sgd_weight_decay_is_the_papers_l2_term_inside_the_momentum():
     np.testing.assert_allclose(np.asarray(w), w_ref, rtol=1e-6)
     again = type(opt).from_config(opt.get_config())
     assert again.l2 == 0.05
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "rmsprop"])
+def test_body_variables_step_at_the_scaled_rate(name):
+    """Two copies of one variable, one scaled by 0.1: for SGD the step is exactly 0.1x; for Adam/RMSProp
+    (scale-invariant in the gradient) too, which gradient scaling could not give."""
+    import keras
+
+    from cnnctl.config import OptimizerConfig
+    from cnnctl.train.optim import make_optimizer
+
+    body = keras.Variable(np.array([1.0, -1.0], "float32"), name="body")
+    head = keras.Variable(np.array([1.0, -1.0], "float32"), name="head")
+    opt = make_optimizer(OptimizerConfig(name=name, lr=0.01, momentum=0.0, weight_decay=0.0), 0.01,
+                         scaled_paths=[body.path], lr_scale=0.1)
+    g = keras.ops.convert_to_tensor(np.array([0.3, 0.2], "float32"))
+    opt.apply_gradients([(g, body), (g, head)])
+    step_body = 1.0 - float(np.asarray(body)[0])
+    step_head = 1.0 - float(np.asarray(head)[0])
+    assert step_head > 0
+    np.testing.assert_allclose(step_body, 0.1 * step_head, rtol=1e-4)
+    assert type(opt).from_config(opt.get_config()).lr_scale == 0.1

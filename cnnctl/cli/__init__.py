@@ -6,6 +6,7 @@ import typer
 
 from cnnctl.cli import data as data_cmd
 from cnnctl.cli import evaluate as evaluate_cmd
+from cnnctl.cli import finetune as finetune_cmd
 from cnnctl.cli import models as models_cmd
 from cnnctl.cli import predict as predict_cmd
 from cnnctl.cli import train as train_cmd
@@ -20,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("train")(train_cmd.train)
+app.command("finetune")(finetune_cmd.finetune)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("predict")(predict_cmd.predict)
 app.command("models")(models_cmd.models)

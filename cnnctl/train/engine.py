@@ -105,13 +105,20 @@ def _train_locked(cfg: Config, run, console, log, progress_factory) -> RunResult
         created = False
     from cnnctl.models import MODELS
 
-    memorize = MODELS.get(cfg.model.name).meta.get("fit") == "memorize"
+    memorize = not cfg.finetune.freeze and MODELS.get(cfg.model.name).meta.get("fit") == "memorize"
+    if cfg.finetune.freeze == "features" and not created:
+        raise CnnctlError("a features-mode fine-tune trains in seconds once its features exist; it has no resume",
+                          hint="run the same `cnnctl finetune` again: it reuses the stored features")
     if memorize and not created:
         raise CnnctlError(f"{cfg.model.name} memorises its training set in one pass and has nothing to resume",
                           hint="run `cnnctl train` again instead of --resume")
     try:
         if memorize:
             return _memorize(cfg, run, data, policy, console, t_start)
+        if cfg.finetune.freeze == "features":
+            from cnnctl.train.features import fit_features
+
+            return RunResult(*fit_features(cfg, run, data, policy, console, log, t_start))
         return _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
                     console, log, progress_factory, t_start)
     except BaseException:
@@ -146,9 +153,18 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
         atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
 
     with strategy.scope():
-        model = build_model(cfg, data.num_classes)
+        scaled_paths: list[str] = []
+        if cfg.finetune.freeze:
+            from cnnctl.train import finetune
+
+            plan = finetune.build(cfg.finetune, data.num_classes, log=log)
+            model, scaled_paths = plan.model, plan.body_paths
+            log(f"fine-tuning ({cfg.finetune.freeze}): {len(plan.frozen)} frozen layer(s), "
+                f"{len(scaled_paths)} body variable(s) at lr x {cfg.finetune.body_lr_scale}, head: {', '.join(plan.head)}")
+        else:
+            model = build_model(cfg, data.num_classes)
         schedule = make_schedule(cfg.schedule, cfg.optimizer.lr, steps, tc.epochs)
-        optimizer = make_optimizer(cfg.optimizer, schedule)
+        optimizer = make_optimizer(cfg.optimizer, schedule, scaled_paths, cfg.finetune.body_lr_scale)
         from cnnctl.models import MODELS
 
         classify.compile_model(model, optimizer, data.num_classes, tc.label_smoothing, tc.jit,

@@ -59,6 +59,37 @@ class SGDWithL2(keras.optimizers.SGD):
         return {**super().get_config(), "l2": self.l2}
 
 
+def _body_scaled(base: type) -> type:
+    """``base`` optimizer whose update of the variables at ``scaled_paths`` uses ``lr_scale`` x the rate.
+
+    Fine-tuning trains the pretrained body slower than the new head (``--body-lr-scale``).
+    Keras 3 optimizers take one rate; scaling the rate inside ``update_step`` is exact for
+    every optimizer (scaling gradients would not be for Adam or RMSProp).
+    """
+
+    class BodyScaled(base):
+        def __init__(self, *args, scaled_paths=(), lr_scale: float = 1.0, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.scaled_paths, self.lr_scale = list(scaled_paths), float(lr_scale)
+            self._scaled_index: set[int] = set()
+
+        def build(self, variables):
+            super().build(variables)
+            paths = set(self.scaled_paths)
+            self._scaled_index = {self._get_variable_index(v) for v in variables if v.path in paths}
+
+        def update_step(self, gradient, variable, learning_rate):
+            if self._get_variable_index(variable) in self._scaled_index:
+                learning_rate = learning_rate * self.lr_scale
+            return super().update_step(gradient, variable, learning_rate)
+
+        def get_config(self):
+            return {**super().get_config(), "scaled_paths": self.scaled_paths, "lr_scale": self.lr_scale}
+
+    BodyScaled.__name__ = BodyScaled.__qualname__ = f"BodyScaled{base.__name__}"
+    return keras.saving.register_keras_serializable(package="cnnctl")(BodyScaled)
+
+
 def make_schedule(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: int):
     """-> a float (constant / plateau) or a ``LearningRateSchedule`` over optimizer steps."""
     spe = max(1, steps_per_epoch)
@@ -91,17 +122,26 @@ def make_schedule(cfg: ScheduleConfig, lr: float, steps_per_epoch: int, epochs: 
     return sched
 
 
-def make_optimizer(cfg: OptimizerConfig, schedule) -> keras.optimizers.Optimizer:
+OPTIMIZERS = {"sgd": SGDWithL2, "adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+              "rmsprop": keras.optimizers.RMSprop, "adagrad": keras.optimizers.Adagrad}
+BODY_SCALED = {name: _body_scaled(cls) for name, cls in OPTIMIZERS.items()}  # registered at import
+
+
+def make_optimizer(cfg: OptimizerConfig, schedule, scaled_paths=(), lr_scale: float = 1.0) -> keras.optimizers.Optimizer:
+    """The recipe's optimizer; ``scaled_paths`` (variable paths) step at ``lr_scale`` x the rate."""
     clip = {"global_clipnorm": cfg.clipnorm} if cfg.clipnorm > 0 else {}
     wd = cfg.weight_decay or None
+    if cfg.name not in OPTIMIZERS:
+        raise CnnctlError(f"unknown optimizer {cfg.name!r}", hint="choose sgd, adam, adamw, rmsprop or adagrad")
+    cls = OPTIMIZERS[cfg.name]
+    if scaled_paths and lr_scale != 1.0:
+        cls, clip = BODY_SCALED[cfg.name], {**clip, "scaled_paths": list(scaled_paths), "lr_scale": lr_scale}
     if cfg.name == "sgd":
-        return SGDWithL2(schedule, momentum=cfg.momentum, nesterov=cfg.nesterov, l2=cfg.weight_decay, **clip)
+        return cls(schedule, momentum=cfg.momentum, nesterov=cfg.nesterov, l2=cfg.weight_decay, **clip)
     if cfg.name == "adam":
-        return keras.optimizers.Adam(schedule, epsilon=cfg.epsilon, weight_decay=wd, **clip)
+        return cls(schedule, epsilon=cfg.epsilon, weight_decay=wd, **clip)
     if cfg.name == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay, epsilon=cfg.epsilon, **clip)
+        return cls(schedule, weight_decay=cfg.weight_decay, epsilon=cfg.epsilon, **clip)
     if cfg.name == "rmsprop":
-        return keras.optimizers.RMSprop(schedule, momentum=cfg.momentum, epsilon=cfg.epsilon, weight_decay=wd, **clip)
-    if cfg.name == "adagrad":
-        return keras.optimizers.Adagrad(schedule, epsilon=cfg.epsilon, weight_decay=wd, **clip)
-    raise CnnctlError(f"unknown optimizer {cfg.name!r}", hint="choose sgd, adam, adamw, rmsprop or adagrad")
+        return cls(schedule, momentum=cfg.momentum, epsilon=cfg.epsilon, weight_decay=wd, **clip)
+    return cls(schedule, epsilon=cfg.epsilon, weight_decay=wd, **clip)

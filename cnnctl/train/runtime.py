@@ -78,6 +78,12 @@ def _tf_config_workers() -> int:
                                '"task": {"type": "worker", "index": 0}}') from None
 
 
+# One strategy per device set and process: a second MirroredStrategy in the same process (the
+# two stages of `finetune --stages`) reused the collective instance keys of the first and its
+# gradient all-reduce failed with "Shape mismatch in the collective instance".
+_STRATEGIES: dict = {}
+
+
 def pick_strategy(kind: str):
     """The one place a ``tf.distribute`` strategy is chosen.
 
@@ -99,11 +105,15 @@ def pick_strategy(kind: str):
     if kind == "default":
         return tf.distribute.get_strategy()
     if kind == "mirrored":
-        devices = [d.name for d in (gpus or cpus)]
-        return tf.distribute.MirroredStrategy(devices=devices)
+        devices = tuple(d.name for d in (gpus or cpus))
+        if devices not in _STRATEGIES:
+            _STRATEGIES[devices] = tf.distribute.MirroredStrategy(devices=list(devices))
+        return _STRATEGIES[devices]
     if kind == "multiworker":
         if _tf_config_workers() < 1:
             raise CnnctlError("--strategy multiworker needs TF_CONFIG describing the cluster",
                               hint='set TF_CONFIG={"cluster": {"worker": [...]}, "task": {"type": "worker", "index": N}}')
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if "multiworker" not in _STRATEGIES:
+            _STRATEGIES["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
+        return _STRATEGIES["multiworker"]
     raise CnnctlError(f"unknown strategy {kind!r}", hint="choose auto, default, mirrored or multiworker")

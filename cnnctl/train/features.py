@@ -1,0 +1,175 @@
+"""``--freeze features``: the frozen network's feature vectors, computed once, and a head trained on them.
+
+The features of every train / validation / test image (the input of the
+pretrained classifier, e.g. EfficientNet-Lite0's 1280-d pooled vector) are
+computed once without augmentation and stored in the run directory as
+``features.npz`` (no pickle) with ``features.json`` naming what they were
+computed from: a hash of the frozen network's weights and input size and of
+the data (files with sizes and times, or the in-memory pixels) and its
+split. A later run with the same network and data finds them among its
+sibling run directories and skips the extraction. Each epoch then costs only
+the head: a (batch, features) x (features, classes) product.
+
+The run directory ends up like any other: ``model.keras`` / ``best.keras``
+are the full network (frozen body + trained head), so ``evaluate`` and
+``predict`` work on images as usual.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+def _weights_digest(model) -> str:
+    h = hashlib.sha256()
+    h.update(repr(tuple(model.inputs[0].shape)).encode())
+    for w in model.weights:
+        h.update(np.ascontiguousarray(np.asarray(w)).tobytes())
+    return h.hexdigest()
+
+
+def _data_digest(data) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([data.source, data.cfg.path, data.cfg.val_split, data.seed, data.class_names,
+                         list(data.cfg.resize_short), data.cfg.eval_resize_short]).encode())
+    for split in SPLITS:
+        ex = getattr(data, split)
+        if ex is None:
+            h.update(b"none")
+            continue
+        h.update(np.asarray(ex.labels).tobytes() if ex.labels is not None else b"")
+        if ex.kind == "images":
+            h.update(np.ascontiguousarray(ex.images).tobytes())
+        elif ex.kind == "paths":
+            for p in ex.paths:
+                st = Path(p).stat()
+                h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        else:
+            for p in ex.shards:
+                st = Path(p).stat()
+                h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _find_cached(run, key: str) -> Path | None:
+    for meta in sorted(run.path.parent.glob("*/features.json")):
+        try:
+            if json.loads(meta.read_text()).get("key") == key and (meta.parent / "features.npz").is_file():
+                return meta.parent / "features.npz"
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _extract(extractor, data, log) -> dict[str, np.ndarray]:
+    arrays = {}
+    for split in SPLITS:
+        ds = data.eval_dataset(split) if getattr(data, split) is not None else None
+        if ds is None:
+            continue
+        feats, labels = [], []
+        for x, y in ds:
+            feats.append(np.asarray(extractor(x, training=False), dtype=np.float32))
+            labels.append(np.argmax(y.numpy(), axis=1).astype(np.int32))
+        arrays[f"{split}_x"], arrays[f"{split}_y"] = np.concatenate(feats), np.concatenate(labels)
+        log(f"features of {len(arrays[f'{split}_y'])} {split} images: {arrays[f'{split}_x'].shape[1]}-d")
+    return arrays
+
+
+def fit_features(cfg, run, data, policy, console, log, t_start):
+    """Train the head on stored features -> (run path, metrics, history)."""
+    import keras
+
+    from cnnctl import config as config_mod
+    from cnnctl.tasks import classify
+    from cnnctl.train import finetune
+    from cnnctl.train.optim import make_optimizer, make_schedule
+    from cnnctl.train.rundir import atomic_save_model, atomic_write_text
+
+    tc = cfg.train
+    atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
+    run.write_json("classes.json", data.class_names)
+    plan = finetune.build(cfg.finetune, data.num_classes, log=log)
+    extractor = keras.Model(plan.model.inputs, plan.features, name="features")
+    key = hashlib.sha256((_weights_digest(extractor) + _data_digest(data)).encode()).hexdigest()
+    t0 = time.perf_counter()
+    cached = _find_cached(run, key)
+    if cached is not None:
+        with np.load(cached, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        log(f"reusing the features stored in {cached}")
+        if cached.parent != run.path:
+            np.savez(run.file("features.npz"), **arrays)
+    else:
+        arrays = _extract(extractor, data, log)
+        tmp = run.file("features.tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(run.file("features.npz"))
+    extract_s = time.perf_counter() - t0
+    run.write_json("features.json", {"key": key, "dim": int(arrays["train_x"].shape[1]),
+                                     "counts": {s: len(arrays[f"{s}_y"]) for s in SPLITS if f"{s}_y" in arrays},
+                                     "seconds": round(extract_s, 2), "reused": cached is not None})
+
+    k = data.num_classes
+    head = keras.Sequential([keras.Input((arrays["train_x"].shape[1],), name="features"),
+                             keras.layers.Dense(k, dtype="float32", name="finetune_logits")], name="head")
+    steps = int(np.ceil(len(arrays["train_y"]) / tc.batch_size))
+    optimizer = make_optimizer(cfg.optimizer, make_schedule(cfg.schedule, cfg.optimizer.lr, steps, tc.epochs))
+    classify.compile_model(head, optimizer, k, tc.label_smoothing)
+    onehot = lambda y: keras.ops.one_hot(y, k)
+    val = (arrays["val_x"], onehot(arrays["val_y"])) if "val_y" in arrays else None
+    history, best_acc, best_weights, best_epoch = [], -1.0, None, None
+    tensorboard = keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False)
+    from cnnctl.train.engine import _epoch_line
+
+    train_s = 0.0
+    for epoch in range(tc.epochs):
+        order = np.random.default_rng([tc.seed, epoch, 0xFEA7]).permutation(len(arrays["train_y"]))
+        e0 = time.perf_counter()
+        h = head.fit(arrays["train_x"][order], onehot(arrays["train_y"][order]), batch_size=tc.batch_size,
+                     epochs=epoch + 1, initial_epoch=epoch, validation_data=val, shuffle=False, verbose=0,
+                     callbacks=[tensorboard])
+        seconds = time.perf_counter() - e0
+        train_s += seconds
+        row = {"epoch": epoch + 1, **{m: float(v[-1]) for m, v in h.history.items()},
+               "lr": float(keras.ops.convert_to_numpy(head.optimizer.learning_rate)),
+               "seconds": round(seconds, 4), "images_per_s": round(len(order) / seconds, 1)}
+        history.append(row)
+        score = row.get("val_accuracy", row.get("accuracy", 0.0))
+        if score > best_acc:
+            best_acc, best_weights, best_epoch = score, head.get_weights(), epoch + 1
+        console.print(_epoch_line(row, tc.epochs), soft_wrap=True)
+    run.write_history(history)
+
+    full = plan.model
+    layer = full.get_layer("finetune_logits")
+    layer.set_weights(best_weights)
+    atomic_save_model(full, run.file("best.keras"))
+    layer.set_weights(head.get_weights())
+    atomic_save_model(full, run.file("model.keras"))
+    from cnnctl.viz import plots
+
+    plots.curves(history, run.file("curves.png"), title=f"{cfg.model.name} features -> head on {data.source}")
+    metrics = {"params": int(sum(np.prod(w.shape) for w in head.trainable_weights)), "precision": policy,
+               "replicas": 1, "epochs_trained": len(history), "wall_time_s": round(time.perf_counter() - t_start, 2),
+               "train_time_s": round(train_s, 3), "seconds_per_epoch": round(train_s / max(1, len(history)), 4),
+               "feature_extraction_s": round(extract_s, 2), "features_reused": cached is not None,
+               "best_epoch": best_epoch, "best_val_accuracy": best_acc}
+    if "test_y" in arrays:
+        r = head.evaluate(arrays["test_x"], onehot(arrays["test_y"]), verbose=0, return_dict=True)
+        metrics.update(test_loss=float(r["loss"]), test_accuracy=float(r["accuracy"]), test_top5=float(r["top5"]),
+                       test_images=len(arrays["test_y"]))
+    last = history[-1] if history else {}
+    metrics.update({m: last[m] for m in ("loss", "accuracy", "val_loss", "val_accuracy") if m in last})
+    run.write_json("metrics.json", metrics)
+    from cnnctl.train.engine import _final_table
+
+    _final_table(console, metrics, run.path)
+    return run.path, metrics, history
