@@ -172,3 +172,23 @@ def test_imagenet_backbone_two_stage_finetune(make_folder, tmp_path, monkeypatch
     cfg = (out / "two" / "config.toml").read_text()
     assert 'freeze = "partial:7"' in cfg and "two-head" in cfg
     assert (out / "two-head" / "model.keras").is_file() and (out / "two" / "model.keras").is_file()
+
+
+def test_keras_applications_backbone_from_a_local_weights_file(make_folder, tmp_path):
+    """keras.applications networks work from weights on disk (no download needed); a missing file is one message."""
+    import keras
+
+    weights = tmp_path / "mobilenet_v3_small.weights.h5"
+    keras.applications.MobileNetV3Small(weights=None, classifier_activation=None).save_weights(weights)
+    data = make_folder(classes=2, per_class=8, size=40, rgb=True)
+    out = tmp_path / "runs"
+    r = invoke("finetune", "--data", data, "--backbone", "keras:MobileNetV3Small", "--weights", weights,
+               "--freeze", "conv", "--epochs", "1", "--name", "k", "--out-dir", out, *FAST)
+    assert r.exit_code == 0, r.output
+    r = invoke("evaluate", out / "k", "--json")
+    assert r.exit_code == 0, r.output
+    r = invoke("finetune", "--data", data, "--backbone", "keras:MobileNetV3Small", "--weights", tmp_path / "no.h5",
+               "--freeze", "conv", "--out-dir", out, *FAST)
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = invoke("finetune", "--data", data, "--backbone", "keras:ResNet9000", "--freeze", "conv", "--out-dir", out, *FAST)
+    assert r.exit_code == 2 and "unknown keras.applications backbone" in r.output

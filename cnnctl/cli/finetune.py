@@ -68,7 +68,7 @@ def finetune(
     from cnnctl.train import finetune as ft
     from cnnctl.train.engine import train as run_training
 
-    log = lambda m: console(stderr=True).print(f"[dim]{m}[/]", soft_wrap=True, markup=False)
+    log = lambda m: console(stderr=True).print(m, style="dim", soft_wrap=True, markup=False)
     source = ft.load_source(cfg.finetune, log=log)
     import dataclasses
 

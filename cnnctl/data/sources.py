@@ -50,7 +50,8 @@ def fashion_mnist(path: str = "") -> Splits:
             "test": _idx_pair(folder, "t10k", FASHION_CLASSES)}
 
 
-@SOURCES.register("mnist", about="MNIST from keras' cache ~/.keras/datasets/mnist.npz")
+@SOURCES.register("mnist", about="MNIST from keras' cache ~/.keras/datasets/mnist.npz (any .npz of x_train, "
+                                  "y_train, x_test, y_test and optional class_names)")
 def mnist(path: str = "") -> Splits:
     p = Path(path) if path else KERAS_DATASETS / "mnist.npz"
     if not p.is_file():
@@ -59,9 +60,14 @@ def mnist(path: str = "") -> Splits:
     try:
         with np.load(p, allow_pickle=False) as z:
             xtr, ytr, xte, yte = z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+            names = [str(n) for n in z["class_names"]] if "class_names" in z.files else [str(i) for i in range(10)]
     except (OSError, KeyError, ValueError) as e:
         raise CnnctlError(f"{p} is not a valid mnist.npz: {e}") from None
-    names = [str(i) for i in range(10)]
+    if xtr.ndim != 3 or xte.ndim != 3 or len(xtr) != len(ytr) or len(xte) != len(yte):
+        raise CnnctlError(f"{p}: x_train/x_test must be (n, h, w) images with one label each")
+    top = int(max(ytr.max(initial=0), yte.max(initial=0)))
+    if top >= len(names) or min(ytr.min(initial=0), yte.min(initial=0)) < 0:
+        raise CnnctlError(f"{p}: labels must lie in 0..{len(names) - 1} (the classes), found {top}")
     return {"train": Examples(names, ytr.astype(np.int32), images=xtr[..., None].astype(np.uint8)),
             "test": Examples(names, yte.astype(np.int32), images=xte[..., None].astype(np.uint8))}
 

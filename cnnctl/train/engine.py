@@ -40,6 +40,13 @@ def _model_input_shape(cfg: Config):
     return tuple(int(s) for s in shape) if shape else models.default_input_shape(cfg.model.name)
 
 
+def _meta(cfg: Config) -> dict:
+    """The registry metadata of the recipe's model ({} for a keras.applications backbone)."""
+    from cnnctl.models import MODELS
+
+    return {} if cfg.model.name.startswith("keras:") else MODELS.get(cfg.model.name).meta
+
+
 def build_model(cfg: Config, num_classes: int):
     """The recipe's architecture for ``num_classes`` classes."""
     from cnnctl import models
@@ -59,7 +66,8 @@ def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
     from cnnctl.train.rundir import RunDir
 
     # Fail fast on an unknown model or option, before any data is read or folder made.
-    check_options(cfg.model.name, {k: v for k, v in cfg.model.options.items() if k != "input_shape"})
+    if not cfg.model.name.startswith("keras:"):  # keras.applications backbones of `finetune` are not ours
+        check_options(cfg.model.name, {k: v for k, v in cfg.model.options.items() if k != "input_shape"})
     if resume is not None:
         run = RunDir.open(resume)
         if not run.has_backup():
@@ -98,14 +106,13 @@ def _train_locked(cfg: Config, run, console, log, progress_factory) -> RunResult
     steps = data.steps("train")
 
     if run is None:
-        run = RunDir.create(tc.out_dir, tc.name or default_run_name(cfg.model.name, data.source))
+        run = RunDir.create(tc.out_dir, tc.name or default_run_name(cfg.model.name.replace(":", "-"), data.source))
         run.lock()
         created = True
     else:
         created = False
-    from cnnctl.models import MODELS
 
-    memorize = not cfg.finetune.freeze and MODELS.get(cfg.model.name).meta.get("fit") == "memorize"
+    memorize = not cfg.finetune.freeze and _meta(cfg).get("fit") == "memorize"
     if cfg.finetune.freeze == "features" and not created:
         raise CnnctlError("a features-mode fine-tune trains in seconds once its features exist; it has no resume",
                           hint="run the same `cnnctl finetune` again: it reuses the stored features")
@@ -165,10 +172,9 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
             model = build_model(cfg, data.num_classes)
         schedule = make_schedule(cfg.schedule, cfg.optimizer.lr, steps, tc.epochs)
         optimizer = make_optimizer(cfg.optimizer, schedule, scaled_paths, cfg.finetune.body_lr_scale)
-        from cnnctl.models import MODELS
 
         classify.compile_model(model, optimizer, data.num_classes, tc.label_smoothing, tc.jit,
-                               loss_kind=MODELS.get(cfg.model.name).meta.get("loss", "softmax"))
+                               loss_kind=_meta(cfg).get("loss", "softmax"))
         optimizer.build(model.trainable_variables)
 
     guard = cb.NaNGuard()

@@ -66,18 +66,26 @@ def load_source(ft, log=print) -> Source:
 
 
 def classifier_layer(model):
-    """The Dense layer that produces ``model``'s output (through a trailing activation, if any)."""
+    """The layer that produces ``model``'s class scores: a Dense layer, or a 1x1 convolution on a 1x1 map
+    (MobileNetV3, NiN-style heads), reached through trailing Flatten / Reshape / activation layers."""
     import keras
 
     layer = model.outputs[0]._keras_history.operation
-    while not isinstance(layer, keras.layers.Dense):
-        if isinstance(layer, (keras.layers.Activation, keras.layers.Softmax)):
-            layer = layer.input._keras_history.operation
-            continue
-        raise CnnctlError(f"cannot find the classifier of {model.name}: its output comes from a "
-                          f"{type(layer).__name__} layer, not a Dense layer",
-                          hint="fine-tune networks that end in a fully connected classifier")
-    return layer
+    passthrough = (keras.layers.Activation, keras.layers.Softmax, keras.layers.Flatten, keras.layers.Reshape)
+    while isinstance(layer, passthrough):
+        layer = layer.input._keras_history.operation
+    if isinstance(layer, keras.layers.Dense):
+        return layer
+    if isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1) \
+            and tuple(layer.output.shape[1:3]) == (1, 1):
+        return layer
+    raise CnnctlError(f"cannot find the classifier of {model.name}: its scores come from a "
+                      f"{type(layer).__name__} layer, not a fully connected one",
+                      hint="fine-tune networks that end in a Dense layer or a 1x1 convolution on pooled features")
+
+
+def _units(layer) -> int:
+    return int(layer.units if hasattr(layer, "units") else layer.filters)
 
 
 def stages(model, exclude: set[str]) -> list[tuple[str, list]]:
@@ -108,16 +116,18 @@ def build(ft, num_classes: int, log=print, source: Source | None = None) -> Plan
     net = source.model
     old_head = classifier_layer(net)
     features = old_head.input
+    if len(features.shape) == 4:  # a 1x1-convolution classifier on a (1, 1, C) map
+        features = keras.layers.Flatten(name="finetune_flatten")(features)
     if ft.keep_head:
-        if old_head.units != num_classes:
-            raise CnnctlError(f"--keep-head: {source.where} predicts {old_head.units} classes, the data has {num_classes}",
-                              hint="drop --keep-head to train a new head")
+        if _units(old_head) != num_classes:
+            raise CnnctlError(f"--keep-head: {source.where} predicts {_units(old_head)} classes, the data has "
+                              f"{num_classes}", hint="drop --keep-head to train a new head")
         model, head_name, new_head = net, old_head.name, False
     else:
         head = keras.layers.Dense(num_classes, dtype="float32", name="finetune_logits")
         model = keras.Model(net.inputs, head(features), name=net.name)
         head_name, new_head = head.name, True
-        log(f"new {num_classes}-class head on {source.where} (it predicted {old_head.units} classes)")
+        log(f"new {num_classes}-class head on {source.where} (it predicted {_units(old_head)} classes)")
     dense_names = {layer.name for layer in model.layers if isinstance(layer, keras.layers.Dense)}
     head_names = {head_name}
     mode = ft.freeze

@@ -55,10 +55,47 @@ def _imagenet_source(name: str) -> Path:
     return path
 
 
+# keras.applications networks that take raw [0, 255] pixels (their preprocessing is a layer inside),
+# so a fine-tuned run stays a self-contained .keras file like every cnnctl model.
+KERAS_APPLICATIONS = ("EfficientNetB0", "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetV2B0",
+                      "EfficientNetV2B1", "EfficientNetV2S", "ConvNeXtTiny", "ConvNeXtSmall", "MobileNetV3Small",
+                      "MobileNetV3Large", "RegNetX002", "RegNetY002")
+
+
+def _keras_application(name: str, weights: str, log):
+    """``keras:EfficientNetB0`` etc. with ImageNet weights from ~/.keras/models (or a download when online)."""
+    import keras
+
+    app = name.split(":", 1)[1]
+    if app not in KERAS_APPLICATIONS:
+        raise CnnctlError(f"unknown keras.applications backbone {app!r}",
+                          hint="ones that take raw pixels: " + ", ".join(f"keras:{a}" for a in KERAS_APPLICATIONS))
+    if weights != "imagenet" and not Path(weights).is_file():
+        raise CnnctlError(f"weights file {weights} does not exist", hint="give --weights imagenet or a file path")
+    try:
+        model = getattr(keras.applications, app)(weights=weights, classifier_activation=None)
+        if None in tuple(model.inputs[0].shape[1:3]):  # size-agnostic ones (MobileNetV3): their 224x224
+            model = getattr(keras.applications, app)(weights=weights, classifier_activation=None,
+                                                     input_shape=(224, 224, 3))
+    except Exception as e:  # noqa: BLE001 - a failed download raises many types
+        raise CnnctlError(f"the ImageNet weights of keras.applications.{app} are not in ~/.keras/models and could "
+                          f"not be downloaded ({type(e).__name__})",
+                          hint=f"copy the weights file into ~/.keras/models/ (keras.applications.{app}(weights="
+                               "'imagenet') writes it when online), or use --backbone efficientnet_lite0, "
+                               "which works offline") from None
+    log(f"keras.applications.{app} with {weights} weights")
+    return model
+
+
 def load_pretrained(name: str, weights: str, log=print):
-    """The registered model ``name`` (1000 ImageNet classes for "imagenet") with ``weights`` loaded."""
+    """The registered model ``name`` (1000 ImageNet classes for "imagenet") with ``weights`` loaded.
+
+    ``name`` may also be ``keras:APPLICATION`` (a keras.applications network, see KERAS_APPLICATIONS).
+    """
     from cnnctl import models
 
+    if name.startswith("keras:"):
+        return _keras_application(name, weights, log)
     if weights == "imagenet":
         if name not in IMAGENET_SOURCES:
             raise CnnctlError(f"no ImageNet weights for {name!r} here",
