@@ -75,8 +75,11 @@ def fashion(work: Path, epochs: int = 30) -> None:
 
     def subset(ex, classes, per_class=None, seed=0):
         rng = np.random.default_rng(seed)
-        idx = np.concatenate([(lambda i: rng.choice(i, per_class, replace=False) if per_class else i)(
-            np.flatnonzero(ex.labels == c)) for c in classes])
+        picked = []
+        for c in classes:
+            members = np.flatnonzero(ex.labels == c)
+            picked.append(rng.choice(members, per_class, replace=False) if per_class else members)
+        idx = np.concatenate(picked)
         return ex.images[idx, ..., 0], (ex.labels[idx] - classes[0]).astype(np.int64)
 
     xa, ya = subset(train, first)
@@ -157,7 +160,9 @@ def main(which: list[str]) -> None:
     which = which or ["fashion", "clipart"]
     with tempfile.TemporaryDirectory() as tmp:
         for w in which:
-            {"fashion": fashion, "clipart": clipart}[w](Path(tmp) / w if Path(tmp).joinpath(w).mkdir() is None else None)
+            work = Path(tmp) / w
+            work.mkdir()
+            {"fashion": fashion, "clipart": clipart}[w](work)
 
 
 if __name__ == "__main__":
