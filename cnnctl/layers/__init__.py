@@ -4,5 +4,11 @@ from cnnctl.layers.batch_norm import FusedBatchNormalization
 from cnnctl.layers.locally_connected import LocallyConnected2D
 from cnnctl.layers.lrn import LocalResponseNormalization
 from cnnctl.layers.neighbours import NearestNeighbours
+from cnnctl.layers.spatial_transformer import (
+           SpatialTransformer,
+           affine_grid,
+           bilinear_sample,
+)
 
-__all__ = ["FusedBatchNormalization", "LocalResponseNormalization", "LocallyConnected2D", "NearestNeighbours"]
+__all__ = ["FusedBatchNormalization", "LocalResponseNormalization", "LocallyConnected2D", "NearestNeighbours", "SpatialTransformer",
+           "affine_grid", "bilinear_sample"]
