@@ -165,3 +165,11 @@ def test_knn_votes_of_the_nearest_neighbours_match_numpy_and_round_trip(metric, 
     model.save(path)
     again = keras.models.load_model(path, safe_mode=True)
     np.testing.assert_array_equal(np.asarray(again(queries)), np.asarray(model(queries)))
+
+
+@pytest.mark.parametrize("shape", [(28, 28, 1), (42, 42, 1), (60, 60, 1)])
+def test_stn_baselines_have_the_parameter_budget_of_their_st_versions(shape):
+    for st, plain in (("st_cnn", "cnn_baseline"), ("st_fcn", "fcn_baseline")):
+        a = models.trainable_params(models.build(st, num_classes=10, input_shape=shape))
+        b = models.trainable_params(models.build(plain, num_classes=10, input_shape=shape))
+        assert abs(a - b) / a < 0.03, (st, shape, a, b)

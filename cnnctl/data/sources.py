@@ -146,6 +146,41 @@ def folder(path: str) -> Splits:
     return {"train": train, "test": test}
 
 
+@SOURCES.register("distorted", about="distorted:R|RTS|P|E|cluttered: bundled Fashion-MNIST distorted as in the "
+                                      "Spatial Transformer paper's experiments (sec. 4.1), seeded")
+def distorted(path: str) -> Splits:
+    from cnnctl.data.distort import distort, parse_kind
+
+    kind = parse_kind(path or "")
+    base = fashion_mnist("")
+    cache = _cache_root() / "distorted" / f"fashion_mnist-{kind}-v1.npz"
+    arrays = None
+    if cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in ("train", "test")}
+        except (OSError, KeyError, ValueError):
+            arrays = None  # a broken cache is made again
+    if arrays is None or any(len(arrays[s]) != base[s].count for s in ("train", "test")):
+        arrays = {split: distort(base[split].images[..., 0], kind, seed)
+                  for split, seed in (("train", 0), ("test", 1))}
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.name + ".tmp.npz")
+            np.savez(tmp, **arrays)
+            tmp.replace(cache)
+        except OSError:
+            pass  # read-only cache: generated again next time (deterministic either way)
+    return {split: Examples(base[split].class_names, base[split].labels, images=arrays[split][..., None])
+            for split in ("train", "test")}
+
+
+def _cache_root() -> Path:
+    import os
+
+    return Path(os.environ.get("CNNCTL_CACHE") or Path.home() / ".cache" / "cnnctl")
+
+
 @SOURCES.register("csv", about="a CSV file with columns path,label (paths relative to the CSV)")
 def csv_source(path: str) -> Splits:
     p = Path(path)
@@ -227,6 +262,8 @@ def detect(path: str) -> str:
     """The source name for ``path``: '' -> bundled Fashion-MNIST."""
     if not path:
         return "fashion_mnist"
+    if path.lower().startswith("distorted:"):
+        return "distorted"
     p = Path(path)
     if not p.exists():
         raise CnnctlError(f"data path {path!r} does not exist",
@@ -254,6 +291,6 @@ def load_source(source: str, path: str) -> tuple[str, Splits]:
     if not path and name in ("folder", "csv", "tfrecord"):
         raise CnnctlError(f"the {name} data source needs a path",
                           hint="pass --data PATH (an ImageNet-style folder: DIR/train/<class>, DIR/val/<class>)")
-    if path and not Path(path).exists():
+    if path and name != "distorted" and not Path(path).exists():
         raise CnnctlError(f"data path {path!r} does not exist")
     return name, entry.fn(path)

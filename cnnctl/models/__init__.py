@@ -28,6 +28,7 @@ from cnnctl.models import (  # noqa: F401
     resnet,
     resnet_cifar,
     simple,
+    stn,
     vgg,
 )
 from cnnctl.models.registry import MODELS, register

@@ -1,14 +1,15 @@
 """Transfer learning: a pretrained network, a new classifier head, and what stays frozen.
 
 Freeze modes (``finetune.freeze``):
-- ``conv``: every layer except the fully connected classifier is frozen; the
-  classifier's last layer is replaced by a new head (Yosinski et al. 2014's
-  "frozen features" setting).
-- ``features``: the frozen network's feature vectors (the input of its last
-  layer) are computed once per image and stored in the run directory; only
-  the new head trains on them (see ``engine._fit_features``).
-- ``partial:N``: the first N stages are frozen; the rest trains at
-  ``body_lr_scale`` x the head's rate. A stage is the group of layers whose
+- ``conv``: every layer except the fully connected classifier (the trailing
+  Dense layers) is frozen; the classifier's last layer is replaced by a new
+  head (Yosinski et al. 2014's "frozen features" setting).
+- ``features``: the same network, but the frozen body's output (the input
+  of the fully connected classifier) is computed once per image and stored
+  in the run directory; the classifier trains on the stored vectors
+  (``features.fit_features``), so an epoch costs only the classifier.
+- ``partial:N``: the first N stages are frozen; the rest of the body trains
+  at ``body_lr_scale`` x the classifier's rate. A stage is the group of layers whose
   names share the part before the first ``_`` (``stem``, ``stage1`` ...
   ``stage7``, ``head`` for EfficientNet-Lite0; ``conv1``, ``bn1``, ... for
   networks named layer by layer).
@@ -105,7 +106,7 @@ class Plan:
     frozen: list[str]             # frozen layer names
     body_paths: list[str]         # variable paths of the unfrozen body (trained at body_lr_scale)
     new_head: bool
-    features: object = None       # the tensor feeding the classifier (for ``features`` mode)
+    features: object = None       # the tensor feeding the FC classifier (for ``features`` mode)
 
 
 def build(ft, num_classes: int, log=print, source: Source | None = None) -> Plan:
@@ -128,12 +129,18 @@ def build(ft, num_classes: int, log=print, source: Source | None = None) -> Plan
         model = keras.Model(net.inputs, head(features), name=net.name)
         head_name, new_head = head.name, True
         log(f"new {num_classes}-class head on {source.where} (it predicted {_units(old_head)} classes)")
-    dense_names = {layer.name for layer in model.layers if isinstance(layer, keras.layers.Dense)}
-    head_names = {head_name}
+    # The fully connected classifier: the trailing run of Dense layers (AlexNet's fc6-fc8, EfficientNet's
+    # one). It trains at the full rate in every mode; the convolutional body is what the modes freeze.
+    block = []
+    for layer in reversed([layer for layer in model.layers if layer.trainable_weights or layer.name == head_name]):
+        if not isinstance(layer, keras.layers.Dense):
+            break
+        block.insert(0, layer)
+    head_names = {layer.name for layer in block} | {head_name}
+    features = block[0].input if block else features
     mode = ft.freeze
     frozen: list = []
     if mode in ("conv", "features"):
-        head_names |= dense_names  # "freeze every convolutional layer": the FC classifier trains
         frozen = [layer for layer in model.layers if layer.name not in head_names and layer.weights]
     elif mode.startswith("partial:"):
         n = int(mode.split(":", 1)[1])
