@@ -115,3 +115,51 @@ def test_transformers_in_series_and_in_parallel_inside_a_network():
     assert tuple(model.output.shape) == (None, 12, 12, 8)
     y = np.asarray(model(np.ones((2, 32, 32, 1), "float32")))
     assert np.all(np.isfinite(y))
+
+
+class _FixedRng:
+    """Stands in for numpy's Generator: uniform() returns the given values (for exact geometry checks)."""
+
+    def __init__(self, **values):
+        self.values = values
+
+    def uniform(self, low, high, size):
+        key = "scale" if (low, high) == (0.7, 1.2) else "angle" if low < -1 else "shift"
+        return np.broadcast_to(np.asarray(self.values[key], float), size).copy()
+
+
+def test_distortions_are_seeded_and_have_the_papers_sizes():
+    from cnnctl.data.distort import distort
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 28, 28)).astype(np.uint8)
+    for kind, size in (("R", 28), ("RTS", 42), ("P", 28), ("E", 28), ("cluttered", 60)):
+        a, b, c = distort(images, kind, 0), distort(images, kind, 0), distort(images, kind, 1)
+        assert a.shape == (6, size, size) and a.dtype == np.uint8
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+
+
+def test_rts_geometry_and_rotation_by_90_degrees():
+    from cnnctl.data.distort import rotate, rotate_translate_scale
+
+    img = np.zeros((1, 28, 28), np.uint8)
+    img[0, 5:12, 3:20] = 200
+    # No rotation, scale 1, no shift: the image sits centred on the 42x42 canvas, unchanged.
+    out = rotate_translate_scale(img, _FixedRng(angle=0.0, scale=1.0, shift=0.0))
+    np.testing.assert_array_equal(out[0, 7:35, 7:35], img[0])
+    assert out[0].sum() == img[0].sum()
+    # A 90-degree rotation is np.rot90 (exact on the pixel grid).
+    rot = rotate(img, _FixedRng(angle=90.0))
+    assert np.array_equal(rot[0], np.rot90(img[0], 1)) or np.array_equal(rot[0], np.rot90(img[0], -1))
+
+
+def test_cluttered_keeps_the_whole_object_and_adds_clutter():
+    from cnnctl.data.distort import distort
+
+    img = np.zeros((3, 28, 28), np.uint8)
+    img[:, 10:18, 10:18] = 255
+    out = distort(img, "cluttered", 0)
+    for canvas in out:
+        assert (canvas == 255).sum() >= 64                    # the 8x8 object block is intact somewhere
+    assert out.shape == (3, 60, 60)

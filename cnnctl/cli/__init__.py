@@ -10,6 +10,7 @@ from cnnctl.cli import finetune as finetune_cmd
 from cnnctl.cli import models as models_cmd
 from cnnctl.cli import predict as predict_cmd
 from cnnctl.cli import train as train_cmd
+from cnnctl.cli import visualize as visualize_cmd
 
 app = typer.Typer(
     name="cnnctl",
@@ -26,6 +27,7 @@ app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("predict")(predict_cmd.predict)
 app.command("models")(models_cmd.models)
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(visualize_cmd.app, name="visualize")
 
 
 def main() -> None:

@@ -28,11 +28,16 @@ PAPER = "Jaderberg et al., Spatial Transformer Networks (NIPS 2015), sec. 4.1"
 MEAN, STD = 72.94, 90.02  # Fashion-MNIST pixel statistics (the distorted sets keep the objects' pixels)
 
 
-def _normalised(input_shape):
+def _pixels(input_shape):
+    """Raw [0, 255] pixels -> [0, 1]: the transformer samples here, so what it reads outside the
+    image (zero) is the black background of the data, not the mean grey of normalised pixels."""
     inputs = keras.Input(tuple(input_shape), name="pixels")
-    x = layers.Normalization(mean=[MEAN] * input_shape[-1], variance=[STD * STD] * input_shape[-1],
-                             name="normalize")(inputs)
-    return inputs, x
+    return inputs, layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+
+
+def _normalise(x, channels: int):
+    return layers.Normalization(mean=[MEAN / 255.0] * channels, variance=[(STD / 255.0) ** 2] * channels,
+                                name="normalize")(x)
 
 
 def _cnn_body(x, width: int, num_classes: int):
@@ -76,9 +81,9 @@ def _st_params(model) -> int:
 def st_cnn(num_classes: int = 10, input_shape=(42, 42, 1), transform: str = "affine", output_size=None,
            width: int = 32):
     """A spatial transformer (convolutional localisation) in front of the two-convolution CNN."""
-    inputs, x = _normalised(input_shape)
+    inputs, x = _pixels(input_shape)
     x = SpatialTransformer("conv", transform=transform, output_size=output_size, name="st")(x)
-    return keras.Model(inputs, _cnn_body(x, width, num_classes), name="st_cnn")
+    return keras.Model(inputs, _cnn_body(_normalise(x, input_shape[-1]), width, num_classes), name="st_cnn")
 
 
 @register("cnn_baseline", task="classify", input_shape=(42, 42, 1), num_classes=10, test_input=(42, 42, 1),
@@ -88,8 +93,8 @@ def cnn_baseline(num_classes: int = 10, input_shape=(42, 42, 1), width: int = 0)
     if not width:
         target = _st_params(st_cnn(num_classes, input_shape))
         width = _matched_width(_cnn_params, target, input_shape[:2], input_shape[2], num_classes)
-    inputs, x = _normalised(input_shape)
-    return keras.Model(inputs, _cnn_body(x, width, num_classes), name="cnn_baseline")
+    inputs, x = _pixels(input_shape)
+    return keras.Model(inputs, _cnn_body(_normalise(x, input_shape[-1]), width, num_classes), name="cnn_baseline")
 
 
 @register("st_fcn", task="classify", input_shape=(42, 42, 1), num_classes=10, test_input=(28, 28, 1), paper=PAPER,
@@ -97,9 +102,9 @@ def cnn_baseline(num_classes: int = 10, input_shape=(42, 42, 1), width: int = 0)
 def st_fcn(num_classes: int = 10, input_shape=(42, 42, 1), transform: str = "affine", output_size=None,
            width: int = 128):
     """A spatial transformer (fully connected localisation) in front of the two-hidden-layer FCN."""
-    inputs, x = _normalised(input_shape)
+    inputs, x = _pixels(input_shape)
     x = SpatialTransformer("dense", transform=transform, output_size=output_size, name="st")(x)
-    return keras.Model(inputs, _fcn_body(x, width, num_classes), name="st_fcn")
+    return keras.Model(inputs, _fcn_body(_normalise(x, input_shape[-1]), width, num_classes), name="st_fcn")
 
 
 @register("fcn_baseline", task="classify", input_shape=(42, 42, 1), num_classes=10, test_input=(28, 28, 1),
@@ -109,5 +114,5 @@ def fcn_baseline(num_classes: int = 10, input_shape=(42, 42, 1), width: int = 0)
     if not width:
         target = _st_params(st_fcn(num_classes, input_shape))
         width = _matched_width(_fcn_params, target, input_shape[:2], input_shape[2], num_classes)
-    inputs, x = _normalised(input_shape)
-    return keras.Model(inputs, _fcn_body(x, width, num_classes), name="fcn_baseline")
+    inputs, x = _pixels(input_shape)
+    return keras.Model(inputs, _fcn_body(_normalise(x, input_shape[-1]), width, num_classes), name="fcn_baseline")

@@ -1,0 +1,47 @@
+"""The images a picture is made of: files the user names, or the first test images of the run's data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnctl.errors import CnnctlError
+
+
+def run_images(model, cfg, images: list[str], count: int = 8, log=lambda m: None):
+    """-> (float32 (n, h, w, c) pixels in [0, 255] at the model's input, int labels or None, names).
+
+    With ``images`` the named files are read as ``predict`` reads them; otherwise the first
+    ``count`` images of the run's test split (its validation split if it has none), one per
+    class first so that the picture shows every class.
+    """
+    from cnnctl.data.images import ImageError
+    from cnnctl.inference import input_spec, load_for_model
+
+    spec = input_spec(model)
+    if images:
+        rs = cfg.data.resize_short
+        short = int(cfg.data.eval_resize_short or (round(sum(rs) / len(rs)) if rs else 0))
+        batch, problems = [], []
+        for p in images:
+            try:
+                batch.append(load_for_model(str(p), spec, short))
+            except ImageError as e:
+                problems.append(f"{p}: {e}")
+        if problems:
+            raise CnnctlError("cannot read " + "; ".join(problems), hint="give JPEG, PNG, BMP, GIF, WebP or TIFF files")
+        return np.stack(batch).astype(np.float32), None, [str(p) for p in images]
+    from cnnctl.data.pipeline import DataModule
+
+    dm = DataModule(cfg.data, spec, 256, cfg.train.seed, log=log)
+    split = "test" if dm.test is not None else "val"
+    xs, ys = [], []
+    for x, y in dm.eval_dataset(split):
+        xs.append(x.numpy())
+        ys.append(np.argmax(y.numpy(), axis=1))
+        if sum(len(b) for b in xs) >= 40 * count:
+            break
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    first = [int(np.flatnonzero(y == c)[0]) for c in np.unique(y)]
+    rest = [i for i in range(len(y)) if i not in set(first)]
+    pick = (first + rest)[:count]
+    return x[pick], y[pick], [f"{split} image {i}" for i in pick]
