@@ -122,7 +122,7 @@ def fit_features(cfg, run, data, policy, console, log, t_start):
     atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
     run.write_json("classes.json", data.class_names)
     plan = finetune.build(cfg.finetune, data.num_classes, log=log)
-    extractor = keras.Model(plan.model.inputs, plan.features, name="features")
+    extractor = keras.Model(plan.model.inputs[0], plan.features, name="features")
     key = hashlib.sha256((_weights_digest(extractor) + _data_digest(data)).encode()).hexdigest()
     t0 = time.perf_counter()
     cached = _find_cached(run, key)

@@ -126,7 +126,7 @@ def build(ft, num_classes: int, log=print, source: Source | None = None) -> Plan
         model, head_name, new_head = net, old_head.name, False
     else:
         head = keras.layers.Dense(num_classes, dtype="float32", name="finetune_logits")
-        model = keras.Model(net.inputs, head(features), name=net.name)
+        model = keras.Model(net.inputs[0], head(features), name=net.name)
         head_name, new_head = head.name, True
         log(f"new {num_classes}-class head on {source.where} (it predicted {_units(old_head)} classes)")
     # The fully connected classifier: the trailing run of Dense layers (AlexNet's fc6-fc8, EfficientNet's

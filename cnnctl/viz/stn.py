@@ -26,7 +26,7 @@ def stn_grid(model, x: np.ndarray, path: Path, titles: list[str], class_names=No
     from cnnctl.viz.plots import _plt, _save
 
     sts = transformers(model)
-    probe = keras.Model(model.inputs, [layer.output for layer in sts])
+    probe = keras.Model(model.inputs[0], [layer.output for layer in sts])
     outs = probe(x, training=False)
     outs = [np.asarray(o, dtype=np.float32) for o in (outs if isinstance(outs, (list, tuple)) else [outs])]
     plt = _plt()
