@@ -11,7 +11,8 @@ from cnnctl.cli.common import console, quiet_tensorflow, report_errors
 app = typer.Typer(help="Pictures of what a trained network learned (PNG files in the run directory or --out).",
                   no_args_is_help=True)
 
-RUN = typer.Argument(..., help="A run directory written by `cnnctl train` or `cnnctl finetune`.")
+RUN = typer.Argument(..., help="A run directory written by `cnnctl train` or `cnnctl finetune`, or a pretrained "
+                                "network as NAME:WEIGHTS (efficientnet_lite0:imagenet) with image files.")
 IMAGES = typer.Argument(None, help="Image files; default: the first test images of the run's data, one per class first.")
 OUT = typer.Option(None, "--out", "-o", help="Folder for the PNG files (default: RUN_DIR/visualize).")
 COUNT = typer.Option(8, "--count", "-n", help="How many test images when no IMAGE is given.")
@@ -20,10 +21,22 @@ BEST = typer.Option(False, "--best", help="Use best.keras instead of the last mo
 
 def _setup(run_dir: Path, out: Path | None, best: bool):
     quiet_tensorflow()
-    from cnnctl.inference import load_run_model
+    text = str(run_dir)
+    if ":" in text and not Path(text).exists():  # a pretrained network, e.g. efficientnet_lite0:imagenet
+        from cnnctl.config import Config
+        from cnnctl.weights import imagenet_class_names, load_pretrained
 
-    model, classes, cfg = load_run_model(run_dir, "best" if best else "model")
-    folder = Path(out) if out else Path(run_dir) / "visualize"
+        name, weights = text.rsplit(":", 1)
+        model = load_pretrained(name, weights, log=_log)
+        classes = imagenet_class_names() if weights == "imagenet" else [str(i) for i in range(model.outputs[0].shape[-1])]
+        cfg = Config()
+        cfg.data.source, cfg.data.path = "pretrained", ""
+        folder = Path(out) if out else Path("visualize") / name
+    else:
+        from cnnctl.inference import load_run_model
+
+        model, classes, cfg = load_run_model(run_dir, "best" if best else "model")
+        folder = Path(out) if out else Path(run_dir) / "visualize"
     folder.mkdir(parents=True, exist_ok=True)
     return model, classes, cfg, folder
 
@@ -52,3 +65,224 @@ def stn(run_dir: Path = RUN, images: list[str] | None = IMAGES, out: Path | None
     path = folder / "stn.png"
     layers = stn_grid(model, x, path, names, classes, labels)
     console().print(f"wrote {path} ({len(x)} images x {', '.join(layers)})", markup=False, soft_wrap=True)
+
+
+LAYER = typer.Option(None, "--layer", "-l", help="Layer name (a bad name lists every layer with its output shape).")
+
+
+def _images(model, cfg, images, count, log=_log):
+    from cnnctl.viz.inputs import run_images
+
+    return run_images(model, cfg, images or [], count, log=log)
+
+
+def _stem(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name)[:60]
+
+
+def _done(paths) -> None:
+    for p in paths:
+        console().print(f"wrote {p}", markup=False, soft_wrap=True)
+
+
+@app.command("filters")
+@report_errors
+def filters(run_dir: Path = RUN, layer: str | None = LAYER, out: Path | None = OUT, best: bool = BEST,
+            maximise: int = typer.Option(0, "--maximise", help="For a deeper --layer: synthesise inputs that excite its first N channels (activation maximisation).")):
+    """The first convolution's kernels as a grid (per-filter contrast); deeper layers via --maximise N.
+
+    Examples:
+
+        cnnctl visualize filters checkpoints/my-run
+
+        cnnctl visualize filters checkpoints/my-run --layer conv2 --maximise 16
+    """
+    model, _, _, folder = _setup(run_dir, out, best)
+    from cnnctl.viz import inside, pictures
+
+    net = inside.main_network(model)
+    if maximise:
+        name = layer or inside.default_conv_layer(net, last=True).name
+        channels = list(range(min(maximise, int(inside.get_layer(net, name).output.shape[-1]))))
+        synth = inside.maximise_activation(net, name, channels)
+        path = folder / f"maximise-{name}.png"
+        pictures.tiles(synth, path, f"{net.name} {name}: inputs that excite channels 0-{channels[-1]}",
+                       [str(c) for c in channels])
+    else:
+        kernels, name = inside.first_layer_filters(net, layer)
+        path = folder / f"filters-{name}.png"
+        pictures.tiles(kernels, path, f"{net.name} {name}: {len(kernels)} filters "
+                       f"{kernels.shape[1]}x{kernels.shape[2]}x{kernels.shape[3]}")
+    _done([path])
+
+
+@app.command("activations")
+@report_errors
+def activations_cmd(run_dir: Path = RUN, images: list[str] | None = IMAGES, layer: str | None = LAYER,
+                    out: Path | None = OUT, best: bool = BEST):
+    """The feature maps of a layer for an image (default: the last convolution), with the layer's shape."""
+    model, _, cfg, folder = _setup(run_dir, out, best)
+    from cnnctl.viz import inside, pictures
+
+    net = inside.main_network(model)
+    if layer:
+        inside.get_layer(net, layer)  # a bad name fails before any image is read
+    x, _, names = _images(net, cfg, images, 1 if not images else len(images))
+    paths = []
+    for i in range(len(x)):
+        maps, lname, shape = inside.activations(net, x[i:i + 1], layer)
+        path = folder / f"activations-{lname}-{_stem(names[i])}.png"
+        pictures.activation_maps(maps, path, f"{net.name} {lname} output {shape} for {names[i]}")
+        paths.append(path)
+    _done(paths)
+
+
+@app.command("deconvnet")
+@report_errors
+def deconvnet_cmd(run_dir: Path = RUN, images: list[str] | None = IMAGES, layer: str | None = LAYER,
+                  out: Path | None = OUT, best: bool = BEST, top: int = typer.Option(9, "--top", help="Projections per picture."),
+                  dataset: int = typer.Option(0, "--dataset", help="Search this many test images for the channel's 9 strongest (ZFNet's figures) instead of one image.")):
+    """ZFNet's deconvnet: the top activations of a layer projected back to pixel space.
+
+    One image: its `--top` strongest channels. With --dataset N: the strongest channel's `--top`
+    strongest images among N test images. Conv/ReLU/pool stacks get the exact deconvnet
+    (max-unpooling with switches); other networks guided backpropagation, said in the title.
+    """
+    model, _, cfg, folder = _setup(run_dir, out, best)
+    from cnnctl.viz import inside, pictures
+
+    net = inside.main_network(model)
+    if layer:
+        inside.get_layer(net, layer)
+    x, _, names = _images(net, cfg, images, max(1, dataset) if not images else len(images))
+    if not dataset:
+        x, names = x[:1], names[:1]
+    proj, src, captions, method, lname = inside.deconvnet(net, x, layer, top=top)
+    path = folder / f"deconvnet-{lname}.png"
+    what = names[0] if len(x) == 1 else f"{len(x)} test images"
+    pictures.projections(proj, src, path, f"{net.name} {lname}, {what}: {method}", captions)
+    _done([path])
+
+
+@app.command("occlusion")
+@report_errors
+def occlusion_cmd(run_dir: Path = RUN, images: list[str] | None = IMAGES, out: Path | None = OUT, best: bool = BEST,
+                  size: int = typer.Option(0, "--size", help="Side of the grey square in pixels (default: a sixth of the image)."),
+                  stride: int = typer.Option(0, "--stride", help="Step between positions (default: half the square)."),
+                  layer: str | None = LAYER, count: int = COUNT):
+    """ZFNet's occlusion test: the true class's probability (and the strongest feature map's activity)
+    with a grey square at each position, over the image."""
+    model, classes, cfg, folder = _setup(run_dir, out, best)
+    from cnnctl.viz import inside, pictures
+
+    net = inside.main_network(model)
+    if layer:
+        inside.get_layer(net, layer)
+    x, labels, names = _images(net, cfg, images, min(count, 4))
+    paths = []
+    for i in range(len(x)):
+        label = None if labels is None else int(labels[i])
+        pm, fm, label, p0, sz, st, lname, ch = inside.occlusion(net, x[i], label, size or None, stride or None,
+                                                                 feature_layer=layer)
+        h, w = x.shape[1:3]
+        prob = inside.occlusion_to_pixels(pm, (h, w), sz, st)
+        extra = None if fm is None else (inside.occlusion_to_pixels(fm, (h, w), sz, st), f"{lname} channel {ch} activity")
+        path = folder / f"occlusion-{_stem(names[i])}.png"
+        pictures.overlay(x[i], prob, path, f"{names[i]}: p({classes[label]}) = {p0:.3f} unoccluded; "
+                         f"{sz}x{sz} grey square, stride {st}", f"p({classes[label]}) with the square here",
+                         cmap="jet_r", extra=extra)
+        paths.append(path)
+    _done(paths)
+
+
+@app.command("saliency")
+@report_errors
+def saliency_cmd(run_dir: Path = RUN, images: list[str] | None = IMAGES, out: Path | None = OUT, best: bool = BEST,
+                 count: int = COUNT):
+    """Vanilla gradient saliency of the predicted class: max over channels of |d score / d pixel|."""
+    model, classes, cfg, folder = _setup(run_dir, out, best)
+    from cnnctl.viz import inside, pictures
+
+    net = inside.main_network(model)
+    x, _, names = _images(net, cfg, images, min(count, 4))
+    paths = []
+    for i in range(len(x)):
+        sal, label = inside.saliency(net, x[i])
+        path = folder / f"saliency-{_stem(names[i])}.png"
+        pictures.overlay(x[i], sal, path, f"{names[i]}: saliency of {classes[label]}", "|d score / d pixel|", cmap="hot")
+        paths.append(path)
+    _done(paths)
+
+
+@app.command("gradcam")
+@report_errors
+def gradcam_cmd(run_dir: Path = RUN, images: list[str] | None = IMAGES, layer: str | None = LAYER,
+                out: Path | None = OUT, best: bool = BEST, count: int = COUNT):
+    """Grad-CAM of the predicted class at a layer (default: the last convolution)."""
+    model, classes, cfg, folder = _setup(run_dir, out, best)
+    import numpy as np
+    import tensorflow as tf
+
+    from cnnctl.viz import inside, pictures
+
+    net = inside.main_network(model)
+    if layer:
+        inside.get_layer(net, layer)
+    x, _, names = _images(net, cfg, images, min(count, 4))
+    paths = []
+    for i in range(len(x)):
+        cam, label, lname = inside.gradcam(net, x[i], layer)
+        big = tf.image.resize(cam[..., None], x.shape[1:3], method="bilinear").numpy()[..., 0]
+        path = folder / f"gradcam-{_stem(names[i])}.png"
+        pictures.overlay(x[i], np.maximum(big, 0), path, f"{names[i]}: Grad-CAM of {classes[label]} at {lname}",
+                         f"Grad-CAM ({cam.shape[0]}x{cam.shape[1]} at {lname})")
+        paths.append(path)
+    _done(paths)
+
+
+@app.command("curves")
+@report_errors
+def curves_cmd(run_dir: Path = RUN, out: Path | None = OUT):
+    """Training and validation loss and accuracy per epoch, from the run's history.csv."""
+    quiet_tensorflow()
+    import csv
+
+    from cnnctl.errors import CnnctlError
+    from cnnctl.viz.plots import curves
+
+    history = Path(run_dir) / "history.csv"
+    if not history.is_file():
+        raise CnnctlError(f"{run_dir} has no history.csv", hint="give a run that finished at least one epoch")
+    with open(history, newline="") as f:
+        rows = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+    folder = Path(out) if out else Path(run_dir) / "visualize"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "curves.png"
+    curves(rows, path, title=f"{Path(run_dir).name}")
+    _done([path])
+
+
+@app.command("confusion")
+@report_errors
+def confusion_cmd(run_dir: Path = RUN, out: Path | None = OUT, best: bool = BEST):
+    """The confusion matrix on the run's test split (as `cnnctl evaluate` computes it)."""
+    model, classes, cfg, folder = _setup(run_dir, out, best)
+    import numpy as np
+
+    from cnnctl.data.pipeline import DataModule
+    from cnnctl.data.tta import predict_probs
+    from cnnctl.inference import input_spec
+    from cnnctl.tasks.classify import evaluate_predictions
+    from cnnctl.viz.plots import confusion
+
+    dm = DataModule(cfg.data, input_spec(model), 256, cfg.train.seed, log=_log)
+    split = "test" if dm.test is not None else "val"
+    labels, probs = [], []
+    for x, y in dm.eval_dataset(split):
+        probs.append(np.asarray(predict_probs(model, x), dtype=np.float64))
+        labels.append(np.argmax(y.numpy(), axis=1))
+    result = evaluate_predictions(np.concatenate(labels), np.concatenate(probs), classes)
+    path = folder / "confusion.png"
+    confusion(np.asarray(result["confusion"]), classes, path,
+              title=f"{cfg.model.name}: top-1 {result['top1']:.4f} on {result['images']} {split} images")
+    _done([path])

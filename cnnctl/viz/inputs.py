@@ -21,6 +21,10 @@ def run_images(model, cfg, images: list[str], count: int = 8, log=lambda m: None
     if images:
         rs = cfg.data.resize_short
         short = int(cfg.data.eval_resize_short or (round(sum(rs) / len(rs)) if rs else 0))
+        if cfg.data.source == "pretrained":  # ImageNet evaluation: shorter side 256/224 of the crop
+            from cnnctl.inference import imagenet_short_side
+
+            short = imagenet_short_side(spec.height)
         batch, problems = [], []
         for p in images:
             try:
@@ -32,6 +36,8 @@ def run_images(model, cfg, images: list[str], count: int = 8, log=lambda m: None
         return np.stack(batch).astype(np.float32), None, [str(p) for p in images]
     from cnnctl.data.pipeline import DataModule
 
+    if cfg.data.source == "pretrained":
+        raise CnnctlError("a pretrained network has no data set of its own", hint="name image files after it")
     dm = DataModule(cfg.data, spec, 256, cfg.train.seed, log=log)
     split = "test" if dm.test is not None else "val"
     xs, ys = [], []

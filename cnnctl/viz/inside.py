@@ -26,7 +26,6 @@ import numpy as np
 
 from cnnctl.errors import CnnctlError
 
-
 # ----------------------------------------------------------------------------- model plumbing
 
 def main_network(model):
@@ -40,7 +39,7 @@ def main_network(model):
 
 
 def layer_table(model) -> list[tuple[str, tuple]]:
-    return [(layer.name, tuple(layer.output.shape[1:])) for layer in model.layers[1:]]
+    return [(layer.name, tuple(layer.output.shape[1:])) for layer in _body_layers(model)]
 
 
 def get_layer(model, name: str):
@@ -153,15 +152,28 @@ def activations(model, x: np.ndarray, layer_name: str | None) -> tuple[np.ndarra
 
 # ----------------------------------------------------------------------------- deconvnet
 
+def _body_layers(model) -> list:
+    import keras
+
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
 def is_chain(model) -> bool:
     """True when every layer has one input, the previous layer's output (a plain stack)."""
-    for prev, layer in zip(model.layers[:-1], model.layers[1:]):
+    import keras
+
+    prev = None
+    for layer in _body_layers(model):
         nodes = layer._inbound_nodes
-        if len(nodes) != 1:
+        if len(nodes) != 1 or len(nodes[0].input_tensors) != 1:
             return False
-        inputs = nodes[0].input_tensors
-        if len(inputs) != 1 or inputs[0]._keras_history.operation is not prev:
+        source = nodes[0].input_tensors[0]._keras_history.operation
+        if prev is None:
+            if not isinstance(source, keras.layers.InputLayer):
+                return False
+        elif source is not prev:
             return False
+        prev = layer
     return True
 
 
@@ -203,7 +215,8 @@ def _deconv_chain(model, x, layer, channel: int, position) -> np.ndarray:
     import keras
     import tensorflow as tf
 
-    stack = model.layers[1:model.layers.index(layer) + 1]
+    body = _body_layers(model)
+    stack = body[:body.index(layer) + 1]
     inputs, switches = [], {}
     h = tf.convert_to_tensor(x[:1], tf.float32)
     for lay in stack:
@@ -331,8 +344,9 @@ def occlusion(model, x: np.ndarray, label: int | None, size: int | None = None, 
     """ZFNet sec. 4.2 for one image (h, w, c) in [0, 255].
 
     Returns (probability map of ``label`` -- the predicted class when None -- at each occluder
-    position, the strongest feature map's total activity at each position, label, its
-    unoccluded probability, the occluder size, the feature layer's name and channel).
+    position, the strongest feature map's total activity at each position (None for a network
+    without convolutions), label, its unoccluded probability, the occluder size and stride, the
+    feature layer's name and channel).
     """
     import keras
     import tensorflow as tf
@@ -340,30 +354,38 @@ def occlusion(model, x: np.ndarray, label: int | None, size: int | None = None, 
     h, w = x.shape[:2]
     size = size or max(2, round(min(h, w) / 6))
     stride = stride or max(1, size // 2)
-    layer = _spatial_layer(model, feature_layer)
-    probe = keras.Model(model.inputs[0], [model.outputs[0], layer.output])
-    logits, maps = probe(x[None], training=False)
-    probs = tf.nn.softmax(tf.cast(logits, tf.float32)).numpy()[0]
-    label = int(np.argmax(probs)) if label is None else int(label)
-    maps = np.asarray(maps, dtype=np.float32)[0]
-    channel = int(np.argmax(maps.reshape(-1, maps.shape[-1]).max(axis=0)))
+    has_maps = feature_layer is not None or bool(conv_layers(model))
+    layer = _spatial_layer(model, feature_layer) if has_maps else None
+    outputs = [model.outputs[0]] + ([layer.output] if layer is not None else [])
+    probe = keras.Model(model.inputs[0], outputs)
+
+    def run(batch_x):
+        out = probe(batch_x, training=False)
+        out = out if isinstance(out, (list, tuple)) else [out]
+        probs = tf.nn.softmax(tf.cast(out[0], tf.float32)).numpy()
+        maps = np.asarray(out[1], dtype=np.float32) if len(out) > 1 else None
+        return probs, maps
+
+    probs, maps = run(x[None])
+    label = int(np.argmax(probs[0])) if label is None else int(label)
+    channel = int(np.argmax(maps[0].reshape(-1, maps.shape[-1]).max(axis=0))) if maps is not None else None
     ys = list(range(0, max(1, h - size + 1), stride))
     xs = list(range(0, max(1, w - size + 1), stride))
     boxes = [(y, x0) for y in ys for x0 in xs]
     prob_map = np.zeros((len(ys), len(xs)), np.float32)
-    feat_map = np.zeros_like(prob_map)
+    feat_map = np.zeros_like(prob_map) if maps is not None else None
     for start in range(0, len(boxes), batch):
         chunk = boxes[start:start + batch]
         occluded = np.repeat(x[None], len(chunk), axis=0)
         for n, (y, x0) in enumerate(chunk):
             occluded[n, y:y + size, x0:x0 + size] = fill
-        lg, mp = probe(occluded, training=False)
-        p = tf.nn.softmax(tf.cast(lg, tf.float32)).numpy()[:, label]
-        f = np.asarray(mp, dtype=np.float32)[..., channel].sum(axis=(1, 2))
+        p, mp = run(occluded)
         for n, (y, x0) in enumerate(chunk):
-            prob_map[ys.index(y), xs.index(x0)] = p[n]
-            feat_map[ys.index(y), xs.index(x0)] = f[n]
-    return prob_map, feat_map, label, float(probs[label]), size, stride, layer.name, channel
+            prob_map[ys.index(y), xs.index(x0)] = p[n, label]
+            if feat_map is not None:
+                feat_map[ys.index(y), xs.index(x0)] = mp[n, ..., channel].sum()
+    return (prob_map, feat_map, label, float(probs[0, label]), size, stride,
+            layer.name if layer is not None else None, channel)
 
 
 def occlusion_to_pixels(grid_map: np.ndarray, shape, size: int, stride: int) -> np.ndarray:
