@@ -84,30 +84,78 @@ def _extract(extractor, data, log) -> dict[str, np.ndarray]:
     return arrays
 
 
-class _EpochLog(keras.callbacks.Callback):
-    """Per-epoch rows (time, metrics, lr), printed lines, and the weights of the best validation accuracy."""
+class _HeadTrainer:
+    """Trains the classifier block on in-memory feature vectors, one compiled call per epoch.
 
-    def __init__(self, console, epochs: int, images: int, model):
-        super().__init__()
-        self.console, self.epochs, self.images, self.net = console, epochs, images, model
-        self.history: list[dict] = []
-        self.best, self.best_epoch, self.best_weights = -1.0, None, None
+    Keras' fit() spends ~0.1 s per epoch on setup (iterators, callbacks) -- more than an epoch of a
+    small classifier on a few thousand vectors. Here the whole epoch (all its mini-batches, in the
+    seeded order) is one ``tf.function`` call, validation one more.
+    """
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.t0 = time.perf_counter()
+    def __init__(self, head, optimizer, loss_fn, batch_size: int, seed: int):
+        import tensorflow as tf
 
-    def on_epoch_end(self, epoch, logs=None):
+        self.head, self.optimizer, self.loss_fn, self.batch, self.seed = head, optimizer, loss_fn, batch_size, seed
+        variables = head.trainable_variables
+        optimizer.build(variables)
+
+        @tf.function
+        def epoch(x, y, order):
+            n = tf.shape(order)[0]
+            steps = (n + batch_size - 1) // batch_size
+            total_loss, correct = tf.constant(0.0), tf.constant(0.0)
+            for i in tf.range(steps):
+                idx = order[i * batch_size:tf.minimum((i + 1) * batch_size, n)]
+                xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+                with tf.GradientTape() as tape:
+                    logits = tf.cast(head(xb, training=True), tf.float32)
+                    loss = loss_fn(yb, logits)
+                grads = tape.gradient(loss, variables)
+                optimizer.apply_gradients(zip(grads, variables))
+                size = tf.cast(tf.shape(idx)[0], tf.float32)
+                total_loss += loss * size
+                correct += tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == tf.argmax(yb, 1), tf.float32))
+            return total_loss / tf.cast(n, tf.float32), correct / tf.cast(n, tf.float32)
+
+        @tf.function
+        def evaluate(x, y):
+            logits = tf.cast(head(x, training=False), tf.float32)
+            acc = tf.reduce_mean(tf.cast(tf.argmax(logits, 1) == tf.argmax(y, 1), tf.float32))
+            return loss_fn(y, logits), acc
+
+        self.epoch, self.evaluate = epoch, evaluate
+
+    def run(self, x, y, val, epochs: int, console, writer=None):
+        """-> (history rows, best validation accuracy, its epoch, its weights)."""
+        import tensorflow as tf
+
         from cnnctl.train.engine import _epoch_line
 
-        seconds = time.perf_counter() - self.t0
-        row = {"epoch": epoch + 1, **{m: float(v) for m, v in (logs or {}).items()},
-               "lr": float(keras.ops.convert_to_numpy(self.net.optimizer.learning_rate)),
-               "seconds": round(seconds, 4), "images_per_s": round(self.images / seconds, 1)}
-        self.history.append(row)
-        score = row.get("val_accuracy", row.get("accuracy", 0.0))
-        if score > self.best:
-            self.best, self.best_epoch, self.best_weights = score, epoch + 1, self.net.get_weights()
-        self.console.print(_epoch_line(row, self.epochs), soft_wrap=True)
+        x, y = tf.constant(x), tf.constant(y)
+        val = (tf.constant(val[0]), tf.constant(val[1])) if val is not None else None
+        history, best, best_epoch, best_weights = [], -1.0, None, None
+        for e in range(epochs):
+            order = tf.constant(np.random.default_rng([self.seed, e, 0xFEA7]).permutation(int(x.shape[0])), tf.int32)
+            t0 = time.perf_counter()
+            loss, acc = self.epoch(x, y, order)
+            row = {"epoch": e + 1, "loss": float(loss), "accuracy": float(acc)}
+            if val is not None:
+                vl, va = self.evaluate(*val)
+                row.update(val_loss=float(vl), val_accuracy=float(va))
+            seconds = time.perf_counter() - t0
+            row.update(lr=float(keras.ops.convert_to_numpy(self.optimizer.learning_rate)),
+                       seconds=round(seconds, 5), images_per_s=round(int(x.shape[0]) / seconds, 1))
+            history.append(row)
+            if writer is not None:
+                with writer.as_default():
+                    for k in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+                        if k in row:
+                            tf.summary.scalar(f"epoch_{k}", row[k], step=e)
+            score = row.get("val_accuracy", row["accuracy"])
+            if score > best:
+                best, best_epoch, best_weights = score, e + 1, self.head.get_weights()
+            console.print(_epoch_line(row, epochs), soft_wrap=True)
+        return history, best, best_epoch, best_weights
 
 
 def fit_features(cfg, run, data, policy, console, log, t_start):
@@ -145,27 +193,26 @@ def fit_features(cfg, run, data, policy, console, log, t_start):
     k = data.num_classes
     # The classifier block on the stored vectors: a sub-model of the full network sharing its layers,
     # so training it trains the saved network's classifier.
-    head = keras.Model(plan.features, plan.model.outputs, name="classifier")
+    head = keras.Model(plan.features, plan.model.outputs[0], name="classifier")
     steps = int(np.ceil(len(arrays["train_y"]) / tc.batch_size))
     optimizer = make_optimizer(cfg.optimizer, make_schedule(cfg.schedule, cfg.optimizer.lr, steps, tc.epochs))
-    classify.compile_model(head, optimizer, k, tc.label_smoothing)
-    onehot = lambda y: keras.ops.one_hot(y, k)
+    onehot = lambda y: np.eye(k, dtype=np.float32)[y]
     val = (arrays["val_x"], onehot(arrays["val_y"])) if "val_y" in arrays else None
-    order = np.random.default_rng([tc.seed, 0xFEA7]).permutation(len(arrays["train_y"]))
-    epochs = _EpochLog(console, tc.epochs, len(order), head)
-    tensorboard = keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False)
-    # One fit() for all epochs: per-epoch fit() calls cost ~0.1 s each in setup, more than an epoch here.
-    head.fit(arrays["train_x"][order], onehot(arrays["train_y"][order]), batch_size=tc.batch_size,
-             epochs=tc.epochs, validation_data=val, shuffle=True, verbose=0, callbacks=[epochs, tensorboard])
-    history, train_s = epochs.history, sum(r["seconds"] for r in epochs.history)
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(run.file("tensorboard") / "train"))
+    trainer = _HeadTrainer(head, optimizer, classify.loss(tc.label_smoothing), tc.batch_size, tc.seed)
+    history, best_acc, best_epoch, best_weights = trainer.run(arrays["train_x"], onehot(arrays["train_y"]), val,
+                                                              tc.epochs, console, writer)
+    writer.close()
+    train_s = sum(r["seconds"] for r in history)
     run.write_history(history)
 
     last = head.get_weights()
-    head.set_weights(epochs.best_weights)
+    head.set_weights(best_weights)
     atomic_save_model(plan.model, run.file("best.keras"))
     head.set_weights(last)
     atomic_save_model(plan.model, run.file("model.keras"))
-    best_acc, best_epoch = epochs.best, epochs.best_epoch
     from cnnctl.viz import plots
 
     plots.curves(history, run.file("curves.png"), title=f"{cfg.model.name} features -> head on {data.source}")
@@ -175,6 +222,7 @@ def fit_features(cfg, run, data, policy, console, log, t_start):
                "feature_extraction_s": round(extract_s, 2), "features_reused": cached is not None,
                "best_epoch": best_epoch, "best_val_accuracy": best_acc}
     if "test_y" in arrays:
+        classify.compile_model(head, "sgd", k, tc.label_smoothing)  # for evaluate() only
         r = head.evaluate(arrays["test_x"], onehot(arrays["test_y"]), verbose=0, return_dict=True)
         metrics.update(test_loss=float(r["loss"]), test_accuracy=float(r["accuracy"]), test_top5=float(r["top5"]),
                        test_images=len(arrays["test_y"]))
