@@ -88,10 +88,11 @@ def knn(num_classes: int = 10, input_shape=(28, 28, 1), k: int = 5, metric: str 
     Args:
         k: neighbours that vote.
         metric: "l2" or "l1".
-        memory_size: examples memorised (set by the trainer).
+        memory_size: examples memorised (set by the trainer to the training split's size).
     """
     from cnnctl.layers import NearestNeighbours
 
     inputs = keras.Input(input_shape, name="pixels")
+    memory_size = max(int(memory_size), int(k))  # before memorising (e.g. `cnnctl models`): a placeholder
     outputs = NearestNeighbours(memory_size, num_classes, k=k, metric=metric, name="neighbours")(inputs)
     return keras.Model(inputs, outputs, name="knn")
