@@ -192,3 +192,21 @@ def test_keras_applications_backbone_from_a_local_weights_file(make_folder, tmp_
     assert r.exit_code == 2 and "does not exist" in r.output
     r = invoke("finetune", "--data", data, "--backbone", "keras:ResNet9000", "--freeze", "conv", "--out-dir", out, *FAST)
     assert r.exit_code == 2 and "unknown keras.applications backbone" in r.output
+
+
+def test_a_finetune_run_resumes_with_its_frozen_layers(pretrained_run):
+    import keras
+
+    out, pre, target = pretrained_run
+    r = invoke("finetune", "--data", target, "--from", pre, "--freeze", "partial:2", "--epochs", "1",
+               "--name", "res", "--out-dir", out, *FAST, "--set", "train.strategy=default")
+    assert r.exit_code == 0, r.output
+    before = keras.models.load_model(out / "res" / "model.keras", safe_mode=True, compile=False)
+    r = invoke("train", "--resume", out / "res", "--epochs", "2")
+    assert r.exit_code == 0, r.output
+    assert "resuming" in r.output and "fine-tuning (partial:2)" in r.output
+    after = keras.models.load_model(out / "res" / "model.keras", safe_mode=True, compile=False)
+    for name in ("conv1", "bn1"):                                   # the two frozen stages
+        for a, b in zip(before.get_layer(name).weights, after.get_layer(name).weights):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert not np.array_equal(np.asarray(before.get_layer("conv2").kernel), np.asarray(after.get_layer("conv2").kernel))
