@@ -173,3 +173,12 @@ def test_stn_baselines_have_the_parameter_budget_of_their_st_versions(shape):
         a = models.trainable_params(models.build(st, num_classes=10, input_shape=shape))
         b = models.trainable_params(models.build(plain, num_classes=10, input_shape=shape))
         assert abs(a - b) / a < 0.03, (st, shape, a, b)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_model_accepts_grey_images(name):
+    """Users' data is often grey: RGB-statistics models average their normalisation over channels."""
+    h, w, _ = _small_shape(name)
+    model = models.build(name, num_classes=4, input_shape=(h, w, 1))
+    out = model(np.full((2, h, w, 1), 100.0, "float32"), training=False)
+    assert tuple(out.shape) == (2, 4) and np.all(np.isfinite(np.asarray(out)))
