@@ -31,6 +31,8 @@ import numpy as np
 def weights(path: Path) -> list[np.ndarray]:
     import keras
 
+    import cnnctl.models  # noqa: F401 - registers cnnctl's layers for loading
+
     return [np.asarray(w) for w in keras.models.load_model(path, compile=False, safe_mode=True).weights]
 
 
