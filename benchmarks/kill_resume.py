@@ -63,40 +63,46 @@ def main() -> None:
         metrics = json.loads((tmp / "reference" / "metrics.json").read_text())
         steps_total = 3 * int(np.ceil(0.9 * 6000 / 64))
         rate = steps_total / metrics["train_time_s"]            # steps per second while training
-        startup = ref_s - metrics["train_time_s"]               # process start to the first step, about
         run, latest = tmp / "killed", tmp / "killed" / "backup" / "LATEST"
         kills, attempts, resumes_ok, restarts, recomputed = 0, 0, 0, [], []
         finished = False
+        def latest_step() -> int | None:
+            try:
+                return int(latest.read_text().split("-")[1])
+            except (OSError, IndexError, ValueError):
+                return None
+
         while kills < args.kills and not finished:
             resuming = latest.is_file()
             if not resuming and run.exists():
                 shutil.rmtree(run)                              # killed before its first checkpoint
             argv = cmd + (["--resume", str(run)] if resuming else common + ["--name", "killed"])
-            begin = time.perf_counter()
+            before = latest_step()
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                     start_new_session=True)
-            # Each attempt trains 0.5-3 s before the kill (5-30 steps at ~10 steps/s): ten kills land
-            # before the run ends, some between checkpoints, some right after one.
-            delay = float(startup + rng.uniform(0.5, 3.0))
-            try:
-                out, _ = proc.communicate(timeout=delay)
-                finished = True
-            except subprocess.TimeoutExpired:
+            # Wait until this attempt has written a checkpoint (so it trained), then kill it a random
+            # 0-1.5 s later: sometimes right after a checkpoint, sometimes between two.
+            while proc.poll() is None and latest_step() in (None, before):
+                time.sleep(0.02)
+            seen, seen_at = latest_step(), time.perf_counter()
+            wait = float(rng.uniform(0.0, 1.5))
+            while proc.poll() is None and time.perf_counter() - seen_at < wait:
+                time.sleep(0.01)
+            if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-                out, _ = proc.communicate()
                 kills += 1
-            restart = 0
+                out, _ = proc.communicate()
+                reached = (seen or 0) + (time.perf_counter() - seen_at) * rate
+                recomputed.append(max(0.0, reached - (latest_step() or 0)))
+            else:
+                out, _ = proc.communicate()
+                finished = True
             if resuming:
                 attempts += 1
                 m = re.search(r"global step (\d+)", out or "")
                 if m:
                     resumes_ok += 1
-                    restart = int(m.group(1))
-                    restarts.append(restart)
-            if not finished:
-                reached = restart + max(0.0, time.perf_counter() - begin - startup) * rate
-                saved = int(latest.read_text().split("-")[1]) if latest.is_file() else 0
-                recomputed.append(max(0.0, reached - saved))
+                    restarts.append(int(m.group(1)))
         if not finished:
             attempts += 1
             final = subprocess.run(cmd + ["--resume", str(run)], capture_output=True, text=True, check=False)
