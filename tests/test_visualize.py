@@ -79,6 +79,7 @@ def test_occlusion_peaks_exactly_on_the_only_region_the_model_looks_at():
     x = np.zeros((12, 12, 1), "float32")
     x[6:10, 2:6] = 200.0
     prob, feat, label, p0, size, stride, *_ = inside.occlusion(model, x, 0, size=3, stride=1, fill=0.0)
+    assert (size, stride) == (3, 1)
     assert feat is None and label == 0 and prob.shape == (10, 10)
     for i, j in np.ndindex(*prob.shape):
         overlaps = i + 3 > 6 and i < 10 and j + 3 > 2 and j < 6

@@ -159,6 +159,20 @@ def scale_and_crop(img, spec: InputSpec, short_range: tuple[int, int] | None, se
     return tf.image.stateless_random_crop(img, (spec.height, spec.width, spec.channels), seed + [0, 1])
 
 
+def _finish(ds):
+    """Deterministic order, data sharding across workers, no autotuning, prefetch."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    # No autotuning: tf.data's autotune thread (model::Model::OptimizeLoop) sleeps in a timed
+    # wait that iterator teardown cannot interrupt, so fit() stalled up to ~20 s with both cores
+    # idle at the end of some epochs (seen with gdb in TF 2.21). Fixed parallelism instead.
+    options.autotune.enabled = False
+    return ds.with_options(options).prefetch(PREFETCH_BATCHES)
+
+
 class DataModule:
     """Train / validation / test splits of one data set, ready to feed a model of input ``spec``.
 
@@ -331,7 +345,7 @@ class DataModule:
             x = tf.cast(resize_short_side(img, short_side), tf.float32)
             return x[None], tf.one_hot(label, k)[None]
 
-        return ds.map(fit, num_parallel_calls=PARALLEL_CALLS, deterministic=True).prefetch(PREFETCH_BATCHES)
+        return _finish(ds.map(fit, num_parallel_calls=PARALLEL_CALLS, deterministic=True))
 
     def _dataset(self, ex: Examples, order_key: int | None, skip: int, augment: bool):
         import tensorflow as tf
@@ -372,14 +386,7 @@ class DataModule:
         if ex.kind != "shards":  # known length: Keras shows steps and does not warn at the end
             ds = ds.apply(tf.data.experimental.assert_cardinality(max(0, math.ceil(ex.count / b) - first)))
         ds = ds.map(self._batch_fn(epoch, augment), num_parallel_calls=PARALLEL_CALLS, deterministic=True)
-        options = tf.data.Options()
-        options.deterministic = True
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        # No autotuning: tf.data's autotune thread (model::Model::OptimizeLoop) sleeps in a timed
-        # wait that iterator teardown cannot interrupt, so fit() stalled up to ~20 s with both cores
-        # idle at the end of some epochs (seen with gdb in TF 2.21). Fixed parallelism instead.
-        options.autotune.enabled = False
-        return ds.with_options(options).prefetch(PREFETCH_BATCHES)
+        return _finish(ds)
 
     def _tensors(self, ex: Examples):
         """The in-memory arrays of ``ex`` as tensors, converted once."""
