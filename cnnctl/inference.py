@@ -87,6 +87,27 @@ def load_for_model(path: str, spec, short_side: int = 0) -> np.ndarray:
     return np.ascontiguousarray(out[top:top + spec.height, left:left + spec.width])
 
 
+def eval_short_side(data_cfg) -> int:
+    """The shorter side a run's evaluation resizes to (0: the whole image to the model's size)."""
+    rs = data_cfg.resize_short
+    return int(data_cfg.eval_resize_short or (round(sum(rs) / len(rs)) if rs else 0))
+
+
+def load_images(paths, spec, short_side: int = 0) -> np.ndarray:
+    """Image files -> float32 (n, h, w, c) via ``load_for_model``; every unreadable file in one message."""
+    from cnnctl.data.images import ImageError
+
+    batch, problems = [], []
+    for p in paths:
+        try:
+            batch.append(load_for_model(str(p), spec, short_side))
+        except ImageError as e:
+            problems.append(f"{p}: {e}")
+    if problems:
+        raise CnnctlError("cannot read " + "; ".join(problems), hint="give JPEG, PNG, BMP, GIF, WebP or TIFF files")
+    return np.stack(batch).astype(np.float32)
+
+
 def imagenet_short_side(height: int) -> int:
     """ImageNet evaluation: the shorter side is 256/224 of the crop (256 for 224)."""
     return round(height * 256 / 224)

@@ -33,12 +33,12 @@ def predict(
     quiet_tensorflow()
     import numpy as np
 
-    from cnnctl.data.images import ImageError
     from cnnctl.errors import CnnctlError
     from cnnctl.inference import (
+        eval_short_side,
         imagenet_short_side,
         input_spec,
-        load_for_model,
+        load_images,
         load_run_model,
         softmax,
     )
@@ -60,8 +60,7 @@ def predict(
     if model_name is None:
         model, classes, cfg = load_run_model(run_dir, "best" if best else "model")
         spec = input_spec(model)
-        rs = cfg.data.resize_short
-        short = int(cfg.data.eval_resize_short or (round(sum(rs) / len(rs)) if rs else 0))
+        short = eval_short_side(cfg.data)
     else:
         from cnnctl.weights import imagenet_class_names, load_pretrained
 
@@ -75,16 +74,7 @@ def predict(
         if classes is None or len(classes) != n:
             classes = imagenet_class_names() if n == 1000 else [f"class {i}" for i in range(n)]
         short = imagenet_short_side(spec.height)
-    batch, problems = [], []
-    for p in images:
-        try:
-            batch.append(load_for_model(str(p), spec, short))
-        except ImageError as e:
-            problems.append((p, str(e)))
-    if problems:
-        raise CnnctlError("cannot read " + "; ".join(f"{p}: {why}" for p, why in problems),
-                          hint="give JPEG, PNG, BMP, GIF, WebP or TIFF files")
-    x = np.stack(batch).astype(np.float32)
+    x = load_images(images, spec, short)
     probs = softmax(np.asarray(model.predict(x, verbose=0, batch_size=64), dtype=np.float64))
     k = min(top_k, len(classes))
     results = []

@@ -276,8 +276,9 @@ class DataModule:
 
     @property
     def eval_short(self) -> int:
-        rs = self.cfg.resize_short
-        return int(self.cfg.eval_resize_short or (round(sum(rs) / len(rs)) if rs else 0))
+        from cnnctl.inference import eval_short_side
+
+        return eval_short_side(self.cfg)
 
     def _fit_pca(self):
         if self.spec.channels != 3:

@@ -14,26 +14,18 @@ def run_images(model, cfg, images: list[str], count: int = 8, log=lambda m: None
     ``count`` images of the run's test split (its validation split if it has none), one per
     class first so that the picture shows every class.
     """
-    from cnnctl.data.images import ImageError
-    from cnnctl.inference import input_spec, load_for_model
+    from cnnctl.inference import (
+        eval_short_side,
+        imagenet_short_side,
+        input_spec,
+        load_images,
+    )
 
     spec = input_spec(model)
     if images:
-        rs = cfg.data.resize_short
-        short = int(cfg.data.eval_resize_short or (round(sum(rs) / len(rs)) if rs else 0))
-        if cfg.data.source == "pretrained":  # ImageNet evaluation: shorter side 256/224 of the crop
-            from cnnctl.inference import imagenet_short_side
-
-            short = imagenet_short_side(spec.height)
-        batch, problems = [], []
-        for p in images:
-            try:
-                batch.append(load_for_model(str(p), spec, short))
-            except ImageError as e:
-                problems.append(f"{p}: {e}")
-        if problems:
-            raise CnnctlError("cannot read " + "; ".join(problems), hint="give JPEG, PNG, BMP, GIF, WebP or TIFF files")
-        return np.stack(batch).astype(np.float32), None, [str(p) for p in images]
+        # ImageNet evaluation for a pretrained network (shorter side 256/224 of the crop), else the run's.
+        short = imagenet_short_side(spec.height) if cfg.data.source == "pretrained" else eval_short_side(cfg.data)
+        return load_images(images, spec, short), None, [str(p) for p in images]
     from cnnctl.data.pipeline import DataModule
 
     if cfg.data.source == "pretrained":
