@@ -10,9 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
+from PIL import Image
 from typer.testing import CliRunner
 
 from cnnctl.cli import app
+from cnnctl.config import DataConfig
+from cnnctl.inference import input_spec, load_images, load_run_model
 
 runner = CliRunner()
 FAST = ["--strategy", "default", "--precision", "float32", "--batch-size", "8"]
@@ -63,7 +67,7 @@ def test_user_errors_are_one_message_without_traceback(args, needle):
     assert "Traceback" not in r.output
 
 
-def test_train_evaluate_predict_end_to_end(make_folder, tmp_path):
+def test_train_evaluate_predict_end_to_end(make_folder, pattern, tmp_path):
     data = make_folder(classes=3, per_class=24)
     out = tmp_path / "runs"
     r = invoke("train", "--data", data, "--epochs", "3", "--name", "e2e", "--out-dir", out, *FAST,
@@ -86,28 +90,70 @@ def test_train_evaluate_predict_end_to_end(make_folder, tmp_path):
     assert abs(ev["top1"] - metrics["test_accuracy"]) < 1e-6
     assert np.asarray(ev["confusion"]).sum() == ev["images"]
     assert (run / "confusion.png").is_file()
-    r = invoke("evaluate", run, "--json", "--tta", "10crop")
-    assert r.exit_code == 0, r.output
-    ev10 = json.loads(r.stdout)
-    # A 3-epoch model on tiny patterns is not shift-invariant, so only the bookkeeping is checked here;
-    # the crops themselves are checked in test_data.py.
-    assert ev10["tta"] == "10crop" and np.asarray(ev10["confusion"]).sum() == ev["images"]
-    r = invoke("evaluate", run, "--json", "--tta", "144crop")
-    assert r.exit_code == 0, r.output
-    ev144 = json.loads(r.stdout)
-    assert ev144["tta"] == "144crop" and np.asarray(ev144["confusion"]).sum() == ev["images"]
+    # Views are checked on images the model is unsure of and that are not mirror-symmetric (the
+    # training patterns are both, so any subset of views would give the same numbers on them).
+    hard = tmp_path / "hard"
+    for c, name in enumerate(["bars", "stripes", "disc"]):
+        (hard / name).mkdir(parents=True)
+        for i in range(6):
+            img = pattern(c, i)
+            img[:, 17:] = pattern((c + 1) % 3, i)[:, 17:]   # the right 40% from the next class
+            Image.fromarray(img).save(hard / name / f"{i}.png")
+    _check_tta_matches_softmax_averaged_by_hand(run, hard, "10crop")
+    _check_tta_matches_softmax_averaged_by_hand(run, hard, "144crop")
 
     img = min((data / "disc").iterdir())
     r = invoke("predict", run, img, "--json", "--top-k", "2")
     assert r.exit_code == 0, r.output
-    pred = json.loads(r.stdout)[0]
-    assert pred["top"][0]["label"] == "disc" and len(pred["top"]) == 2
-    assert abs(sum(t["probability"] for t in pred["top"]) - 1) < 0.5
+    assert json.loads(r.stdout)[0]["top"][0]["label"] == "disc"
+    # Probabilities: the model's own softmax on the images as the run's pipeline shows them (whole
+    # image at 28x28, grey), on images it is unsure of (a confident 1.0 hides a wrong softmax).
+    unsure = [min((hard / name).iterdir()) for name in ("bars", "stripes", "disc")]
+    r = invoke("predict", run, *unsure, "--json", "--top-k", "2")
+    assert r.exit_code == 0, r.output
+    model, classes, _ = load_run_model(run)
+    probs = np.asarray(tf.nn.softmax(model(load_images([str(p) for p in unsure], input_spec(model)), training=False)))
+    assert probs.max(axis=1).min() < 0.99, "the check needs an image the model is unsure of"
+    for pred, row in zip(json.loads(r.stdout), probs):
+        order = np.argsort(-row)[:2]
+        assert [t["label"] for t in pred["top"]] == [classes[i] for i in order]
+        np.testing.assert_allclose([t["probability"] for t in pred["top"]], row[order], rtol=1e-5, atol=1e-6)
 
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     r = invoke("predict", run, bad)
     assert r.exit_code == 2 and "cannot read" in r.output and "Traceback" not in r.output
+
+
+def _check_tta_matches_softmax_averaged_by_hand(run, data, tta):
+    """`evaluate --tta` = the mean of the model's softmax over each image's views, per image.
+
+    The views' geometry is tested in test_data.py; here the averaging, the pairing of images with
+    labels and the metrics are recomputed from the views one image at a time.
+    """
+    from cnnctl.data.pipeline import DataModule
+    from cnnctl.data.tta import googlenet_144_views, googlenet_short_side, ten_crops
+
+    r = invoke("evaluate", run, "--json", "--tta", tta, "--data", data)
+    assert r.exit_code == 0, r.output
+    ev = json.loads(r.stdout)
+    model, classes, cfg = load_run_model(run)
+    spec = input_spec(model)
+    short = googlenet_short_side(spec.height) if tta == "144crop" else 0
+    dm = DataModule(DataConfig(path=str(data), val_split=0.0), spec, 16, 0, log=lambda m: None)
+    nll, hits, confusion = [], [], np.zeros((len(classes),) * 2, int)
+    for x, y in dm.eval_dataset("train", short_side=short):
+        for image, label in zip(x, np.argmax(y.numpy(), axis=1)):
+            views = (ten_crops(image[None])[:, 0] if tta == "10crop"
+                     else googlenet_144_views(image, (spec.height, spec.width)))
+            p = np.mean(np.asarray(tf.nn.softmax(model(views, training=False)), np.float64), axis=0)
+            nll.append(-np.log(p[label]))
+            hits.append(p.argmax() == label)
+            confusion[label, p.argmax()] += 1
+    assert ev["tta"] == tta and ev["images"] == len(hits)
+    assert abs(ev["loss"] - np.mean(nll)) < 1e-5 and ev["top1"] == np.mean(hits)
+    assert ev["confusion"] == confusion.tolist()
+    assert 0.05 < ev["loss"], "the check needs images the model is unsure of"
 
 
 def test_auxiliary_classifiers_train_and_are_dropped_at_inference(make_folder, tmp_path):

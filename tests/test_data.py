@@ -120,7 +120,8 @@ def test_symlink_loop_is_reported_not_followed(make_folder):
     root = make_folder()
     os.symlink(root / "bars", root / "bars" / "loop")
     report = inspect_data(str(root))
-    assert any("symlink loop" in why for _, why in report["problems"])
+    assert any("symlink loop" in why for _, why in report["skipped"])
+    assert not report["problems"]  # the loop is passed over; the folder trains
 
 
 def test_csv_source_with_bad_rows(make_folder, tmp_path):
@@ -133,8 +134,10 @@ def test_csv_source_with_bad_rows(make_folder, tmp_path):
     csv = tmp_path / "labels.csv"
     csv.write_text("\n".join(rows) + "\n")
     report = inspect_data(str(csv))
-    whys = " ".join(w for _, w in report["problems"])
-    assert "duplicate row" in whys and "missing columns" in whys and "does not exist" in whys
+    skipped = " ".join(w for _, w in report["skipped"])
+    assert "duplicate row" in skipped and "missing columns" in skipped     # passed over: training goes on
+    assert [os.path.basename(p) for p, _ in report["problems"]] == ["missing.png"]  # once, and it stops training
+    assert "does not exist" in report["problems"][0][1]
     (tmp_path / "nocols.csv").write_text("file,class\na.png,x\n")
     with pytest.raises(CnnctlError, match="needs columns 'path' and 'label'"):
         inspect_data(str(tmp_path / "nocols.csv"))
@@ -356,3 +359,92 @@ def test_scale_jittering_crops_full_size_images_per_seed_epoch_and_position(tmp_
 def test_scale_jittering_is_refused_for_in_memory_data_sets():
     with pytest.raises(CnnctlError, match="needs image files"):
         DataModule(DataConfig(resize_short=[32]), InputSpec(28, 28, 1), 4, 0, log=lambda m: None)
+
+
+def test_inspect_exits_0_on_a_trainable_folder_with_thumbs_db_desktop_ini_and_ds_store(make_folder):
+    """Files a Windows or macOS folder carries are notes, not problems, and `train` uses the folder."""
+    from typer.testing import CliRunner
+
+    from cnnctl.cli import app
+
+    root = make_folder(per_class=6)
+    (root / "bars" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(60))   # an OLE compound file
+    (root / "stripes" / "desktop.ini").write_text("[.ShellClassInfo]\nIconResource=x\n")
+    (root / "stripes" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(30))
+    r = CliRunner().invoke(app, ["data", "inspect", str(root)])
+    assert r.exit_code == 0, r.output
+    assert "Thumbs.db" in r.output and "desktop.ini" in r.output and "not an image file" in r.output
+    assert ".DS_Store" not in r.output                          # hidden: ignored without a word
+    report = inspect_data(str(root))
+    assert report["problems"] == [] and len(report["skipped"]) == 2
+    dm = DataModule(DataConfig(path=str(root), val_split=0.0), InputSpec(28, 28, 1), 4, 0, log=lambda m: None)
+    assert dm.train.count == 12                                  # and train takes the same folder
+    (root / "bars" / "broken.png").write_text("not a png")
+    r = CliRunner().invoke(app, ["data", "inspect", str(root), "--json"])
+    assert r.exit_code == 1, r.output                            # what would stop training still fails
+    import json
+    assert [os.path.basename(p) for p, _ in json.loads(r.stdout)["problems"]] == ["broken.png"]
+
+
+def test_a_decompression_bomb_is_reported_from_its_header_and_never_decoded(make_folder, monkeypatch):
+    from cnnctl.data import images
+
+    root = make_folder(per_class=4)
+    # 13,400 x 13,400 = 179.6 Mpixel, just over the limit; as 1-bit PNG of zeros it is ~25 kB on disk.
+    Image.new("1", (13_400, 13_400)).save(root / "bars" / "bomb.png")
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self, *a: decoded.append(self.size) or None)
+    report = inspect_data(str(root))
+    why = dict((os.path.basename(p), w) for p, w in report["problems"])["bomb.png"]
+    assert "13400x13400" in why and "decompression bomb" in why and "not decoded" in why
+    assert (13_400, 13_400) not in decoded
+    assert images.MAX_PIXELS < 13_400 ** 2
+    monkeypatch.undo()
+    with pytest.raises(CnnctlError, match="bomb.png"):
+        DataModule(DataConfig(path=str(root)), InputSpec(28, 28, 1), 4, 0, log=lambda m: None)
+
+
+def test_unreadable_files_and_folders_are_reported_as_permission_denied(make_folder, monkeypatch):
+    root = make_folder(per_class=4)
+    locked_file = root / "bars" / "000.png"
+    locked_dir = root / "stripes" / "private"
+    locked_dir.mkdir()
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(locked_dir / "p.png")
+    os.chmod(locked_file, 0)
+    os.chmod(locked_dir, 0)
+    try:
+        if os.geteuid() == 0:
+            # root reads through any mode bits: make the OS refuse exactly as it would refuse a user.
+            real_open, real_scandir = Image.open, os.scandir
+
+            def refuse_open(fp, *a, **k):
+                if str(fp) == str(locked_file):
+                    raise PermissionError(13, "Permission denied", str(fp))
+                return real_open(fp, *a, **k)
+
+            def refuse_scandir(path="."):
+                if str(path) == str(locked_dir):
+                    raise PermissionError(13, "Permission denied", str(path))
+                return real_scandir(path)
+
+            monkeypatch.setattr(Image, "open", refuse_open)
+            monkeypatch.setattr(os, "scandir", refuse_scandir)
+        report = inspect_data(str(root))
+        problems = dict(report["problems"])
+        assert problems[str(locked_file)] == "permission denied"
+        assert dict(report["skipped"])[str(locked_dir)] == "folder not readable (permission denied)"
+        with pytest.raises(CnnctlError, match="000.png: permission denied"):
+            DataModule(DataConfig(path=str(root)), InputSpec(28, 28, 1), 4, 0, log=lambda m: None)
+    finally:
+        os.chmod(locked_file, 0o644)
+        os.chmod(locked_dir, 0o755)
+
+
+def test_a_csv_label_only_in_the_test_split_is_an_error(make_folder, tmp_path):
+    make_folder(classes=3, per_class=4)
+    rows = ["path,label,split"]
+    rows += [f"images/{c}/{i:03d}.png,{c},train" for c in ("bars", "stripes") for i in range(4)]
+    rows += [f"images/disc/{i:03d}.png,disc,test" for i in range(4)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(CnnctlError, match="class\\(es\\) with no usable training images: disc"):
+        DataModule(DataConfig(path=str(tmp_path / "labels.csv")), InputSpec(28, 28, 1), 4, 0, log=lambda m: None)

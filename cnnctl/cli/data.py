@@ -19,6 +19,10 @@ def inspect(
 ):
     """Classes, counts, image sizes and modes, and every unreadable or odd file with its path.
 
+    Exits 1 when something would stop `cnnctl train` (an unreadable image, a class
+    with no readable training image); files it passes over (Thumbs.db, desktop.ini,
+    other non-images, broken links, bad CSV rows) are listed as notes, exit 0.
+
     Examples:
 
         cnnctl data inspect my_photos/
@@ -55,6 +59,13 @@ def _print_report(report: dict) -> None:
                 out.print(f"  {key}: " + ", ".join(f"{k} ({v})" for k, v in info[key].items()))
         if "shards" in info:
             out.print(f"  {split}: {info['count']} records in {info['shards']} shard(s)")
+    if report["skipped"]:
+        t = Table(title=f"{len(report['skipped'])} file(s) passed over (training goes on without them)")
+        t.add_column("path", overflow="fold")
+        t.add_column("note")
+        for p, why in report["skipped"]:
+            t.add_row(escape(p), escape(why))
+        out.print(t)
     if report["problems"]:
         t = Table(title=f"[red]{len(report['problems'])} problem(s)[/]")
         t.add_column("path", overflow="fold")
@@ -62,9 +73,10 @@ def _print_report(report: dict) -> None:
         for p, why in report["problems"]:
             t.add_row(escape(p), escape(why))
         out.print(t)
-        out.print("[yellow]train stops on unreadable images unless --skip-bad is given[/]")
+        out.print("[yellow]train stops on these unless --skip-bad is given (a class with no readable "
+                  "training image stops it either way)[/]")
     else:
-        out.print("[green]no problems found[/]")
+        out.print("[green]no problems: `cnnctl train` can use this data[/]")
 
 
 @app.command("convert")

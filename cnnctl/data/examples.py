@@ -25,7 +25,8 @@ class Examples:
     paths: list[str] | None = None           # n image files
     shards: list[str] | None = None          # TFRecord files
     count: int = 0                           # number of examples (shards: from their index)
-    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, what is wrong)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, why): training stops on these
+    skipped: list[tuple[str, str]] = field(default_factory=list)   # (path, why): passed over, training goes on
     needs_pil: np.ndarray | None = None      # (n,) bool: files TensorFlow cannot decode faithfully
 
     def __post_init__(self):

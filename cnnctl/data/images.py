@@ -34,29 +34,49 @@ class ImageInfo:
     exif_rotated: bool = False
 
 
-def _open(path: str):
+_PIL_READY = False
+
+
+def _pil_image():
+    """PIL.Image, with its process-wide bomb limit set once (not per call: threads share it)."""
+    global _PIL_READY
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    if not _PIL_READY:
+        # Our own check below rejects anything over MAX_PIXELS from the header, before a pixel is
+        # decoded; Pillow's limit stays as a backstop and its warning (at half its limit) is noise.
+        Image.MAX_IMAGE_PIXELS = 2 * MAX_PIXELS
+        warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+        _PIL_READY = True
+    return Image
+
+
+def open_image(path: str):
+    """Open (header only) ``path`` with Pillow; ImageError for empty, unreadable and too-large files."""
+    Image = _pil_image()
     try:
         if os.path.getsize(path) == 0:
             raise ImageError("empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(path)
+        img = Image.open(path)
     except ImageError:
         raise
     except PermissionError:
         raise ImageError("permission denied") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"too large: {e}") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"too large: {e} (a decompression bomb?)") from None
     except Exception as e:  # noqa: BLE001 - Pillow raises many types for non-images
         raise ImageError(f"not a readable image ({type(e).__name__}: {e})") from None
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        img.close()
+        raise ImageError(f"too large: {width}x{height} = {width * height:,} pixels is over the "
+                         f"{MAX_PIXELS:,}-pixel limit (a decompression bomb?); not decoded")
+    return img
 
 
 def inspect_image(path: str, full: bool = True) -> ImageInfo:
     """Header facts of an image; with ``full`` the pixels are decoded too, to catch truncation."""
-    img = _open(path)
+    img = open_image(path)
     with img:
         info = ImageInfo(path=path, format=img.format or "?", mode=img.mode, size=img.size,
                          frames=getattr(img, "n_frames", 1))
@@ -100,7 +120,7 @@ def load_image(path: str, channels: int, size: tuple[int, int] | None = None) ->
     """Decode ``path`` to uint8 ``(h, w, channels)``, resized to ``size`` = (height, width) if given."""
     from PIL import Image
 
-    img = _open(path)
+    img = open_image(path)
     with img:
         try:
             img.seek(0)  # animated GIF/WebP: the first frame
@@ -120,11 +140,12 @@ def load_image(path: str, channels: int, size: tuple[int, int] | None = None) ->
 
 
 def walk_images(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, str]]]:
-    """All image files under ``root`` (sorted), and (path, problem) for what was passed over.
+    """All image files under ``root`` (sorted), and (path, why) for what was passed over.
 
-    Hidden files and folders are ignored; symlinked folders are followed once
-    (a loop is reported, not followed forever); files without an image
-    extension are reported as skipped.
+    Nothing passed over stops training: hidden files and folders are ignored
+    silently; symlinked folders are followed once (a loop is noted, not
+    followed forever); files without an image extension (``Thumbs.db``,
+    ``desktop.ini``, notes) and broken links are noted as skipped.
     """
     files, problems = [], []
     seen_dirs: set[str] = set()
@@ -160,7 +181,7 @@ def walk_images(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, str
                 else:
                     files.append(str(p))
             else:
-                problems.append((str(p), "not an image extension: ignored"))
+                problems.append((str(p), "not an image file: ignored"))
 
     visit(Path(root))
     return files, problems

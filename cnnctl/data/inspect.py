@@ -7,6 +7,8 @@ import concurrent.futures
 import os
 from typing import Any
 
+import numpy as np
+
 from cnnctl.data.images import ImageError, inspect_image
 from cnnctl.data.sources import load_source
 
@@ -20,14 +22,23 @@ def _inspect_or_reason(path: str):
 
 
 def inspect_data(path: str, source: str = "auto") -> dict[str, Any]:
-    """-> {source, classes, splits: {split: {count, per_class, sizes, modes, formats}}, problems: [(path, why)]}."""
+    """-> {source, classes, splits: {split: {...}}, problems: [(path, why)], skipped: [(path, why)]}.
+
+    ``problems`` are what ``cnnctl train`` stops on (unreadable image files, a class with no
+    readable training image); ``skipped`` is what it passes over and trains without (files that
+    are not images, such as Thumbs.db or desktop.ini, broken links, skipped CSV rows).
+    """
     name, splits = load_source(source, path)
-    report: dict[str, Any] = {"source": name, "path": path or "(bundled)", "splits": {}, "problems": []}
+    report: dict[str, Any] = {"source": name, "path": path or "(bundled)", "splits": {}, "problems": [],
+                              "skipped": []}
     for split, ex in splits.items():
         if ex is None:
             continue
         report["classes"] = list(ex.class_names)
-        report["problems"] += [list(p) for p in ex.problems]
+        # An empty class folder stops training only in the training split.
+        blocking = [p for p in ex.problems if split == "train" or "empty class folder" not in p[1]]
+        report["problems"] += [list(p) for p in blocking]
+        report["skipped"] += [list(p) for p in ex.skipped] + [list(p) for p in ex.problems if p not in blocking]
         info: dict[str, Any] = {"count": ex.count}
         if ex.kind == "images":
             info["per_class"] = {c: int((ex.labels == i).sum()) for i, c in enumerate(ex.class_names)}
@@ -38,7 +49,9 @@ def inspect_data(path: str, source: str = "auto") -> dict[str, Any]:
             with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
                 infos = list(pool.map(_inspect_or_reason, ex.paths, chunksize=32))
             good = [(i, x) for i, x in enumerate(infos) if not isinstance(x, str)]
-            report["problems"] += [[ex.paths[i], x] for i, x in enumerate(infos) if isinstance(x, str)]
+            known = {p for p, _ in ex.problems}  # a CSV's missing files are already listed
+            report["problems"] += [[ex.paths[i], x] for i, x in enumerate(infos)
+                                   if isinstance(x, str) and ex.paths[i] not in known]
             counts = collections.Counter(int(ex.labels[i]) for i, _ in good)
             info["per_class"] = {c: counts.get(i, 0) for i, c in enumerate(ex.class_names)}
             info["readable"] = len(good)
@@ -61,7 +74,8 @@ def inspect_data(path: str, source: str = "auto") -> dict[str, Any]:
                 if expected and ext not in expected:
                     notes[f"{x.format} files with a .{ext} extension (read by content)"] += 1
             info["notes"] = dict(notes)
-            empty = [c for c, n in info["per_class"].items() if n == 0]
+            # Classes whose files are all unreadable (an empty class folder is listed already).
+            empty = [c for i, (c, n) in enumerate(info["per_class"].items()) if n == 0 and np.any(ex.labels == i)]
             report["problems"] += [[c, "class has no readable images"] for c in empty if split == "train"]
         else:
             info["shards"] = len(ex.shards)

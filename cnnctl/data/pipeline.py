@@ -194,6 +194,10 @@ class DataModule:
             raise CnnctlError(f"the data at {cfg.path or self.source!r} has {self.num_classes} class(es)",
                               hint="a classifier needs at least two classes (one sub-folder per class)")
         self.problems: list[tuple[str, str]] = list(train.problems) + (list(test.problems) if test else [])
+        skipped = len(train.skipped) + (len(test.skipped) if test else 0)
+        if skipped:
+            self.log(f"passed over {skipped} file(s) that are not images or not reachable "
+                     "(`cnnctl data inspect PATH` lists them)")
         train = self._materialize(train, "train")
         if train.kind != "shards":
             empty = [n for i, n in enumerate(self.class_names) if not np.any(train.labels == i)]

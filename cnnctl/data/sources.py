@@ -118,19 +118,19 @@ def _class_folder(root: Path, class_names: list[str] | None = None) -> Examples:
         hint = ("put the images in one sub-folder per class: DIR/<class>/<image>"
                 if loose else "point --data at a folder of class sub-folders")
         raise CnnctlError(f"{root} has no class sub-folders", hint=hint)
-    paths, labels, problems = [], [], []
+    paths, labels, problems, skipped = [], [], [], []
     for d in subdirs:
         if d.name not in names:
             raise CnnctlError(f"{d} is a class the training split does not have",
                               hint="the class folders of train/ and test/ must match: " + ", ".join(names))
-        files, probs = walk_images(d)
-        problems += probs
+        files, passed_over = walk_images(d)
+        skipped += passed_over
         if not files:
             problems.append((str(d), "empty class folder: no images"))
         paths += files
         labels += [names.index(d.name)] * len(files)
     ex = Examples(names, np.asarray(labels, dtype=np.int32), paths=paths)
-    ex.problems = problems
+    ex.problems, ex.skipped = problems, skipped
     return ex
 
 
@@ -164,12 +164,12 @@ def distorted(path: str) -> Splits:
     if arrays is None or any(len(arrays[s]) != base[s].count for s in ("train", "test")):
         arrays = {split: distort(base[split].images[..., 0], kind, seed)
                   for split, seed in (("train", 0), ("test", 1))}
+        from cnnctl.files import atomic_write_npz
+
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_name(cache.name + ".tmp.npz")
-            np.savez(tmp, **arrays)
-            tmp.replace(cache)
-        except OSError:
+            atomic_write_npz(cache, arrays)
+        except (OSError, CnnctlError):
             pass  # read-only cache: generated again next time (deterministic either way)
     return {split: Examples(base[split].class_names, base[split].labels, images=arrays[split][..., None])
             for split in ("train", "test")}
@@ -197,21 +197,21 @@ def csv_source(path: str) -> Splits:
                           hint="first line: path,label")
     ip, il = header.index("path"), header.index("label")
     isplit = header.index("split") if "split" in header else None
-    entries, problems, seen = [], [], set()
+    entries, skipped, seen = [], [], set()
     for n, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
             continue
         if len(row) <= max(ip, il):
-            problems.append((f"{p}:{n}", "row has missing columns: skipped"))
+            skipped.append((f"{p}:{n}", "row has missing columns: skipped"))
             continue
         rel, label = row[ip].strip(), row[il].strip()
         split = row[isplit].strip().lower() if isplit is not None and len(row) > isplit else "train"
         if not rel or not label:
-            problems.append((f"{p}:{n}", "empty path or label: skipped"))
+            skipped.append((f"{p}:{n}", "empty path or label: skipped"))
             continue
         full = str(p.parent / rel) if not os.path.isabs(rel) else rel
         if (full, label) in seen:
-            problems.append((f"{p}:{n}", f"duplicate row {rel},{label}: skipped"))
+            skipped.append((f"{p}:{n}", f"duplicate row {rel},{label}: skipped"))
             continue
         seen.add((full, label))
         entries.append((full, label, split))
@@ -227,7 +227,7 @@ def csv_source(path: str) -> Splits:
 
     train = make({"train", ""})
     test = make({"test", "val", "validation"})
-    train.problems = problems
+    train.skipped = skipped
     unknown = {e[2] for e in entries} - {"train", "", "test", "val", "validation"}
     if unknown:
         raise CnnctlError(f"CSV {p}: unknown split value(s) {sorted(unknown)}", hint="use train or test")

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from cnnctl.data.examples import Examples
-from cnnctl.data.images import ImageError, load_image
+from cnnctl.data.images import ImageError, load_image, open_image
 from cnnctl.data.sources import load_source
+from cnnctl.files import atomic_write_text
 from cnnctl.errors import CnnctlError
 
 
@@ -76,21 +77,19 @@ def convert(path: str, out: str, shards: int = 0, channels: int = 0, size: tuple
             w.close()
         desc["counts"][split] = written
         desc["image_shape"] = list(size or ()) + [ch] if size else None
-    (out_dir / "dataset.json").write_text(json.dumps(desc, indent=2) + "\n")
+    atomic_write_text(out_dir / "dataset.json", json.dumps(desc, indent=2) + "\n")
     return desc
 
 
 def _guess_channels(ex: Examples) -> int:
     if ex.kind == "images":
         return int(ex.images.shape[-1])
-    from PIL import Image
-
     for p in ex.paths[:200]:
         try:
-            with Image.open(p) as img:
+            with open_image(p) as img:
                 if img.mode not in ("L", "LA", "I", "I;16", "1", "F"):
                     return 3
-        except (OSError, ValueError, Image.DecompressionBombError):  # reported when converted
+        except ImageError:  # reported when converted
             continue
     return 1
 

@@ -164,7 +164,7 @@ def fit_features(cfg, run, data, policy, console, log, t_start):
     from cnnctl.tasks import classify
     from cnnctl.train import finetune
     from cnnctl.train.optim import make_optimizer, make_schedule
-    from cnnctl.train.rundir import atomic_save_model, atomic_write_text
+    from cnnctl.train.rundir import atomic_save_model, atomic_write_npz, atomic_write_text
 
     tc = cfg.train
     atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
@@ -179,12 +179,10 @@ def fit_features(cfg, run, data, policy, console, log, t_start):
             arrays = {k: z[k] for k in z.files}
         log(f"reusing the features stored in {cached}")
         if cached.parent != run.path:
-            np.savez(run.file("features.npz"), **arrays)
+            atomic_write_npz(run.file("features.npz"), arrays)
     else:
         arrays = _extract(extractor, data, log)
-        tmp = run.file("features.tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(run.file("features.npz"))
+        atomic_write_npz(run.file("features.npz"), arrays)
     extract_s = time.perf_counter() - t0
     run.write_json("features.json", {"key": key, "dim": int(arrays["train_x"].shape[1]),
                                      "counts": {s: len(arrays[f"{s}_y"]) for s in SPLITS if f"{s}_y" in arrays},

@@ -83,6 +83,23 @@ def _body_scaled(base: type) -> type:
                 learning_rate = learning_rate * self.lr_scale
             return super().update_step(gradient, variable, learning_rate)
 
+        def _apply_weight_decay(self, variables):
+            # Decoupled decay (AdamW, and Keras' weight_decay on the others) is w <- w - wd * lr * w,
+            # applied outside update_step with the unscaled rate: decay the body at lr_scale x wd,
+            # so its effective rate is lr_scale x lr there too. weight_decay is a Python float read
+            # while tracing, so the swap below is part of the traced step, not a race.
+            if self.weight_decay is None or not self._scaled_index:
+                return super()._apply_weight_decay(variables)
+            body = [v for v in variables if self._get_variable_index(v) in self._scaled_index]
+            head = [v for v in variables if self._get_variable_index(v) not in self._scaled_index]
+            super()._apply_weight_decay(head)
+            decay = self.weight_decay
+            try:
+                self.weight_decay = decay * self.lr_scale
+                super()._apply_weight_decay(body)
+            finally:
+                self.weight_decay = decay
+
         def get_config(self):
             return {**super().get_config(), "scaled_paths": self.scaled_paths, "lr_scale": self.lr_scale}
 

@@ -33,44 +33,20 @@ from typing import Any
 
 import numpy as np
 
+from cnnctl import files
 from cnnctl.errors import CnnctlError
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _disk_error(path: Path, e: OSError) -> CnnctlError:
-    return CnnctlError(f"could not write {path}: {e.strerror or e}",
-                       hint="free disk space (or fix permissions), then continue with `cnnctl train --resume "
-                            f"{path.parent}`; the previous checkpoint is intact")
+def _resume_hint(path: Path) -> str:
+    """Where a write into a run failed: free space, then resume the run that holds ``path``."""
+    run = next((p for p in (path.parent, *path.parents) if (p / "config.toml").is_file()), path.parent)
+    return (f"free disk space (or fix permissions), then continue with `cnnctl train --resume {run}`; "
+            "the previous checkpoint is intact")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "") -> None:
-    """Call ``write(tmp_path)``, fsync, then rename ``tmp_path`` over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise _disk_error(path, e) from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """``cnnctl.files.atomic_write`` for a file of a run (the error's hint says how to resume)."""
+    files.atomic_write(path, write, suffix, hint=_resume_hint(Path(path)))
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -81,17 +57,12 @@ def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_save_model(model, path) -> None:
-    """``model.save`` to a temporary ``.keras`` name, then rename."""
-    def write(tmp: Path):
-        try:
-            model.save(str(tmp))
-        except OSError:
-            raise
-        except Exception as e:  # h5py/zipfile wrap ENOSPC and EFBIG in their own types
-            raise OSError(getattr(e, "errno", None) or 28, str(e)) from e
+def atomic_write_npz(path, arrays: dict) -> None:
+    files.atomic_write_npz(path, arrays, hint=_resume_hint(Path(path)))
 
-    atomic_write(path, write, suffix=".keras")
+
+def atomic_save_model(model, path) -> None:
+    files.atomic_save_model(model, path, hint=_resume_hint(Path(path)))
 
 
 def default_run_name(model: str, source: str) -> str:
@@ -196,11 +167,7 @@ class RunDir:
         meta = {**state, "variable_paths": [v.path for v in variables],
                 "variable_shapes": [list(a.shape) for a in arrays.values()]}
 
-        def write_npz(tmp: Path):
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-
-        atomic_write(ckpt / "variables.npz", write_npz)
+        atomic_write_npz(ckpt / "variables.npz", arrays)
         atomic_write_text(ckpt / "state.json", json.dumps(meta, indent=1))
         atomic_write_text(backup / "LATEST", ckpt.name + "\n")
         # Old checkpoints go only after LATEST points at the new one.
@@ -256,6 +223,7 @@ __all__ = [
     "atomic_save_model",
     "atomic_write",
     "atomic_write_bytes",
+    "atomic_write_npz",
     "atomic_write_text",
     "default_run_name",
     "history_rows",

@@ -173,10 +173,10 @@ def _copy_weights(src, dst, path) -> None:
 
 
 def _save_weights(model, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.weights.h5")
+    from cnnctl.files import atomic_write
+
     try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only cache only costs a conversion next time
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: model.save_weights(tmp), suffix=".weights.h5")
+    except (OSError, CnnctlError):
+        pass  # a read-only cache only costs a conversion next time
