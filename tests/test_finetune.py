@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from cnnctl.cli import app
@@ -96,14 +97,19 @@ def test_partial_beyond_the_depth_and_unknown_layers_are_clear_errors():
 
 
 @pytest.fixture
-def pretrained_run(make_folder, tmp_path):
+def pretrained_run(make_folder, pattern, tmp_path):
     """A 3-class fashion_cnn run on one folder; the fine-tune data is a 2-class folder."""
     source = make_folder(classes=3, per_class=16, root=tmp_path / "source_data")
     out = tmp_path / "runs"
     r = invoke("train", "--data", source, "--epochs", "2", "--name", "pre", "--out-dir", out, *FAST,
                "--strategy", "default", "--set", "optimizer.lr=0.01")
     assert r.exit_code == 0, r.output
-    target = make_folder(classes=2, per_class=16, root=tmp_path / "target_data")
+    target = tmp_path / "target_data"
+    make_folder(classes=2, per_class=16, root=target / "train")
+    for c, name in enumerate(["bars", "stripes"]):      # a held-out test split of new images
+        (target / "test" / name).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(pattern(c, 100 + i)).save(target / "test" / name / f"{i}.png")
     return out, out / "pre", target
 
 
@@ -116,7 +122,8 @@ def test_finetune_cli_modes_from_a_run_directory(pretrained_run):
         assert "new 2-class head" in r.output
         run = out / mode.replace(":", "-")
         metrics = json.loads((run / "metrics.json").read_text())
-        assert metrics["test_accuracy"] >= 0.5 and metrics["epochs_trained"] == 2
+        # 20 held-out images; chance is 0.5, and the pretrained features separate bars from stripes.
+        assert metrics["test_accuracy"] >= 0.95 and metrics["epochs_trained"] == 2
         r = invoke("evaluate", run, "--json")
         assert r.exit_code == 0, r.output
         assert abs(json.loads(r.stdout)["top1"] - metrics["test_accuracy"]) < 1e-6
@@ -136,9 +143,13 @@ def test_finetune_cli_modes_from_a_run_directory(pretrained_run):
     assert "reusing the features stored in" in r.output
     second = json.loads((out / "feat2" / "metrics.json").read_text())
     assert second["features_reused"] is True and second["test_accuracy"] == first["test_accuracy"]
-    r = invoke("predict", out / "feat2", min((target / "bars").iterdir()), "--json")
+    assert first["test_accuracy"] >= 0.95
+    test_images = sorted((target / "test").rglob("*.png"))
+    r = invoke("predict", out / "feat2", *test_images, "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)[0]["top"][0]["label"] in ("bars", "stripes")
+    labels = [p["top"][0]["label"] for p in json.loads(r.stdout)]
+    assert np.mean([label == path.parent.name for label, path in zip(labels, test_images)]) == pytest.approx(
+        second["test_accuracy"])  # predict agrees with the run's own test evaluation, image by image
 
 
 def test_finetune_bad_input_is_one_message(pretrained_run, tmp_path):
