@@ -15,9 +15,6 @@ def load_run_model(run_dir: str | Path, which: str = "model"):
     Loaded with Keras ``safe_mode=True``: no Lambda-layer code from someone
     else's file runs; our own layers are registered serializables.
     """
-    import keras
-
-    import cnnctl.models  # noqa: F401 - registers cnnctl's layers for deserialisation
     from cnnctl.config import load_run_config
     from cnnctl.train.rundir import RunDir, load_classes
 
@@ -30,12 +27,8 @@ def load_run_model(run_dir: str | Path, which: str = "model"):
         hint = (f"the run has {other}.keras: use --{other if other == 'best' else 'last'}"
                 if run.file(f"{other}.keras").is_file() else "the run has not finished an epoch yet")
         raise CnnctlError(f"{path} does not exist", hint=hint)
-    try:
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
-        raise CnnctlError(f"cannot load {path}: {type(e).__name__}: {str(e).splitlines()[0][:300]}",
-                          hint="the file is damaged or from an incompatible version; "
-                               "use best.keras or resume the run to rewrite it") from None
+    model = load_keras_file(path, hint="the file is damaged or from an incompatible version; "
+                                       "use best.keras or resume the run to rewrite it")
     from cnnctl.models import model_num_outputs
 
     out = model_num_outputs(model)
@@ -43,6 +36,30 @@ def load_run_model(run_dir: str | Path, which: str = "model"):
         raise CnnctlError(f"{path} predicts {out} classes but the run lists {len(classes)}",
                           hint="the run directory has been mixed with another run's files")
     return model, classes, cfg
+
+
+def load_keras_file(path, hint: str):
+    """A ``.keras`` file loaded with Keras ``safe_mode`` (no code from the file runs), uncompiled.
+
+    A file that needs code to load (a ``Lambda`` layer) is refused with its own message; any
+    other failure is one message with ``hint``.
+    """
+    import keras
+
+    import cnnctl.models  # noqa: F401 - registers cnnctl's layers for deserialisation
+
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
+        text = str(e)
+        if "arbitrary code execution" in text or "safe_mode" in text:
+            raise CnnctlError(
+                f"refused to load {path}: it holds a Lambda layer, Python code that would run on loading",
+                hint="cnnctl loads models in Keras' safe mode; rebuild the model without Lambda layers "
+                     "(cnnctl's own layers load safely), or, only if you trust its author, load it yourself "
+                     "with keras.models.load_model(path, safe_mode=False)") from None
+        raise CnnctlError(f"cannot load {path}: {type(e).__name__}: {text.splitlines()[0][:300] if text else ''}",
+                          hint=hint) from None
 
 
 def input_spec(model):

@@ -137,7 +137,7 @@ def _check_tta_matches_softmax_averaged_by_hand(run, data, tta):
     r = invoke("evaluate", run, "--json", "--tta", tta, "--data", data)
     assert r.exit_code == 0, r.output
     ev = json.loads(r.stdout)
-    model, classes, cfg = load_run_model(run)
+    model, classes, _cfg = load_run_model(run)
     spec = input_spec(model)
     short = googlenet_short_side(spec.height) if tta == "144crop" else 0
     dm = DataModule(DataConfig(path=str(data), val_split=0.0), spec, 16, 0, log=lambda m: None)
@@ -315,3 +315,75 @@ def test_backups_never_rewrite_the_checkpoint_latest_points_at(tmp_path):
     assert third not in (first, second)
     assert sorted(p.name for p in run.file("backup").glob("ckpt-*")) == sorted([second, third])  # two kept
     assert run.load_backup(model)["epoch"] == 1
+
+
+def test_a_batch_size_the_replicas_cannot_share_is_refused_with_a_multiple(make_folder, tmp_path):
+    data = make_folder(per_class=8)
+    r = invoke("train", "--data", data, "--epochs", "1", "--out-dir", tmp_path / "runs", "--strategy", "mirrored",
+               "--precision", "float32", "--batch-size", "7")
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "batch size 7 is not divisible by the 2 replicas" in r.output and "--batch-size 6" in r.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no run directory left
+
+
+def test_resume_with_another_optimizer_is_refused_and_the_run_is_untouched(make_folder, tmp_path):
+    data = make_folder(per_class=8)
+    out = tmp_path / "runs"
+    assert invoke("train", "--data", data, "--epochs", "1", "--name", "o", "--out-dir", out, *FAST,
+                  "--model", "softmax", "--set", "optimizer.name=adamw").exit_code == 0
+    before = {p.relative_to(out): p.read_bytes() for p in (out / "o").rglob("*") if p.is_file() and p.name != "run.lock"}
+    r = invoke("train", "--resume", out / "o", "--epochs", "2", "--set", "optimizer.name=sgd")
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert "belongs to another architecture or optimizer" in r.output
+    after = {p.relative_to(out): p.read_bytes() for p in (out / "o").rglob("*") if p.is_file() and p.name != "run.lock"}
+    assert after.keys() - {Path("o/config.toml")} == before.keys() - {Path("o/config.toml")}
+    assert all(after[k] == before[k] for k in before if k.name != "config.toml")   # weights, backup, metrics kept
+
+
+def test_a_lambda_layer_is_refused_by_safe_mode_and_its_code_never_runs(make_folder, tmp_path):
+    import keras
+
+    data = make_folder(per_class=8)
+    out = tmp_path / "runs"
+    assert invoke("train", "--data", data, "--epochs", "1", "--name", "l", "--out-dir", out, *FAST,
+                  "--model", "softmax").exit_code == 0
+    marker = tmp_path / "code-ran"
+    # A model whose Lambda creates a file when called: what a hostile .keras would carry. (The path
+    # is a constant in the lambda's code, which Keras stores; loading unsafely creates the file.)
+    touch = eval(f"lambda x: (__import__('pathlib').Path({str(marker)!r}).touch(), x)[1]")  # noqa: S307
+    evil = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(), keras.layers.Lambda(touch),
+                             keras.layers.Dense(2)])
+    marker.unlink(missing_ok=True)
+    evil.save(out / "l" / "model.keras")
+    img = min((data / "bars").iterdir())
+    for args in (["evaluate", out / "l"], ["predict", out / "l", img]):
+        r = invoke(*args)
+        assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+        assert "refused to load" in r.output and "Lambda layer" in r.output and "safe_mode=False" in r.output
+    assert not marker.exists()
+
+
+def test_two_replica_training_through_the_engine_matches_one_device(make_folder, tmp_path):
+    """`cnnctl train --strategy mirrored` (2 logical CPUs) and `--strategy default` give the same
+    weights after the same steps: the engine splits the global batch and sums the replicas' gradients."""
+    data = make_folder(classes=2, per_class=16)
+    out = tmp_path / "runs"
+    common = ["--data", data, "--epochs", "1", "--out-dir", out, "--precision", "float32", "--batch-size", "8",
+              "--model", "lenet5", "--set", "data.val_split=0", "--set", "optimizer.name=sgd",
+              "--set", "optimizer.lr=0.05", "--set", "schedule.name=constant", "--deterministic"]
+    r1 = invoke("train", *common, "--name", "one", "--strategy", "default")
+    assert r1.exit_code == 0, r1.output
+    r2 = invoke("train", *common, "--name", "two", "--strategy", "mirrored", "--devices", "2")
+    assert r2.exit_code == 0, r2.output
+    assert "2 replica(s) x 4" in r2.output and "1 replica(s) x 8" in r1.output
+    one, two = _weights(out / "one" / "model.keras"), _weights(out / "two" / "model.keras")
+    assert len(one) == len(two)
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    keras_init = _weights(out / "one" / "model.keras")[0]
+    import keras
+
+    from cnnctl import models
+    keras.utils.set_random_seed(0)
+    initial = np.asarray(models.build("lenet5", num_classes=2).weights[0])
+    assert np.abs(initial - keras_init).max() > 1e-3   # 4 steps did move the weights

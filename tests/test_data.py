@@ -395,7 +395,7 @@ def test_a_decompression_bomb_is_reported_from_its_header_and_never_decoded(make
     decoded = []
     monkeypatch.setattr(Image.Image, "load", lambda self, *a: decoded.append(self.size) or None)
     report = inspect_data(str(root))
-    why = dict((os.path.basename(p), w) for p, w in report["problems"])["bomb.png"]
+    why = {os.path.basename(p): w for p, w in report["problems"]}["bomb.png"]
     assert "13400x13400" in why and "decompression bomb" in why and "not decoded" in why
     assert (13_400, 13_400) not in decoded
     assert images.MAX_PIXELS < 13_400 ** 2

@@ -19,8 +19,8 @@ import numpy as np
 from cnnctl.data.examples import Examples
 from cnnctl.data.images import ImageError, load_image, open_image
 from cnnctl.data.sources import load_source
-from cnnctl.files import atomic_write_text
 from cnnctl.errors import CnnctlError
+from cnnctl.files import atomic_write_text
 
 
 def _png(arr: np.ndarray) -> bytes:

@@ -164,7 +164,11 @@ def fit_features(cfg, run, data, policy, console, log, t_start):
     from cnnctl.tasks import classify
     from cnnctl.train import finetune
     from cnnctl.train.optim import make_optimizer, make_schedule
-    from cnnctl.train.rundir import atomic_save_model, atomic_write_npz, atomic_write_text
+    from cnnctl.train.rundir import (
+        atomic_save_model,
+        atomic_write_npz,
+        atomic_write_text,
+    )
 
     tc = cfg.train
     atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))

@@ -125,13 +125,11 @@ def load_pretrained(name: str, weights: str, log=print):
         model = models.build(name, num_classes=num_classes)
         _convert_into(model, name, path, state)
         return model
-    import keras
 
     if path.suffix == ".keras":
-        try:
-            other = keras.models.load_model(path, safe_mode=True, compile=False)
-        except Exception as e:  # noqa: BLE001
-            raise CnnctlError(f"cannot load {path}: {type(e).__name__}: {e}") from None
+        from cnnctl.inference import load_keras_file
+
+        other = load_keras_file(path, hint="give a .keras file saved by Keras 3 (model.save)")
         model = models.build(name, num_classes=int(other.outputs[0].shape[-1]))
         _copy_weights(other, model, path)
         return model
