@@ -59,6 +59,10 @@ def test_models_json_lists_every_model_with_params_and_paper():
     (["train", "--data", "/no/such/folder"], "does not exist"),
     (["evaluate", "/no/such/run"], "does not exist"),
     (["train", "--set", "model.depth=3"], "has no option 'depth'"),
+    (["train", "--set", "data.source=foldr"], "did you mean 'folder'"),
+    (["train", "--set", "optimizer.name=adamm"], "choose one of: sgd, adam, adamw"),
+    (["train", "--set", "optimizer.lr=-0.1"], "out of range"),
+    (["train", "--set", "train.epochs=ten"], "must be an integer"),
 ])
 def test_user_errors_are_one_message_without_traceback(args, needle):
     r = invoke(*args)

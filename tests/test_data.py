@@ -130,12 +130,12 @@ def test_csv_source_with_bad_rows(make_folder, tmp_path):
     for cls in ("bars", "stripes"):
         for i in range(4):
             rows.append(f"images/{cls}/{i:03d}.png,{cls}")
-    rows += ["images/bars/000.png,bars", "images/missing.png,bars", "onlyonecolumn"]
+    rows += ["images/bars/000.png,bars", "images/missing.png,bars", "onlyonecolumn", ",bars"]
     csv = tmp_path / "labels.csv"
     csv.write_text("\n".join(rows) + "\n")
     report = inspect_data(str(csv))
     skipped = " ".join(w for _, w in report["skipped"])
-    assert "duplicate row" in skipped and "missing columns" in skipped     # passed over: training goes on
+    assert "duplicate row" in skipped and "missing columns" in skipped and "empty path or label" in skipped
     assert [os.path.basename(p) for p, _ in report["problems"]] == ["missing.png"]  # once, and it stops training
     assert "does not exist" in report["problems"][0][1]
     (tmp_path / "nocols.csv").write_text("file,class\na.png,x\n")
@@ -371,12 +371,14 @@ def test_inspect_exits_0_on_a_trainable_folder_with_thumbs_db_desktop_ini_and_ds
     (root / "bars" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + bytes(60))   # an OLE compound file
     (root / "stripes" / "desktop.ini").write_text("[.ShellClassInfo]\nIconResource=x\n")
     (root / "stripes" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(30))
+    (root / "stripes" / "[draft] notes.txt").write_text("a path that rich would read as markup")
     r = CliRunner().invoke(app, ["data", "inspect", str(root)])
     assert r.exit_code == 0, r.output
     assert "Thumbs.db" in r.output and "desktop.ini" in r.output and "not an image file" in r.output
+    assert "[draft] notes.txt" in r.output                      # printed escaped, not eaten as markup
     assert ".DS_Store" not in r.output                          # hidden: ignored without a word
     report = inspect_data(str(root))
-    assert report["problems"] == [] and len(report["skipped"]) == 2
+    assert report["problems"] == [] and len(report["skipped"]) == 3
     dm = DataModule(DataConfig(path=str(root), val_split=0.0), InputSpec(28, 28, 1), 4, 0, log=lambda m: None)
     assert dm.train.count == 12                                  # and train takes the same folder
     (root / "bars" / "broken.png").write_text("not a png")
@@ -448,3 +450,10 @@ def test_a_csv_label_only_in_the_test_split_is_an_error(make_folder, tmp_path):
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     with pytest.raises(CnnctlError, match="class\\(es\\) with no usable training images: disc"):
         DataModule(DataConfig(path=str(tmp_path / "labels.csv")), InputSpec(28, 28, 1), 4, 0, log=lambda m: None)
+
+
+def test_an_empty_class_folder_stops_training_with_its_name(make_folder):
+    root = make_folder(per_class=4)
+    (root / "coats").mkdir()
+    with pytest.raises(CnnctlError, match="class\\(es\\) with no usable training images: coats"):
+        DataModule(DataConfig(path=str(root)), InputSpec(28, 28, 1), 4, 0, log=lambda m: None)
