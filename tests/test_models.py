@@ -141,8 +141,10 @@ def test_inception_v4_is_timms_count_less_the_batch_norm_scales_it_omits():
 def test_small_parameter_counts():
     assert models.trainable_params(models.build("lenet5", num_classes=10)) == 61_706  # full C3, dense output
     # He et al. 2016, Table 6 states "0.27M" and "1.7M": equal at the precision the paper gives.
-    assert round(models.trainable_params(models.build("resnet20", num_classes=10)) / 1e6, 2) == 0.27
-    assert round(models.trainable_params(models.build("resnet110", num_classes=10)) / 1e6, 1) == 1.7
+    resnet20 = models.trainable_params(models.build("resnet20", num_classes=10))
+    resnet110 = models.trainable_params(models.build("resnet110", num_classes=10))
+    assert round(resnet20 / 1e6, 2) == 0.27 and round(resnet110 / 1e6, 1) == 1.7
+    assert (resnet20, resnet110) == (269_722, 1_727_962)   # the exact counts docs/classification.md gives
 
 
 def test_cifar_resnet_depths_follow_6n_plus_2():

@@ -114,6 +114,12 @@ def pick_strategy(kind: str):
             raise CnnctlError("--strategy multiworker needs TF_CONFIG describing the cluster",
                               hint='set TF_CONFIG={"cluster": {"worker": [...]}, "task": {"type": "worker", "index": N}}')
         if "multiworker" not in _STRATEGIES:
-            _STRATEGIES["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
+            try:
+                _STRATEGIES["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
+            except RuntimeError as e:  # TensorFlow ran ops before the strategy was made
+                raise CnnctlError(
+                    f"multi-worker training does not work in this version of cnnctl ({e})",
+                    hint="train on one machine: unset TF_CONFIG (or pass --strategy mirrored / default); "
+                         "multi-worker support is being built (docs/scale-out.md)") from None
         return _STRATEGIES["multiworker"]
     raise CnnctlError(f"unknown strategy {kind!r}", hint="choose auto, default, mirrored or multiworker")
