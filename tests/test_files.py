@@ -1,5 +1,7 @@
 """Atomic writes: a write that fails part-way leaves the previous file whole and no temporary behind."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -11,7 +13,7 @@ def _fail_after_half(real_savez):
     """np.savez that writes about half of its file, then fails as a full disk does."""
     def savez(path, **arrays):
         real_savez(path, **arrays)
-        data = open(path, "rb").read()
+        data = Path(path).read_bytes()
         with open(path, "wb") as f:
             f.write(data[: len(data) // 2])
         raise OSError(28, "No space left on device")
