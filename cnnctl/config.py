@@ -117,7 +117,7 @@ class FinetuneConfig:
 
 @dataclass
 class Config:
-    task: str = "classify"
+    task: str = ""                # classify, ...; "" = the task the model's registry entry names
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -137,7 +137,6 @@ CHOICES = {
     "schedule.name": ("constant", "step", "plateau", "cosine", "piecewise"),
     "train.precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     "train.strategy": ("auto", "default", "mirrored", "multiworker"),
-    "task": ("classify",),
 }
 POSITIVE = {"train.epochs", "train.batch_size"}
 NON_NEGATIVE = {"train.devices", "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
@@ -195,7 +194,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
 def _apply(cfg: Config, key: str, value: Any) -> None:
     """Set dotted ``key`` (``train.epochs``) on ``cfg`` with type checking."""
     parts = key.split(".")
-    if parts == ["task"]:
+    if parts in (["task"], ["task", "name"]):   # `task = "classify"` or `[task] name = "classify"`
         cfg.task = _coerce(key, value, str)
         return
     sections = {f.name for f in fields(Config) if f.name != "task"}

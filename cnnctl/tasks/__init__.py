@@ -1,1 +1,6 @@
-"""Tasks: what a model is trained to do (loss, metrics, train_step where it differs)."""
+"""Tasks: what a model is trained to do. ``base.Task`` is the engine's one plug-in point; each
+family registers one (``classify``; captioning, GANs, segmentation and detection to come)."""
+
+from cnnctl.tasks.base import TASKS, Field, Task, get
+
+__all__ = ["TASKS", "Field", "Task", "get"]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import keras
+
+from cnnctl.tasks.base import TASKS, Field, Task
 
 
 @keras.saving.register_keras_serializable(package="cnnctl")
@@ -78,3 +82,41 @@ def evaluate_predictions(labels, probs, class_names: list[str]) -> dict:
                        "f1": float(f1[i]), "support": int(actual[i])} for i, c in enumerate(class_names)],
         "confusion": matrix.tolist(),
     }
+
+
+
+
+@TASKS.register("classify", about="image classification: softmax (or hinge) over class folders")
+class ClassifyTask(Task):
+    """Image classification: one label per image, ``classes.json`` in the run, accuracy and top-5."""
+
+    name = "classify"
+    progress_fields = (Field("loss", "loss"), Field("accuracy", "acc"))
+    monitor = "val_accuracy"
+    modes: ClassVar[dict[str, str]] = {"loss": "min", "accuracy": "max", "top5": "max"}
+
+    def write_run_files(self, run, data) -> None:
+        run.write_json("classes.json", data.class_names)
+
+    def check_resume(self, run, data) -> None:
+        from cnnctl.errors import CnnctlError
+
+        saved = run.read_json("classes.json")
+        if saved != data.class_names:
+            raise CnnctlError(f"the data's classes {data.class_names[:5]}... differ from the run's {saved[:5]}...",
+                              hint="resume with the data the run was started on")
+
+    def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
+        compile_model(model, optimizer, data.num_classes, cfg.train.label_smoothing, cfg.train.jit,
+                      loss_kind=loss_kind or "softmax")
+
+    def final_metrics(self, model, data) -> dict:
+        test = data.eval_dataset("test")
+        if test is None:
+            return {}
+        result = model.evaluate(test, verbose=0, return_dict=True)
+        return {"test_loss": float(result["loss"]), "test_accuracy": float(result["accuracy"]),
+                "test_top5": float(result["top5"]), "test_images": data.test.count}
+
+    def summary_keys(self) -> tuple[str, ...]:
+        return ("test_accuracy", "test_top5", "test_loss", "val_accuracy", "accuracy")

@@ -15,17 +15,25 @@ import keras
 
 
 class RichProgress(keras.callbacks.Callback):
-    """A rich progress bar per epoch: step, ETA, images/s, loss, accuracy."""
+    """A rich progress bar per epoch: step, ETA, images/s and the task's fields (loss, accuracy, ...).
 
-    def __init__(self, progress, epochs: int, steps: int, batch_size: int):
+    ``fields``: ``cnnctl.tasks.base.Field`` (logs key, label) pairs, shown in order as the
+    ``metrics`` field of the bar's task.
+    """
+
+    def __init__(self, progress, epochs: int, steps: int, batch_size: int, fields=()):
         super().__init__()
         self.progress, self.epochs, self.steps, self.batch_size = progress, epochs, steps, batch_size
+        self.fields = tuple(fields)
         self.task = None
+
+    def _metrics(self, logs) -> str:
+        return "  ".join(f"{f.label} {float(logs.get(f.key, float('nan'))):.4f}" for f in self.fields)
 
     def start_epoch(self, epoch: int, first_step: int):
         self.first_step = first_step
         self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps,
-                                           completed=first_step, ips=0.0, loss=float("nan"), acc=float("nan"))
+                                           completed=first_step, ips=0.0, metrics=self._metrics({}))
         self.t0, self.timed_steps = None, 0
 
     def on_train_batch_end(self, batch, logs=None):
@@ -37,8 +45,7 @@ class RichProgress(keras.callbacks.Callback):
             self.timed_steps += 1
         ips = self.timed_steps * self.batch_size / (now - self.t0) if self.timed_steps else 0.0
         self.progress.update(self.task, completed=self.first_step + batch + 1, ips=ips,
-                             loss=float(logs.get("loss", float("nan"))),
-                             acc=float(logs.get("accuracy", float("nan"))))
+                             metrics=self._metrics(logs))
 
     def end_epoch(self):
         if self.task is not None:
@@ -48,28 +55,40 @@ class RichProgress(keras.callbacks.Callback):
 
 
 class NaNGuard(keras.callbacks.Callback):
-    """Stop at the first non-finite loss and remember the step (the last good backup is kept)."""
+    """Stop at the first non-finite loss and remember the step (the last good backup is kept).
 
-    def __init__(self):
+    ``keys``: the logs entries that are losses (a GAN has two). A step whose logs hold none of
+    them is a bug in the task, not a finite loss: it stops training too.
+    """
+
+    def __init__(self, keys=("loss",)):
         super().__init__()
+        self.keys = tuple(keys)
         self.bad_step: int | None = None
         self.bad_loss = float("nan")
         self.first_step = 0
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = float((logs or {}).get("loss", 0.0))
-        if not math.isfinite(loss):
-            self.bad_step = self.first_step + batch + 1
-            self.bad_loss = loss
-            self.model.stop_training = True
+        logs = logs or {}
+        present = [k for k in self.keys if k in logs]
+        if not present:
+            raise RuntimeError(f"the training step logged none of the task's losses {self.keys}: {sorted(logs)}")
+        for key in present:
+            loss = float(logs[key])
+            if not math.isfinite(loss):
+                self.bad_step = self.first_step + batch + 1
+                self.bad_loss = loss
+                self.model.stop_training = True
+                return
 
 
 class StepBackup(keras.callbacks.Callback):
     """Every ``every`` optimizer steps, write a resume backup (model + optimizer + loop state)."""
 
-    def __init__(self, run, every: int, state_fn, guard: NaNGuard):
+    def __init__(self, run, every: int, state_fn, guard: NaNGuard, variables=None):
         super().__init__()
         self.run, self.every, self.state_fn, self.guard = run, every, state_fn, guard
+        self.variables = variables  # the task's state variables (None: model + its optimizer)
         self.first_step = 0
 
     def on_train_batch_end(self, batch, logs=None):
@@ -78,7 +97,7 @@ class StepBackup(keras.callbacks.Callback):
         step_in_epoch = self.first_step + batch + 1
         state = self.state_fn(step_in_epoch)
         if state["global_step"] % self.every == 0:
-            self.run.save_backup(self.model, state)
+            self.run.save_backup(self.model, state, self.variables)
 
 
 class ReduceOnPlateau(keras.callbacks.Callback):
@@ -88,10 +107,11 @@ class ReduceOnPlateau(keras.callbacks.Callback):
     when the validation error rate stopped improving".
     """
 
-    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 2, min_lr: float = 0.0):
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 2, min_lr: float = 0.0,
+                 mode: str = "min"):
         super().__init__()
         self.monitor, self.factor, self.patience, self.min_lr = monitor, factor, patience, min_lr
-        self.mode = "max" if "acc" in monitor or "top" in monitor else "min"
+        self.mode = mode  # "max" or "min", as the task declares for this monitor
         self.best: float | None = None
         self.wait = 0
 
@@ -117,12 +137,11 @@ class ReduceOnPlateau(keras.callbacks.Callback):
 
 
 class BestModel(keras.callbacks.Callback):
-    """Save ``best.keras`` when ``monitor`` improves (max for accuracies, min for losses)."""
+    """Save ``best.keras`` when ``monitor`` improves; ``mode`` ("max"/"min") is the task's word for it."""
 
-    def __init__(self, run, monitor: str):
+    def __init__(self, run, monitor: str, mode: str):
         super().__init__()
-        self.run, self.monitor = run, monitor
-        self.mode = "max" if "acc" in monitor or "top" in monitor else "min"
+        self.run, self.monitor, self.mode = run, monitor, mode
         self.best: float | None = None
         self.best_epoch: int | None = None
 

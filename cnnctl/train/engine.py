@@ -62,10 +62,17 @@ def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
 
     console = console or Console()
     log = lambda msg: console.print(f"[dim]{escape(msg)}[/]")
+    # Fail fast on an unknown task, monitor, model or option, before any data is read or folder made.
+    from cnnctl import tasks
     from cnnctl.models import check_options
     from cnnctl.train.rundir import RunDir
 
-    # Fail fast on an unknown model or option, before any data is read or folder made.
+    if not cfg.task:  # the recipe names no task: the model's registry entry implies it
+        cfg.task = _meta(cfg).get("task", "classify")
+    task = tasks.get(cfg.task)
+    task.mode(cfg.train.monitor)
+    if cfg.schedule.name == "plateau":
+        task.mode(cfg.schedule.monitor)
     if not cfg.model.name.startswith("keras:"):  # keras.applications backbones of `finetune` are not ours
         check_options(cfg.model.name, {k: v for k, v in cfg.model.options.items() if k != "input_shape"})
     if resume is not None:
@@ -79,13 +86,13 @@ def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
     if run is not None:
         run.lock()
     try:
-        return _train_locked(cfg, run, console, log, progress_factory)
+        return _train_locked(cfg, task, run, console, log, progress_factory)
     finally:
         if run is not None:
             run.unlock()
 
 
-def _train_locked(cfg: Config, run, console, log, progress_factory) -> RunResult:
+def _train_locked(cfg: Config, task, run, console, log, progress_factory) -> RunResult:
     from cnnctl.data.pipeline import DataModule, InputSpec
     from cnnctl.train.rundir import RunDir, default_run_name
     from cnnctl.train.runtime import configure, pick_strategy
@@ -121,12 +128,12 @@ def _train_locked(cfg: Config, run, console, log, progress_factory) -> RunResult
                           hint="run `cnnctl train` again instead of --resume")
     try:
         if memorize:
-            return _memorize(cfg, run, data, policy, console, t_start)
+            return _memorize(cfg, task, run, data, policy, console, t_start)
         if cfg.finetune.freeze == "features":
             from cnnctl.train.features import fit_features
 
             return RunResult(*fit_features(cfg, run, data, policy, console, log, t_start))
-        return _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
+        return _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
                     console, log, progress_factory, t_start)
     except BaseException:
         if created and not run.has_backup():
@@ -139,11 +146,10 @@ def _train_locked(cfg: Config, run, console, log, progress_factory) -> RunResult
             run.unlock()
 
 
-def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
+def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
          console, log, progress_factory, t_start) -> RunResult:
     import keras
 
-    from cnnctl.tasks import classify
     from cnnctl.train import callbacks as cb
     from cnnctl.train.optim import make_optimizer, make_schedule
     from cnnctl.train.rundir import atomic_save_model, atomic_write_text
@@ -151,12 +157,9 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
     tc = cfg.train
     if created:
         atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
-        run.write_json("classes.json", data.class_names)
+        task.write_run_files(run, data)
     else:
-        saved = run.read_json("classes.json")
-        if saved != data.class_names:
-            raise CnnctlError(f"the data's classes {data.class_names[:5]}... differ from the run's {saved[:5]}...",
-                              hint="resume with the data the run was started on")
+        task.check_resume(run, data)
         atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
 
     with strategy.scope():
@@ -173,18 +176,19 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
         schedule = make_schedule(cfg.schedule, cfg.optimizer.lr, steps, tc.epochs)
         optimizer = make_optimizer(cfg.optimizer, schedule, scaled_paths, cfg.finetune.body_lr_scale)
 
-        classify.compile_model(model, optimizer, data.num_classes, tc.label_smoothing, tc.jit,
-                               loss_kind=_meta(cfg).get("loss", "softmax"))
+        task.compile(model, optimizer, cfg, data, loss_kind=_meta(cfg).get("loss", ""))
         optimizer.build(model.trainable_variables)
+    state_variables = task.state_variables(model)
 
-    guard = cb.NaNGuard()
-    best = cb.BestModel(run, tc.monitor)
+    guard = cb.NaNGuard(task.loss_keys)
+    best = cb.BestModel(run, tc.monitor, task.mode(tc.monitor))
     plateau = (cb.ReduceOnPlateau(cfg.schedule.monitor, cfg.schedule.gamma, cfg.schedule.patience,
-                                  cfg.schedule.min_lr) if cfg.schedule.name == "plateau" else None)
+                                  cfg.schedule.min_lr, mode=task.mode(cfg.schedule.monitor))
+               if cfg.schedule.name == "plateau" else None)
     history: list[dict[str, float]] = []
     start_epoch, start_step = 0, 0
     if not created:
-        state = run.load_backup(model)
+        state = run.load_backup(model, state_variables)
         start_epoch, start_step = int(state["epoch"]), int(state["step_in_epoch"])
         history = list(state.get("history", []))
         best.set_state(state.get("best", {}))
@@ -217,8 +221,8 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
                   soft_wrap=True)
 
     progress = (progress_factory or _default_progress)(console)
-    bar = cb.RichProgress(progress, tc.epochs, steps, tc.batch_size)
-    backup_cb = cb.StepBackup(run, tc.checkpoint_every, None, guard)
+    bar = cb.RichProgress(progress, tc.epochs, steps, tc.batch_size, task.progress_fields)
+    backup_cb = cb.StepBackup(run, tc.checkpoint_every, None, guard, state_variables)
     tensorboard = keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False, update_freq="epoch")
     callbacks = [bar, guard, backup_cb, best, tensorboard] + ([plateau] if plateau else [])
     val_ds = data.eval_dataset("val")
@@ -252,29 +256,29 @@ def _fit(cfg, run, created, data, strategy, policy, replicas, per_replica_batch,
             history.append(row)
             run.write_history(history)
             atomic_save_model(model, run.file("model.keras"))
-            run.save_backup(model, loop_state(epoch + 1, 0))
-            console.print(_epoch_line(row, tc.epochs), soft_wrap=True)
+            run.save_backup(model, loop_state(epoch + 1, 0), state_variables)
+            console.print(task.epoch_line(row, tc.epochs), soft_wrap=True)
     from cnnctl.viz import plots
 
     if history:
-        plots.curves(history, run.file("curves.png"), title=f"{cfg.model.name} on {data.source}")
-    metrics = _final_metrics(model, data, history, params, fit_time, fit_images, policy, replicas,
+        plots.curves(history, run.file("curves.png"), title=f"{cfg.model.name} on {data.source}",
+                     keys=tuple(f.key for f in task.progress_fields))
+    metrics = _final_metrics(task, model, data, history, params, fit_time, fit_images, policy, replicas,
                              time.perf_counter() - t_start, best)
     run.write_json("metrics.json", metrics)
-    _final_table(console, metrics, run.path)
+    _final_table(console, task, metrics, run.path)
     return RunResult(run.path, metrics, history)
 
 
-def _memorize(cfg, run, data, policy, console, t_start) -> RunResult:
+def _memorize(cfg, task, run, data, policy, console, t_start) -> RunResult:
     """Non-parametric models (kNN): store the training split, then measure on validation and test."""
     import keras
     import numpy as np
 
-    from cnnctl.tasks import classify
     from cnnctl.train.rundir import atomic_save_model, atomic_write_text
 
     atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
-    run.write_json("classes.json", data.class_names)
+    task.write_run_files(run, data)
     t0 = time.perf_counter()
     images, labels = [], []
     for x, y in data.eval_dataset("train"):  # no augmentation, in file order
@@ -285,7 +289,7 @@ def _memorize(cfg, run, data, policy, console, t_start) -> RunResult:
     model = build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, options=options)),
                         data.num_classes)
     model.get_layer("neighbours").memorize(images, labels)
-    classify.compile_model(model, keras.optimizers.SGD(), data.num_classes, 0.0, False)
+    task.compile(model, keras.optimizers.SGD(), cfg, data)
     console.print(f"[bold]{cfg.model.name}[/] memorised {len(images):,} training images "
                   f"({images[0].size}-dimensional) -> {escape(str(run.path))}", soft_wrap=True)
     row = {"epoch": 1}
@@ -298,10 +302,10 @@ def _memorize(cfg, run, data, policy, console, t_start) -> RunResult:
     run.write_history(history)
     atomic_save_model(model, run.file("model.keras"))
     atomic_save_model(model, run.file("best.keras"))
-    metrics = _final_metrics(model, data, history, 0, seconds, len(images), policy, 1,
+    metrics = _final_metrics(task, model, data, history, 0, seconds, len(images), policy, 1,
                              time.perf_counter() - t_start, None)
     run.write_json("metrics.json", metrics)
-    _final_table(console, metrics, run.path)
+    _final_table(console, task, metrics, run.path)
     return RunResult(run.path, metrics, history)
 
 
@@ -318,20 +322,11 @@ def _default_progress(console):
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("ETA"), TimeRemainingColumn(),
         TextColumn("{task.fields[ips]:>6.0f} img/s"),
-        TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.4f}"),
+        TextColumn("{task.fields[metrics]}"),
         console=console, transient=True)
 
 
-def _epoch_line(row: dict[str, float], epochs: int) -> str:
-    parts = [f"epoch {int(row['epoch'])}/{epochs}",
-             f"loss {row.get('loss', float('nan')):.4f}", f"acc {row.get('accuracy', float('nan')):.4f}"]
-    if "val_loss" in row:
-        parts += [f"val_loss {row['val_loss']:.4f}", f"val_acc {row.get('val_accuracy', float('nan')):.4f}"]
-    parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f} s", f"{row['images_per_s']:.0f} img/s"]
-    return "  ".join(parts)
-
-
-def _final_metrics(model, data, history, params, fit_time, fit_images, policy, replicas, wall, best) -> dict:
+def _final_metrics(task, model, data, history, params, fit_time, fit_images, policy, replicas, wall, best) -> dict:
     metrics: dict[str, Any] = {"params": params, "precision": policy, "replicas": replicas,
                                "epochs_trained": len(history), "wall_time_s": round(wall, 2),
                                "train_time_s": round(fit_time, 2),
@@ -339,25 +334,22 @@ def _final_metrics(model, data, history, params, fit_time, fit_images, policy, r
                                "best_epoch": None if best is None or best.best_epoch is None else best.best_epoch + 1}
     if best is not None:
         metrics["best_" + best.monitor] = best.best
-    test = data.eval_dataset("test")
-    if test is not None:
-        result = model.evaluate(test, verbose=0, return_dict=True)
-        metrics.update({"test_loss": float(result["loss"]), "test_accuracy": float(result["accuracy"]),
-                        "test_top5": float(result["top5"]), "test_images": data.test.count})
+    metrics.update(task.final_metrics(model, data))
     if history:
         last = history[-1]
-        metrics.update({k: last[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in last})
+        keys = [f.key for f in task.progress_fields]
+        metrics.update({k: last[k] for k in keys + [f"val_{k}" for k in keys] if k in last})
     return metrics
 
 
-def _final_table(console, metrics: dict, path: Path) -> None:
+def _final_table(console, task, metrics: dict, path: Path) -> None:
     from rich.table import Table
 
     table = Table(title="results", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("test_accuracy", "test_top5", "test_loss", "val_accuracy", "accuracy", "params",
-                "train_images_per_s", "train_time_s", "wall_time_s", "precision", "best_epoch"):
+    for key in (*task.summary_keys(), "params", "train_images_per_s", "train_time_s", "wall_time_s",
+                "precision", "best_epoch"):
         if metrics.get(key) is not None:
             v = metrics[key]
             table.add_row(key, f"{v:.4f}" if isinstance(v, float) and v < 10 else

@@ -150,8 +150,9 @@ class RunDir:
         atomic_write_text(self.file("history.csv"), "\n".join(lines) + "\n")
 
     # -------------------------------------------------------------- resume backups
-    def save_backup(self, model, state: dict[str, Any], keep: int = 2) -> None:
-        """Model + optimizer variables and the loop state -> backup/ckpt-<step>/, then LATEST -> it."""
+    def save_backup(self, model, state: dict[str, Any], variables=None, keep: int = 2) -> None:
+        """The task's state ``variables`` (default: model + optimizer variables) and the loop state
+        -> backup/ckpt-<step>/, then LATEST -> it."""
         backup = self.file("backup")
         backup.mkdir(exist_ok=True)
         step = int(state["global_step"])
@@ -162,7 +163,8 @@ class RunDir:
         while ckpt.exists():
             ckpt, n = backup / f"{stem}-{n}", n + 1
         ckpt.mkdir()
-        variables = list(model.variables) + list(model.optimizer.variables)
+        if variables is None:
+            variables = list(model.variables) + list(model.optimizer.variables)
         arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
         meta = {**state, "variable_paths": [v.path for v in variables],
                 "variable_shapes": [list(a.shape) for a in arrays.values()]}
@@ -177,8 +179,9 @@ class RunDir:
     def has_backup(self) -> bool:
         return (self.file("backup") / "LATEST").is_file()
 
-    def load_backup(self, model) -> dict[str, Any]:
-        """Restore model + optimizer variables from the latest backup -> the saved loop state."""
+    def load_backup(self, model, variables=None) -> dict[str, Any]:
+        """Restore the task's state ``variables`` (default: model + optimizer variables) from the
+        latest backup -> the saved loop state."""
         backup = self.file("backup")
         try:
             name = (backup / "LATEST").read_text().strip()
@@ -189,7 +192,8 @@ class RunDir:
         except (OSError, ValueError, KeyError) as e:
             raise CnnctlError(f"the resume backup in {backup} is unreadable: {e}",
                               hint="start a new run, or restore the run directory from a copy") from None
-        variables = list(model.variables) + list(model.optimizer.variables)
+        if variables is None:
+            variables = list(model.variables) + list(model.optimizer.variables)
         shapes = [tuple(v.shape) for v in variables]
         saved = [tuple(a.shape) for a in arrays]
         if shapes != saved:

@@ -22,12 +22,13 @@ def _save(fig, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
 
 
-def curves(rows: list[dict[str, float]], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, train and validation."""
+def curves(rows: list[dict[str, float]], path: Path, title: str = "",
+           keys: tuple[str, ...] = ("loss", "accuracy")) -> None:
+    """One panel per history key (the task's progress fields), train and validation per epoch."""
     plt = _plt()
     epochs = [int(r["epoch"]) for r in rows]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, key in zip(axes, ("loss", "accuracy")):
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)
+    for ax, key in zip(axes[0], keys):
         for prefix, style in (("", "-o"), ("val_", "--s")):
             ys = [r.get(prefix + key, np.nan) for r in rows]
             if not np.all(np.isnan(ys)):

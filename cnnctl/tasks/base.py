@@ -1,0 +1,98 @@
+"""The contract between the training engine and a family of models (a *task*).
+
+The engine (``cnnctl/train/engine.py``) owns the strategy, run directory and
+lock, exact resume, the NaN guard, callbacks, TensorBoard, progress and the
+final bookkeeping, once for every family. It knows no task by name: it asks
+the recipe's task each question below.
+
+    data        what a batch is; which run files it writes and checks on resume
+    model       how the network is built and compiled (or a ``train_step``)
+    state       every variable the resume backup must hold (networks, optimizers, RNG)
+    progress    the fields of the bar and the epoch line; the monitor and its mode
+    evaluation  the keys of ``metrics.json``
+
+Anchors: Lightning's ``LightningModule``, keras-hub's ``Task``, detectron2's
+task-free ``TrainerBase`` with hooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from cnnctl.registry import Registry
+
+TASKS = Registry("task")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One number the progress bar and the epoch line show: ``key`` in Keras' logs, shown as ``label``."""
+
+    key: str
+    label: str
+
+
+class Task:
+    """Base class: one subclass per family, registered in ``TASKS`` under its recipe name."""
+
+    name = ""
+    # The logs keys whose non-finite value stops training (the NaN guard).
+    loss_keys: tuple[str, ...] = ("loss",)
+    # What the bar and the epoch line show, in order; ``val_`` versions are shown when present.
+    progress_fields: tuple[Field, ...] = (Field("loss", "loss"),)
+    # The default of ``train.monitor`` for best.keras, and whether larger is better.
+    monitor = "val_loss"
+    # Every logs key the task measures (without "val_") -> "max" or "min".
+    modes: ClassVar[dict[str, str]] = {}
+
+    # ------------------------------------------------------------------ progress / monitor
+    def mode(self, monitor: str) -> str:
+        """"max" or "min" for a logs key, as the task declares it (never guessed from the name)."""
+        base = monitor.removeprefix("val_")
+        if base not in self.modes:
+            from cnnctl.errors import CnnctlError
+
+            keys = sorted(self.modes)
+            raise CnnctlError(f"train.monitor = {monitor!r} is not something the {self.name} task measures",
+                              hint="choose one of: " + ", ".join(k for b in keys for k in (f"val_{b}", b)))
+        return self.modes[base]
+
+    def epoch_line(self, row: dict[str, float], epochs: int) -> str:
+        """One line per finished epoch: the task's fields, their validation values, lr, time, speed."""
+        parts = [f"epoch {int(row['epoch'])}/{epochs}"]
+        parts += [f"{f.label} {row.get(f.key, float('nan')):.4f}" for f in self.progress_fields]
+        if any(f"val_{f.key}" in row for f in self.progress_fields):
+            parts += [f"val_{f.label} {row.get('val_' + f.key, float('nan')):.4f}" for f in self.progress_fields]
+        parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f} s", f"{row['images_per_s']:.0f} img/s"]
+        return "  ".join(parts)
+
+    # ------------------------------------------------------------------ the questions
+    def write_run_files(self, run, data) -> None:
+        """Files a new run needs beside its model (``classes.json``, ``vocab.json``, ...)."""
+
+    def check_resume(self, run, data) -> None:
+        """Raise ``CnnctlError`` when ``data`` is not the data the run was started on."""
+
+    def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
+        raise NotImplementedError
+
+    def state_variables(self, model) -> list:
+        """Every variable a resume must restore: the networks, every optimizer (slots, step
+        counters, schedule position) and RNG seeds. One network, one optimizer by default."""
+        return list(model.variables) + list(model.optimizer.variables)
+
+    def final_metrics(self, model, data) -> dict[str, Any]:
+        """The task's test metrics for ``metrics.json`` (prefixed ``test_``)."""
+        return {}
+
+    def summary_keys(self) -> tuple[str, ...]:
+        """The ``metrics.json`` keys the results table shows first."""
+        return ()
+
+
+def get(name: str) -> Task:
+    """The registered task ``name``; an unknown name lists the valid ones."""
+    import cnnctl.tasks.classify  # noqa: F401 - registers the built-in tasks
+
+    return TASKS.get(name).fn()
