@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnctl.data.resize import eval_short_side  # noqa: F401 - re-exported for the commands
 from cnnctl.errors import CnnctlError
 
 
@@ -102,12 +103,6 @@ def load_for_model(path: str, spec, short_side: int = 0) -> np.ndarray:
     out = out[..., None] if out.ndim == 2 else out
     top, left = (out.shape[0] - spec.height) // 2, (out.shape[1] - spec.width) // 2
     return np.ascontiguousarray(out[top:top + spec.height, left:left + spec.width])
-
-
-def eval_short_side(data_cfg) -> int:
-    """The shorter side a run's evaluation resizes to (0: the whole image to the model's size)."""
-    rs = data_cfg.resize_short
-    return int(data_cfg.eval_resize_short or (round(sum(rs) / len(rs)) if rs else 0))
 
 
 def load_images(paths, spec, short_side: int = 0) -> np.ndarray:

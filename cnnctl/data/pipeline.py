@@ -280,7 +280,7 @@ class DataModule:
 
     @property
     def eval_short(self) -> int:
-        from cnnctl.inference import eval_short_side
+        from cnnctl.data.resize import eval_short_side
 
         return eval_short_side(self.cfg)
 

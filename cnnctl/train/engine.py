@@ -24,6 +24,7 @@ from rich.markup import escape  # paths and class names may contain [brackets]
 from cnnctl import config as config_mod
 from cnnctl.config import Config
 from cnnctl.errors import CnnctlError
+from cnnctl.train.report import results_table
 
 
 @dataclass
@@ -132,7 +133,7 @@ def _train_locked(cfg: Config, task, run, console, log, progress_factory) -> Run
         if cfg.finetune.freeze == "features":
             from cnnctl.train.features import fit_features
 
-            return RunResult(*fit_features(cfg, run, data, policy, console, log, t_start))
+            return RunResult(*fit_features(cfg, task, run, data, policy, console, log, t_start))
         return _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
                     console, log, progress_factory, t_start)
     except BaseException:
@@ -266,7 +267,7 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
     metrics = _final_metrics(task, model, data, history, params, fit_time, fit_images, policy, replicas,
                              time.perf_counter() - t_start, best)
     run.write_json("metrics.json", metrics)
-    _final_table(console, task, metrics, run.path)
+    results_table(console, task, metrics, run.path)
     return RunResult(run.path, metrics, history)
 
 
@@ -305,7 +306,7 @@ def _memorize(cfg, task, run, data, policy, console, t_start) -> RunResult:
     metrics = _final_metrics(task, model, data, history, 0, seconds, len(images), policy, 1,
                              time.perf_counter() - t_start, None)
     run.write_json("metrics.json", metrics)
-    _final_table(console, task, metrics, run.path)
+    results_table(console, task, metrics, run.path)
     return RunResult(run.path, metrics, history)
 
 
@@ -340,19 +341,3 @@ def _final_metrics(task, model, data, history, params, fit_time, fit_images, pol
         keys = [f.key for f in task.progress_fields]
         metrics.update({k: last[k] for k in keys + [f"val_{k}" for k in keys] if k in last})
     return metrics
-
-
-def _final_table(console, task, metrics: dict, path: Path) -> None:
-    from rich.table import Table
-
-    table = Table(title="results", show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in (*task.summary_keys(), "params", "train_images_per_s", "train_time_s", "wall_time_s",
-                "precision", "best_epoch"):
-        if metrics.get(key) is not None:
-            v = metrics[key]
-            table.add_row(key, f"{v:.4f}" if isinstance(v, float) and v < 10 else
-                          f"{v:,}" if isinstance(v, int) else str(v))
-    console.print(table)
-    console.print(f"run directory: {path}", soft_wrap=True, markup=False)

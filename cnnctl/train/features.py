@@ -125,11 +125,10 @@ class _HeadTrainer:
 
         self.epoch, self.evaluate = epoch, evaluate
 
-    def run(self, x, y, val, epochs: int, console, writer=None):
-        """-> (history rows, best validation accuracy, its epoch, its weights)."""
+    def run(self, x, y, val, epochs: int, console, epoch_line, writer=None):
+        """-> (history rows, best validation accuracy, its epoch, its weights); ``epoch_line(row, epochs)``
+        is the task's line for a finished epoch."""
         import tensorflow as tf
-
-        from cnnctl.train.engine import _epoch_line
 
         x, y = tf.constant(x), tf.constant(y)
         val = (tf.constant(val[0]), tf.constant(val[1])) if val is not None else None
@@ -154,11 +153,11 @@ class _HeadTrainer:
             score = row.get("val_accuracy", row["accuracy"])
             if score > best:
                 best, best_epoch, best_weights = score, e + 1, self.head.get_weights()
-            console.print(_epoch_line(row, epochs), soft_wrap=True)
+            console.print(epoch_line(row, epochs), soft_wrap=True)
         return history, best, best_epoch, best_weights
 
 
-def fit_features(cfg, run, data, policy, console, log, t_start):
+def fit_features(cfg, task, run, data, policy, console, log, t_start):
     """Train the head on stored features -> (run path, metrics, history)."""
     from cnnctl import config as config_mod
     from cnnctl.tasks import classify
@@ -172,7 +171,7 @@ def fit_features(cfg, run, data, policy, console, log, t_start):
 
     tc = cfg.train
     atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
-    run.write_json("classes.json", data.class_names)
+    task.write_run_files(run, data)
     plan = finetune.build(cfg.finetune, data.num_classes, log=log)
     extractor = keras.Model(plan.model.inputs[0], plan.features, name="features")
     key = hashlib.sha256((_weights_digest(extractor) + _data_digest(data)).encode()).hexdigest()
@@ -205,7 +204,7 @@ def fit_features(cfg, run, data, policy, console, log, t_start):
     writer = tf.summary.create_file_writer(str(run.file("tensorboard") / "train"))
     trainer = _HeadTrainer(head, optimizer, classify.loss(tc.label_smoothing), tc.batch_size, tc.seed)
     history, best_acc, best_epoch, best_weights = trainer.run(arrays["train_x"], onehot(arrays["train_y"]), val,
-                                                              tc.epochs, console, writer)
+                                                              tc.epochs, console, task.epoch_line, writer)
     writer.close()
     train_s = sum(r["seconds"] for r in history)
     run.write_history(history)
@@ -231,7 +230,7 @@ def fit_features(cfg, run, data, policy, console, log, t_start):
     last = history[-1] if history else {}
     metrics.update({m: last[m] for m in ("loss", "accuracy", "val_loss", "val_accuracy") if m in last})
     run.write_json("metrics.json", metrics)
-    from cnnctl.train.engine import _final_table
+    from cnnctl.train.report import results_table
 
-    _final_table(console, metrics, run.path)
+    results_table(console, task, metrics, run.path)
     return run.path, metrics, history
