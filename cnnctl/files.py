@@ -26,8 +26,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+Hint = str | Callable[[], str] | None   # a callable is asked only when the write fails
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "",
-                 hint: str | None = None) -> None:
+                 hint: Hint = None) -> None:
     """Call ``write(tmp_path)``, fsync, then rename ``tmp_path`` over ``path``.
 
     ``suffix`` ends the temporary name (writers that insist on an extension: ``.keras``, ``.npz``).
@@ -44,6 +47,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if callable(hint):
+            hint = hint()
         raise CnnctlError(f"could not write {path}: {e.strerror or e}",
                           hint=hint or f"free disk space (or fix permissions) and run the command again; "
                                        f"the previous version of {path.name} is intact") from None
@@ -53,22 +58,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix:
         raise
 
 
-def atomic_write_bytes(path, data: bytes, hint: str | None = None) -> None:
+def atomic_write_bytes(path, data: bytes, hint: Hint = None) -> None:
     atomic_write(path, lambda t: t.write_bytes(data), hint=hint)
 
 
-def atomic_write_text(path, text: str, hint: str | None = None) -> None:
+def atomic_write_text(path, text: str, hint: Hint = None) -> None:
     atomic_write_bytes(path, text.encode("utf-8"), hint=hint)
 
 
-def atomic_write_npz(path, arrays: dict, hint: str | None = None) -> None:
+def atomic_write_npz(path, arrays: dict, hint: Hint = None) -> None:
     """``np.savez(path, **arrays)``, atomically (``np.savez`` alone truncates the old file first)."""
     import numpy as np
 
     atomic_write(path, lambda t: np.savez(t, **arrays), suffix=".npz", hint=hint)
 
 
-def atomic_save_model(model, path, hint: str | None = None) -> None:
+def atomic_save_model(model, path, hint: Hint = None) -> None:
     """``model.save`` to a temporary ``.keras`` name, then rename."""
     def write(tmp: Path):
         try:

@@ -384,13 +384,12 @@ def test_two_replica_training_through_the_engine_matches_one_device(make_folder,
     assert len(one) == len(two)
     for a, b in zip(one, two):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    keras_init = _weights(out / "one" / "model.keras")[0]
     import keras
 
     from cnnctl import models
     keras.utils.set_random_seed(0)
     initial = np.asarray(models.build("lenet5", num_classes=2).weights[0])
-    assert np.abs(initial - keras_init).max() > 1e-3   # 4 steps did move the weights
+    assert np.abs(initial - one[0]).max() > 1e-3   # 4 steps did move the weights
 
 
 def test_multi_worker_training_is_refused_with_a_message_until_it_works(make_folder, tmp_path):

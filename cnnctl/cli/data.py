@@ -59,20 +59,19 @@ def _print_report(report: dict) -> None:
                 out.print(f"  {key}: " + ", ".join(f"{k} ({v})" for k, v in info[key].items()))
         if "shards" in info:
             out.print(f"  {split}: {info['count']} records in {info['shards']} shard(s)")
+    def path_table(title: str, column: str, rows) -> Table:
+        t = Table(title=title)
+        t.add_column("path", overflow="fold")
+        t.add_column(column)
+        for p, why in rows:
+            t.add_row(escape(p), escape(why))
+        return t
+
     if report["skipped"]:
-        t = Table(title=f"{len(report['skipped'])} file(s) passed over (training goes on without them)")
-        t.add_column("path", overflow="fold")
-        t.add_column("note")
-        for p, why in report["skipped"]:
-            t.add_row(escape(p), escape(why))
-        out.print(t)
+        out.print(path_table(f"{len(report['skipped'])} file(s) passed over (training goes on without them)",
+                             "note", report["skipped"]))
     if report["problems"]:
-        t = Table(title=f"[red]{len(report['problems'])} problem(s)[/]")
-        t.add_column("path", overflow="fold")
-        t.add_column("problem")
-        for p, why in report["problems"]:
-            t.add_row(escape(p), escape(why))
-        out.print(t)
+        out.print(path_table(f"[red]{len(report['problems'])} problem(s)[/]", "problem", report["problems"]))
         out.print("[yellow]train stops on these unless --skip-bad is given (a class with no readable "
                   "training image stops it either way)[/]")
     else:

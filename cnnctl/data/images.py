@@ -147,22 +147,22 @@ def walk_images(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, str
     followed forever); files without an image extension (``Thumbs.db``,
     ``desktop.ini``, notes) and broken links are noted as skipped.
     """
-    files, problems = [], []
+    files, skipped = [], []
     seen_dirs: set[str] = set()
 
     def visit(d: Path):
         real = os.path.realpath(d)
         if real in seen_dirs:
-            problems.append((str(d), "symlink loop or repeated folder: skipped"))
+            skipped.append((str(d), "symlink loop or repeated folder: skipped"))
             return
         seen_dirs.add(real)
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except PermissionError:
-            problems.append((str(d), "folder not readable (permission denied)"))
+            skipped.append((str(d), "folder not readable (permission denied)"))
             return
         except OSError as e:
-            problems.append((str(d), f"folder not readable ({e.strerror})"))
+            skipped.append((str(d), f"folder not readable ({e.strerror})"))
             return
         for e in entries:
             if e.name.startswith("."):
@@ -171,17 +171,17 @@ def walk_images(root: str | os.PathLike) -> tuple[list[str], list[tuple[str, str
             try:
                 is_dir = e.is_dir()  # follows symlinks
             except OSError:
-                problems.append((str(p), "broken link"))
+                skipped.append((str(p), "broken link"))
                 continue
             if is_dir:
                 visit(p)
             elif p.suffix.lower() in IMAGE_EXTENSIONS:
                 if not os.path.exists(p):
-                    problems.append((str(p), "broken link"))
+                    skipped.append((str(p), "broken link"))
                 else:
                     files.append(str(p))
             else:
-                problems.append((str(p), "not an image file: ignored"))
+                skipped.append((str(p), "not an image file: ignored"))
 
     visit(Path(root))
-    return files, problems
+    return files, skipped

@@ -35,10 +35,8 @@ def inspect_data(path: str, source: str = "auto") -> dict[str, Any]:
         if ex is None:
             continue
         report["classes"] = list(ex.class_names)
-        # An empty class folder stops training only in the training split.
-        blocking = [p for p in ex.problems if split == "train" or "empty class folder" not in p[1]]
-        report["problems"] += [list(p) for p in blocking]
-        report["skipped"] += [list(p) for p in ex.skipped] + [list(p) for p in ex.problems if p not in blocking]
+        report["problems"] += [list(p) for p in ex.problems]
+        report["skipped"] += [list(p) for p in ex.skipped]
         info: dict[str, Any] = {"count": ex.count}
         if ex.kind == "images":
             info["per_class"] = {c: int((ex.labels == i).sum()) for i, c in enumerate(ex.class_names)}

@@ -107,7 +107,7 @@ def cifar10(path: str = "") -> Splits:
             "test": Examples(CIFAR10_CLASSES, yte, images=xte)}
 
 
-def _class_folder(root: Path, class_names: list[str] | None = None) -> Examples:
+def _class_folder(root: Path, class_names: list[str] | None = None, split: str = "train") -> Examples:
     """root/<class>/**/image -> Examples(paths); classes sorted by name."""
     if not root.is_dir():
         raise CnnctlError(f"{root} is not a folder")
@@ -125,8 +125,8 @@ def _class_folder(root: Path, class_names: list[str] | None = None) -> Examples:
                               hint="the class folders of train/ and test/ must match: " + ", ".join(names))
         files, passed_over = walk_images(d)
         skipped += passed_over
-        if not files:
-            problems.append((str(d), "empty class folder: no images"))
+        if not files:  # stops training only in the training split; a test split just lacks the class
+            (problems if split == "train" else skipped).append((str(d), "empty class folder: no images"))
         paths += files
         labels += [names.index(d.name)] * len(files)
     ex = Examples(names, np.asarray(labels, dtype=np.int32), paths=paths)
@@ -140,7 +140,7 @@ def folder(path: str) -> Splits:
     if (root / "train").is_dir():
         train = _class_folder(root / "train")
         test_dir = next((root / n for n in ("test", "val", "validation") if (root / n).is_dir()), None)
-        test = _class_folder(test_dir, train.class_names) if test_dir else None
+        test = _class_folder(test_dir, train.class_names, split="test") if test_dir else None
     else:
         train, test = _class_folder(root), None
     return {"train": train, "test": test}

@@ -80,7 +80,9 @@ class Task:
     def state_variables(self, model) -> list:
         """Every variable a resume must restore: the networks, every optimizer (slots, step
         counters, schedule position) and RNG seeds. One network, one optimizer by default."""
-        return list(model.variables) + list(model.optimizer.variables)
+        from cnnctl.train.rundir import model_state_variables
+
+        return model_state_variables(model)
 
     def final_metrics(self, model, data) -> dict[str, Any]:
         """The task's test metrics for ``metrics.json`` (prefixed ``test_``)."""

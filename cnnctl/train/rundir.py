@@ -37,6 +37,11 @@ from cnnctl import files
 from cnnctl.errors import CnnctlError
 
 
+def model_state_variables(model) -> list:
+    """What a resume restores by default: the model's variables and its optimizer's."""
+    return list(model.variables) + list(model.optimizer.variables)
+
+
 def _resume_hint(path: Path) -> str:
     """Where a write into a run failed: free space, then resume the run that holds ``path``."""
     run = next((p for p in (path.parent, *path.parents) if (p / "config.toml").is_file()), path.parent)
@@ -46,7 +51,7 @@ def _resume_hint(path: Path) -> str:
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], suffix: str = "") -> None:
     """``cnnctl.files.atomic_write`` for a file of a run (the error's hint says how to resume)."""
-    files.atomic_write(path, write, suffix, hint=_resume_hint(Path(path)))
+    files.atomic_write(path, write, suffix, hint=lambda: _resume_hint(Path(path)))
 
 
 def atomic_write_bytes(path, data: bytes) -> None:
@@ -58,11 +63,11 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def atomic_write_npz(path, arrays: dict) -> None:
-    files.atomic_write_npz(path, arrays, hint=_resume_hint(Path(path)))
+    files.atomic_write_npz(path, arrays, hint=lambda: _resume_hint(Path(path)))
 
 
 def atomic_save_model(model, path) -> None:
-    files.atomic_save_model(model, path, hint=_resume_hint(Path(path)))
+    files.atomic_save_model(model, path, hint=lambda: _resume_hint(Path(path)))
 
 
 def default_run_name(model: str, source: str) -> str:
@@ -164,7 +169,7 @@ class RunDir:
             ckpt, n = backup / f"{stem}-{n}", n + 1
         ckpt.mkdir()
         if variables is None:
-            variables = list(model.variables) + list(model.optimizer.variables)
+            variables = model_state_variables(model)
         arrays = {f"v{i:05d}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
         meta = {**state, "variable_paths": [v.path for v in variables],
                 "variable_shapes": [list(a.shape) for a in arrays.values()]}
@@ -193,7 +198,7 @@ class RunDir:
             raise CnnctlError(f"the resume backup in {backup} is unreadable: {e}",
                               hint="start a new run, or restore the run directory from a copy") from None
         if variables is None:
-            variables = list(model.variables) + list(model.optimizer.variables)
+            variables = model_state_variables(model)
         shapes = [tuple(v.shape) for v in variables]
         saved = [tuple(a.shape) for a in arrays]
         if shapes != saved:
