@@ -52,6 +52,10 @@ class DataConfig:
     # (0 = the mean of resize_short, VGG's Q = (Smin + Smax) / 2) and takes the centre crop.
     resize_short: list[int] = field(default_factory=list)
     eval_resize_short: int = 0
+    # Fashion-MNIST scenes (--data scenes:grid, shared/SCENES.md): how many train / val / test scenes
+    # ([] = 10000, 1000, 1000) and the seed they are a function of.
+    scene_counts: list[int] = field(default_factory=list)
+    scene_seed: int = 0
 
 
 @dataclass
@@ -97,7 +101,7 @@ class TrainConfig:
     strategy: str = "auto"        # auto | default | mirrored | multiworker
     devices: int = 0              # >0: that many logical CPU devices (for mirrored)
     checkpoint_every: int = 0     # steps between resume backups; 0 = each epoch only
-    monitor: str = "val_accuracy" # what best.keras tracks
+    monitor: str = ""             # what best.keras tracks; "" = the task's (classify: val_accuracy)
     label_smoothing: float = 0.0
     name: str = ""                # run name; default <model>-<data>-<time>
     out_dir: str = "checkpoints"
@@ -116,6 +120,19 @@ class FinetuneConfig:
 
 
 @dataclass
+class CaptionConfig:
+    """Captioning (task = "caption"): the frozen encoder, the text and the decoding."""
+
+    encoder: str = "efficientnet_lite0:imagenet"  # NAME:imagenet, or a cnnctl run folder
+    image_size: int = 224         # the encoder's input side
+    grid: int = 1                 # the feature map pooled to grid x grid cells (1 = one image vector)
+    min_count: int = 5            # rarer training words become <unk> (Karpathy: 5)
+    max_words: int = 20           # longer training captions are cut; decoding stops here
+    beam: int = 3                 # beam width of evaluation and `cnnctl caption` (1 = greedy)
+    length_norm: bool = False     # rank finished beams by log-probability per word
+
+
+@dataclass
 class Config:
     task: str = ""                # classify, ...; "" = the task the model's registry entry names
     data: DataConfig = field(default_factory=DataConfig)
@@ -124,6 +141,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -138,7 +156,8 @@ CHOICES = {
     "train.precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     "train.strategy": ("auto", "default", "mirrored", "multiworker"),
 }
-POSITIVE = {"train.epochs", "train.batch_size"}
+POSITIVE = {"train.epochs", "train.batch_size", "caption.image_size", "caption.grid", "caption.min_count",
+            "caption.max_words", "caption.beam"}
 NON_NEGATIVE = {"train.devices", "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
                 "optimizer.clipnorm", "schedule.warmup_epochs", "data.crop_padding",
                 "data.eval_resize_short", "finetune.body_lr_scale"}

@@ -304,6 +304,12 @@ class DataModule:
         self.log(f"RGB PCA for colour augmentation: eigenvalues {np.round(eigvals, 4).tolist()}")
         return eigvals, eigvecs
 
+    def describe(self) -> str:
+        """The split sizes and classes, for the line the engine prints before training."""
+        val = self.val.count if self.val else 0
+        test = self.test.count if self.test else 0
+        return f"{self.train.count} train / {val} val / {test} test images, {self.num_classes} classes"
+
     # ------------------------------------------------------------------ sizes
     def steps(self, split: str = "train") -> int:
         ex = getattr(self, split)

@@ -17,6 +17,7 @@ from cnnctl.errors import CnnctlError
 from cnnctl.models import (  # noqa: F401
     alexnet,
     bn_inception,
+    captioning,
     deepface,
     efficientnet_lite,
     inception,
@@ -71,8 +72,9 @@ def build(name: str, num_classes: int = 1000, input_shape: tuple[int, int, int] 
 
 
 def count_macs(model) -> int:
-    """Multiply-accumulates of one forward pass (Conv2D, DepthwiseConv2D, Dense layers)."""
+    """Multiply-accumulates of one forward pass (Conv2D, DepthwiseConv2D, Dense, recurrent layers per step)."""
     import keras
+    import numpy as np
 
     total = 0
     for layer in _leaf_layers(model):
@@ -89,6 +91,10 @@ def count_macs(model) -> int:
             total += k[0] * k[1] * k[2]
         elif isinstance(layer, keras.layers.Dense):
             total += int(layer.kernel.shape[0] * layer.kernel.shape[1])
+        elif isinstance(layer, keras.layers.LSTM):     # per time step (caption models: per word)
+            total += int(np.prod(layer.cell.kernel.shape) + np.prod(layer.cell.recurrent_kernel.shape))
+        elif isinstance(layer, keras.layers.RNN) and hasattr(layer.cell, "recurrent_kernel"):
+            total += int(np.prod(layer.cell.recurrent_kernel.shape))
     return int(total)
 
 

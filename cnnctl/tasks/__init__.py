@@ -1,6 +1,6 @@
 """Tasks: what a model is trained to do. ``base.Task`` is the engine's one plug-in point; each
-family registers one (``classify``; captioning, GANs, segmentation and detection to come)."""
+family registers one (``classify``, ``caption``; GANs, segmentation and detection to come)."""
 
-from cnnctl.tasks.base import TASKS, Field, Task, get
+from cnnctl.tasks.base import TASKS, Field, Task, build_model, get, model_input_shape
 
-__all__ = ["TASKS", "Field", "Task", "get"]
+__all__ = ["TASKS", "Field", "Task", "build_model", "get", "model_input_shape"]

@@ -68,6 +68,27 @@ class Task:
         return "  ".join(parts)
 
     # ------------------------------------------------------------------ the questions
+    def data(self, cfg, batch_size: int, log):
+        """The recipe's data: an object with ``train`` / ``val`` / ``test`` (each ``None`` or with a
+        ``count``), ``source``, ``steps(split)``, ``train_dataset(epoch, skip_batches)``,
+        ``eval_dataset(split)`` and ``describe()``. By default: images for a network of the recipe's
+        input shape (``cnnctl.data.pipeline.DataModule``)."""
+        from cnnctl.data.pipeline import DataModule, InputSpec
+
+        return DataModule(cfg.data, InputSpec.from_shape(model_input_shape(cfg)), batch_size, cfg.train.seed,
+                          log=log)
+
+    def prepare(self, run, data, cfg, log) -> None:
+        """Work that needs the run directory before the model is built (e.g. cached encoder features),
+        on a new run and on resume alike."""
+
+    def build(self, cfg, data, log):
+        """-> (the network, variable paths the optimizer scales by ``finetune.body_lr_scale``)."""
+        return build_model(cfg, data.num_classes), []
+
+    def write_outputs(self, run, data) -> None:
+        """Files written after the final evaluation (e.g. the test captions)."""
+
     def write_run_files(self, run, data) -> None:
         """Files a new run needs beside its model (``classes.json``, ``vocab.json``, ...)."""
 
@@ -93,8 +114,25 @@ class Task:
         return ()
 
 
+def model_input_shape(cfg) -> tuple[int, ...]:
+    """The recipe's input shape: ``model.input_shape``, else the architecture's default."""
+    from cnnctl import models
+
+    shape = cfg.model.options.get("input_shape")
+    return tuple(int(s) for s in shape) if shape else models.default_input_shape(cfg.model.name)
+
+
+def build_model(cfg, num_classes: int):
+    """The recipe's registered architecture with ``num_classes`` outputs."""
+    from cnnctl import models
+
+    options = {k: v for k, v in cfg.model.options.items() if k != "input_shape"}
+    return models.build(cfg.model.name, num_classes=num_classes, input_shape=model_input_shape(cfg), **options)
+
+
 def get(name: str) -> Task:
     """The registered task ``name``; an unknown name lists the valid ones."""
-    import cnnctl.tasks.classify  # noqa: F401 - registers the built-in tasks
+    import cnnctl.tasks.caption  # noqa: F401 - registers the built-in tasks
+    import cnnctl.tasks.classify  # noqa: F401
 
     return TASKS.get(name).fn()

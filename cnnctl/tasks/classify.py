@@ -106,6 +106,16 @@ class ClassifyTask(Task):
             raise CnnctlError(f"the data's classes {data.class_names[:5]}... differ from the run's {saved[:5]}...",
                               hint="resume with the data the run was started on")
 
+    def build(self, cfg, data, log):
+        if not cfg.finetune.freeze:
+            return super().build(cfg, data, log)
+        from cnnctl.train import finetune
+
+        plan = finetune.build(cfg.finetune, data.num_classes, log=log)
+        log(f"fine-tuning ({cfg.finetune.freeze}): {len(plan.frozen)} frozen layer(s), "
+            f"{len(plan.body_paths)} body variable(s) at lr x {cfg.finetune.body_lr_scale}, head: {', '.join(plan.head)}")
+        return plan.model, plan.body_paths
+
     def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
         compile_model(model, optimizer, data.num_classes, cfg.train.label_smoothing, cfg.train.jit,
                       loss_kind=loss_kind or "softmax")

@@ -34,26 +34,11 @@ class RunResult:
     history: list[dict[str, float]]
 
 
-def _model_input_shape(cfg: Config):
-    from cnnctl import models
-
-    shape = cfg.model.options.get("input_shape")
-    return tuple(int(s) for s in shape) if shape else models.default_input_shape(cfg.model.name)
-
-
 def _meta(cfg: Config) -> dict:
     """The registry metadata of the recipe's model ({} for a keras.applications backbone)."""
     from cnnctl.models import MODELS
 
     return {} if cfg.model.name.startswith("keras:") else MODELS.get(cfg.model.name).meta
-
-
-def build_model(cfg: Config, num_classes: int):
-    """The recipe's architecture for ``num_classes`` classes."""
-    from cnnctl import models
-
-    options = {k: v for k, v in cfg.model.options.items() if k != "input_shape"}
-    return models.build(cfg.model.name, num_classes=num_classes, input_shape=_model_input_shape(cfg), **options)
 
 
 def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
@@ -71,6 +56,8 @@ def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
     if not cfg.task:  # the recipe names no task: the model's registry entry implies it
         cfg.task = _meta(cfg).get("task", "classify")
     task = tasks.get(cfg.task)
+    if not cfg.train.monitor:
+        cfg.train.monitor = task.monitor
     task.mode(cfg.train.monitor)
     if cfg.schedule.name == "plateau":
         task.mode(cfg.schedule.monitor)
@@ -94,7 +81,6 @@ def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
 
 
 def _train_locked(cfg: Config, task, run, console, log, progress_factory) -> RunResult:
-    from cnnctl.data.pipeline import DataModule, InputSpec
     from cnnctl.train.rundir import RunDir, default_run_name
     from cnnctl.train.runtime import configure, pick_strategy
 
@@ -109,8 +95,7 @@ def _train_locked(cfg: Config, task, run, console, log, progress_factory) -> Run
                           hint=f"use a multiple of {replicas}, e.g. --batch-size {replicas * max(1, global_batch // replicas)}")
     per_replica_batch = global_batch // replicas
 
-    spec = InputSpec.from_shape(_model_input_shape(cfg))
-    data = DataModule(cfg.data, spec, global_batch, tc.seed, log=log)
+    data = task.data(cfg, global_batch, log)
     steps = data.steps("train")
 
     if run is None:
@@ -162,18 +147,10 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
     else:
         task.check_resume(run, data)
         atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
+    task.prepare(run, data, cfg, log)
 
     with strategy.scope():
-        scaled_paths: list[str] = []
-        if cfg.finetune.freeze:
-            from cnnctl.train import finetune
-
-            plan = finetune.build(cfg.finetune, data.num_classes, log=log)
-            model, scaled_paths = plan.model, plan.body_paths
-            log(f"fine-tuning ({cfg.finetune.freeze}): {len(plan.frozen)} frozen layer(s), "
-                f"{len(scaled_paths)} body variable(s) at lr x {cfg.finetune.body_lr_scale}, head: {', '.join(plan.head)}")
-        else:
-            model = build_model(cfg, data.num_classes)
+        model, scaled_paths = task.build(cfg, data, log)
         schedule = make_schedule(cfg.schedule, cfg.optimizer.lr, steps, tc.epochs)
         optimizer = make_optimizer(cfg.optimizer, schedule, scaled_paths, cfg.finetune.body_lr_scale)
 
@@ -211,11 +188,8 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
     from cnnctl.models import trainable_params
 
     params = trainable_params(model)
-    val_count = data.val.count if data.val else 0
-    test_count = data.test.count if data.test else 0
     console.print(f"[bold]{cfg.model.name}[/] ({params:,} parameters) on [bold]{data.source}[/] "
-                  f"{escape(cfg.data.path) or '(bundled)'}: {data.train.count} train / {val_count} val / "
-                  f"{test_count} test images, {data.num_classes} classes", soft_wrap=True)
+                  f"{'' if cfg.data.path == data.source else escape(cfg.data.path) or '(bundled)'}: {escape(data.describe())}", soft_wrap=True)
     console.print(f"{tc.epochs} epochs x {steps} steps, batch {tc.batch_size} "
                   f"({replicas} replica(s) x {per_replica_batch}), {policy}, "
                   f"{cfg.optimizer.name} lr {cfg.optimizer.lr} {cfg.schedule.name} -> {escape(str(run.path))}",
@@ -267,6 +241,7 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
     metrics = _final_metrics(task, model, data, history, params, fit_time, fit_images, policy, replicas,
                              time.perf_counter() - t_start, best)
     run.write_json("metrics.json", metrics)
+    task.write_outputs(run, data)
     results_table(console, task, metrics, run.path)
     return RunResult(run.path, metrics, history)
 
@@ -276,6 +251,7 @@ def _memorize(cfg, task, run, data, policy, console, t_start) -> RunResult:
     import keras
     import numpy as np
 
+    from cnnctl import tasks
     from cnnctl.train.rundir import atomic_save_model, atomic_write_text
 
     atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
@@ -287,7 +263,7 @@ def _memorize(cfg, task, run, data, policy, console, t_start) -> RunResult:
         labels.append(np.argmax(y.numpy(), axis=1))
     images, labels = np.concatenate(images), np.concatenate(labels)
     options = {**cfg.model.options, "memory_size": len(images)}
-    model = build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, options=options)),
+    model = tasks.build_model(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, options=options)),
                         data.num_classes)
     model.get_layer("neighbours").memorize(images, labels)
     task.compile(model, keras.optimizers.SGD(), cfg, data)

@@ -28,14 +28,6 @@ import numpy as np
 SPLITS = ("train", "val", "test")
 
 
-def _weights_digest(model) -> str:
-    h = hashlib.sha256()
-    h.update(repr(tuple(model.inputs[0].shape)).encode())
-    for w in model.weights:
-        h.update(np.ascontiguousarray(np.asarray(w)).tobytes())
-    return h.hexdigest()
-
-
 def _data_digest(data) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([data.source, data.cfg.path, data.cfg.val_split, data.seed, data.class_names,
@@ -57,16 +49,6 @@ def _data_digest(data) -> str:
                 st = Path(p).stat()
                 h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
-
-
-def _find_cached(run, key: str) -> Path | None:
-    for meta in sorted(run.path.parent.glob("*/features.json")):
-        try:
-            if json.loads(meta.read_text()).get("key") == key and (meta.parent / "features.npz").is_file():
-                return meta.parent / "features.npz"
-        except (OSError, ValueError):
-            continue
-    return None
 
 
 def _extract(extractor, data, log) -> dict[str, np.ndarray]:
@@ -163,33 +145,18 @@ def fit_features(cfg, task, run, data, policy, console, log, t_start):
     from cnnctl.tasks import classify
     from cnnctl.train import finetune
     from cnnctl.train.optim import make_optimizer, make_schedule
-    from cnnctl.train.rundir import (
-        atomic_save_model,
-        atomic_write_npz,
-        atomic_write_text,
-    )
+    from cnnctl.train.rundir import atomic_save_model, atomic_write_text
 
     tc = cfg.train
     atomic_write_text(run.file("config.toml"), config_mod.dumps(cfg))
     task.write_run_files(run, data)
     plan = finetune.build(cfg.finetune, data.num_classes, log=log)
     extractor = keras.Model(plan.model.inputs[0], plan.features, name="features")
-    key = hashlib.sha256((_weights_digest(extractor) + _data_digest(data)).encode()).hexdigest()
-    t0 = time.perf_counter()
-    cached = _find_cached(run, key)
-    if cached is not None:
-        with np.load(cached, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        log(f"reusing the features stored in {cached}")
-        if cached.parent != run.path:
-            atomic_write_npz(run.file("features.npz"), arrays)
-    else:
-        arrays = _extract(extractor, data, log)
-        atomic_write_npz(run.file("features.npz"), arrays)
-    extract_s = time.perf_counter() - t0
-    run.write_json("features.json", {"key": key, "dim": int(arrays["train_x"].shape[1]),
-                                     "counts": {s: len(arrays[f"{s}_y"]) for s in SPLITS if f"{s}_y" in arrays},
-                                     "seconds": round(extract_s, 2), "reused": cached is not None})
+    from cnnctl.train import feature_cache
+
+    key = feature_cache.key(feature_cache.weights_digest(extractor), _data_digest(data))
+    arrays, info = feature_cache.load_or_compute(run, key, lambda: _extract(extractor, data, log), log)
+    extract_s, reused = info["seconds"], info["reused"]
 
     k = data.num_classes
     # The classifier block on the stored vectors: a sub-model of the full network sharing its layers,
@@ -220,7 +187,7 @@ def fit_features(cfg, task, run, data, policy, console, log, t_start):
     metrics = {"params": int(sum(np.prod(w.shape) for w in head.trainable_weights)), "precision": policy,
                "replicas": 1, "epochs_trained": len(history), "wall_time_s": round(time.perf_counter() - t_start, 2),
                "train_time_s": round(train_s, 3), "seconds_per_epoch": round(train_s / max(1, len(history)), 4),
-               "feature_extraction_s": round(extract_s, 2), "features_reused": cached is not None,
+               "feature_extraction_s": round(extract_s, 2), "features_reused": reused,
                "best_epoch": best_epoch, "best_val_accuracy": best_acc}
     if "test_y" in arrays:
         classify.compile_model(head, "sgd", k, tc.label_smoothing)  # for evaluate() only

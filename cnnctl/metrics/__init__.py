@@ -1,0 +1,1 @@
+"""Evaluation metrics that are not Keras training metrics (caption scores, retrieval ranks)."""

@@ -1,0 +1,175 @@
+"""Caption generators over frozen image features: Show and Tell (LSTM) and Karpathy's multimodal RNN.
+
+Both take ``features`` ``(cells, dim)`` -- the encoder's last feature map
+average-pooled to a ``g x g`` grid of cells (``g = 1`` is the papers' single
+image vector; a grid keeps where things are, which a sentence such as "a bag
+above a sandal" needs) -- and ``tokens`` ``(T,)``: ``<start> w1 .. wk``
+padded with 0. They return logits ``(T, vocab)`` for ``w1 .. wk <end>``.
+
+``CaptionStepper`` runs a trained model one word at a time (greedy and beam
+search, ``cnnctl.tasks.caption``), with the same layers and weights.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from cnnctl.models.registry import register
+
+
+@keras.saving.register_keras_serializable(package="cnnctl")
+class FirstStepAdd(layers.Layer):
+    """``x (b, T, d)``, ``bias (b, d)`` -> x with ``bias`` added at t = 0 only (the mRNN's image bias)."""
+
+    def call(self, inputs):
+        x, bias = inputs
+        first = x[:, :1] + keras.ops.expand_dims(bias, 1)
+        return keras.ops.concatenate([first, x[:, 1:]], axis=1)
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+
+@keras.saving.register_keras_serializable(package="cnnctl")
+class ElmanCell(layers.Layer):
+    """``h_t = relu(u_t + W_hh h_{t-1} + b_h)``: the recurrence of Karpathy & Fei-Fei eq. (in sec. 3.2),
+    where ``u_t = W_hx x_t (+ b_v at t = 1)`` is computed outside so the image bias can join it."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.state_size = units
+        self.output_size = units
+
+    def build(self, input_shape):
+        self.recurrent_kernel = self.add_weight((self.units, self.units), initializer="orthogonal",
+                                                name="recurrent_kernel")
+        self.bias = self.add_weight((self.units,), initializer="zeros", name="bias")
+
+    def call(self, inputs, states, training=False):
+        prev = states[0] if isinstance(states, (list, tuple)) else states
+        h = keras.ops.relu(inputs + keras.ops.matmul(prev, self.recurrent_kernel) + self.bias)
+        return h, [h]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def _inputs(input_shape):
+    features = keras.Input(tuple(input_shape), name="features")           # (b, cells, dim)
+    tokens = keras.Input((None,), dtype="int32", name="tokens")           # (b, T)
+    return features, tokens
+
+
+@register("show_and_tell", task="caption", input_shape=(1, 1280), num_classes=10_000,
+          paper="Vinyals et al., Show and Tell: A Neural Image Caption Generator (CVPR 2015), sec. 3.1 and 4.3",
+          reported_error="COCO: BLEU-4 27.7, CIDEr 85.5 (Table 1)")
+def show_and_tell(num_classes: int = 10_000, input_shape=(1, 1280), embed_dim: int = 512, units: int = 512,
+                  dropout: float = 0.5):
+    """The image embedding is the LSTM's input at t = -1 (never again); words follow from t = 0.
+
+    ``x_{-1} = W_I CNN(I)``, ``x_t = W_e S_t`` (sec. 3.1, eq. 10-12), word embeddings and LSTM 512 wide
+    (sec. 4.3.1), dropout on the embeddings and the LSTM output (sec. 4.3.1: "dropout and ensembling").
+
+    Args:
+        num_classes: the vocabulary size (with ``<pad> <start> <end> <unk>``).
+        input_shape: (cells, dim) of the image features.
+    """
+    features, tokens = _inputs(input_shape)
+    image = layers.Flatten(name="image_flat")(features)
+    image = layers.Dropout(dropout, name="image_dropout")(image)
+    image = layers.Dense(embed_dim, name="image_embed")(image)                       # (b, E)
+    image = layers.Reshape((1, embed_dim), name="image_step")(image)                  # (b, 1, E)
+    words = layers.Embedding(num_classes, embed_dim, name="word_embed")(tokens)       # (b, T, E)
+    words = layers.Dropout(dropout, name="word_dropout")(words)
+    seq = layers.Concatenate(axis=1, name="image_then_words")([image, words])        # (b, 1 + T, E)
+    h = layers.LSTM(units, return_sequences=True, name="lstm")(seq)                   # (b, 1 + T, H)
+    h = layers.Cropping1D((1, 0), name="drop_image_step")(h)                         # (b, T, H)
+    h = layers.Dropout(dropout, name="lstm_dropout")(h)
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(h)             # (b, T, V)
+    return keras.Model([features, tokens], logits, name="show_and_tell")
+
+
+@register("mrnn", task="caption", input_shape=(1, 1280), num_classes=10_000,
+          paper="Karpathy & Fei-Fei, Deep Visual-Semantic Alignments for Generating Image Descriptions "
+                "(CVPR 2015), sec. 3.2",
+          reported_error="Flickr8K: BLEU 57.9/38.3/24.5/16.0; COCO: BLEU 62.5/45.0/32.1/23.0, CIDEr 66.0 (Table 4)")
+def mrnn(num_classes: int = 10_000, input_shape=(1, 1280), embed_dim: int = 512, units: int = 512,
+         dropout: float = 0.5):
+    """Karpathy's multimodal RNN: the image enters as a bias at the first step only.
+
+    ``b_v = W_hi CNN(I)``; ``h_t = relu(W_hx x_t + W_hh h_{t-1} + b_h + 1(t = 1) b_v)``;
+    ``y_t = softmax(W_oh h_t + b_o)`` (sec. 3.2). The first input is ``<start>``.
+    """
+    features, tokens = _inputs(input_shape)
+    image = layers.Flatten(name="image_flat")(features)
+    image = layers.Dropout(dropout, name="image_dropout")(image)
+    image_bias = layers.Dense(units, name="image_bias")(image)                        # b_v (b, H)
+    words = layers.Embedding(num_classes, embed_dim, name="word_embed")(tokens)       # (b, T, E)
+    words = layers.Dropout(dropout, name="word_dropout")(words)
+    u = layers.Dense(units, use_bias=False, name="word_to_hidden")(words)             # W_hx x_t (b, T, H)
+    u = FirstStepAdd(name="image_at_first_step")([u, image_bias])
+    h = layers.RNN(ElmanCell(units, name="rnn_cell"), return_sequences=True, name="rnn")(u)
+    h = layers.Dropout(dropout, name="rnn_dropout")(h)
+    logits = layers.Dense(num_classes, dtype="float32", name="logits")(h)
+    return keras.Model([features, tokens], logits, name="mrnn")
+
+
+class CaptionStepper:
+    """One word at a time with a trained model's own layers (inference mode: dropout off).
+
+    ``start(features)`` -> the recurrent state before the first word; ``step(tokens, state, first)`` ->
+    (log-probabilities ``(n, V)`` of the next word, the new state).
+    """
+
+    def __init__(self, model):
+        import tensorflow as tf
+
+        self.kind = model.name
+        if self.kind not in ("show_and_tell", "mrnn"):
+            from cnnctl.errors import CnnctlError
+
+            raise CnnctlError(f"{model.name!r} is not a caption generator cnnctl can decode",
+                              hint="give a run trained with model show_and_tell or mrnn")
+        get = model.get_layer
+        self.flat, self.embed, self.logits = get("image_flat"), get("word_embed"), get("logits")
+        if self.kind == "show_and_tell":
+            self.image_embed, self.cell = get("image_embed"), get("lstm").cell
+            self.units = self.cell.units
+        else:
+            self.image_bias, self.to_hidden = get("image_bias"), get("word_to_hidden")
+            self.cell = get("rnn").cell
+            self.units = self.cell.units
+        spec = tf.TensorSpec((None,), tf.int32)
+        state_spec = [tf.TensorSpec((None, self.units), tf.float32)] * (2 if self.kind == "show_and_tell" else 1)
+        self._start = tf.function(self._start_impl, reduce_retracing=True)
+        self._step = tf.function(self._step_impl, input_signature=[spec, state_spec,
+                                                                   tf.TensorSpec((None, self.units), tf.float32)])
+
+    def _start_impl(self, features):
+        import tensorflow as tf
+
+        flat = tf.cast(self.flat(features), tf.float32)
+        n = tf.shape(flat)[0]
+        zeros = tf.zeros((n, self.units), tf.float32)
+        if self.kind == "show_and_tell":
+            _, state = self.cell(self.image_embed(flat), [zeros, zeros], training=False)
+            return list(state), zeros
+        return [zeros], tf.cast(self.image_bias(flat), tf.float32)
+
+    def _step_impl(self, tokens, state, bias):
+        import tensorflow as tf
+
+        x = self.embed(tokens)
+        if self.kind == "mrnn":
+            x = self.to_hidden(x) + bias
+        h, state = self.cell(x, state, training=False)
+        return tf.nn.log_softmax(tf.cast(self.logits(h), tf.float32)), list(state)
+
+    def start(self, features):
+        """-> (state, first-step bias): the bias is the mRNN's image term, zeros for Show and Tell."""
+        return self._start(features)
+
+    def step(self, tokens, state, bias):
+        return self._step(tokens, state, bias)

@@ -1,0 +1,134 @@
+"""Frozen image encoders for heads that describe images (captioning): a pretrained network's last
+feature map, average-pooled to a ``g x g`` grid of cells -> ``(g * g, channels)`` per image.
+
+An encoder is ``NAME:imagenet`` (a registered network with its ImageNet weights, converted offline,
+e.g. ``efficientnet_lite0:imagenet``) or the folder of a cnnctl run (its ``best.keras``, else
+``model.keras``). Images are resized to ``image_size`` x ``image_size`` with Pillow (bilinear) --
+the same code for training images held in memory and for files given to ``cnnctl caption`` -- and
+converted to the encoder's channels.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cnnctl.errors import CnnctlError
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    name: str            # "efficientnet_lite0:imagenet" or a run directory
+    image_size: int      # square input side
+    grid: int            # cells per side of the pooled feature map
+
+    @classmethod
+    def from_config(cls, cc) -> EncoderSpec:
+        return cls(cc.encoder, int(cc.image_size), int(cc.grid))
+
+    @classmethod
+    def from_json(cls, obj: dict) -> EncoderSpec:
+        return cls(str(obj["name"]), int(obj["image_size"]), int(obj["grid"]))
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "image_size": self.image_size, "grid": self.grid}
+
+    def build(self, log=print):
+        """-> a Keras model: uint8-valued float images ``(S, S, c)`` -> features ``(grid * grid, channels)``."""
+        import keras
+
+        trunk = self._trunk(log)
+        x = trunk.output                                                    # (b, h, w, d)
+        h, w = int(x.shape[1]), int(x.shape[2])
+        if h % self.grid or w % self.grid:
+            raise CnnctlError(f"the encoder's {h}x{w} feature map does not split into a {self.grid}x{self.grid} grid",
+                              hint=f"pick caption.grid dividing {h}, or caption.image_size so that the map "
+                                   f"(size / 32 for EfficientNet) is a multiple of {self.grid}")
+        x = keras.layers.AveragePooling2D((h // self.grid, w // self.grid), name="grid_pool")(x)
+        x = keras.layers.Reshape((self.grid * self.grid, int(x.shape[-1])), name="cells")(x)
+        x = keras.layers.Activation("linear", dtype="float32", name="features")(x)
+        model = keras.Model(trunk.input, x, name="encoder")
+        model.trainable = False
+        return model
+
+    def _trunk(self, log):
+        """The network up to its last 4-d feature map, at ``image_size``."""
+        import keras
+
+        if ":" in self.name and not Path(self.name).exists():
+            net, _, weights = self.name.partition(":")
+            from cnnctl import models
+            from cnnctl.weights import load_pretrained
+
+            pretrained = load_pretrained(net, weights, log=log)
+            channels = int(pretrained.inputs[0].shape[-1])
+            model = models.build(net, num_classes=int(pretrained.outputs[0].shape[-1]),
+                                 input_shape=(self.image_size, self.image_size, channels))
+            model.set_weights(pretrained.get_weights())                     # fully convolutional: same weights
+        else:
+            run = Path(self.name)
+            which = "best" if (run / "best.keras").is_file() else "model"
+            if not (run / f"{which}.keras").is_file():
+                raise CnnctlError(f"caption.encoder = {self.name!r} is neither NAME:imagenet nor a trained run",
+                                  hint="use efficientnet_lite0:imagenet, or a run folder with model.keras")
+            from cnnctl.inference import load_keras_file
+
+            model = load_keras_file(run / f"{which}.keras", hint="give a run trained by cnnctl")
+            if tuple(model.inputs[0].shape[1:3]) != (self.image_size, self.image_size):
+                raise CnnctlError(f"the encoder run takes {tuple(model.inputs[0].shape[1:3])} images, "
+                                  f"caption.image_size is {self.image_size}",
+                                  hint=f"set caption.image_size = {model.inputs[0].shape[1]}")
+        last = None
+        for layer in model.layers:
+            out = getattr(layer, "output", None)
+            if out is not None and len(out.shape) == 4:
+                last = layer
+        if last is None:
+            raise CnnctlError(f"{self.name} has no convolutional feature map to describe images with")
+        return keras.Model(model.inputs[0], last.output, name="encoder_trunk")
+
+
+def fit_image(image: np.ndarray, channels: int, size: int) -> np.ndarray:
+    """uint8 (h, w, c) -> (size, size, channels), bilinear (Pillow), grey <-> RGB converted."""
+    from PIL import Image
+
+    if image.shape[-1] != channels:
+        image = np.repeat(image[..., :1], 3, axis=-1) if channels == 3 else \
+            np.asarray(Image.fromarray(image[..., :3]).convert("L"))[..., None]
+    if image.shape[:2] != (size, size):
+        pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+        image = np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+        image = image[..., None] if image.ndim == 2 else image
+    return image
+
+
+def encode(encoder, spec: EncoderSpec, images, log=print, batch: int = 64) -> tuple[np.ndarray, list]:
+    """Features of ``images`` (uint8 array, or file paths) -> (float32 (n, cells, d), [(path, problem)]).
+
+    Unreadable files get zero features and a problem line; callers decide whether that stops them.
+    """
+    from cnnctl.data.images import ImageError, load_image
+
+    channels = int(encoder.inputs[0].shape[-1])
+    n = len(images)
+    out = np.zeros((n, *encoder.outputs[0].shape[1:]), np.float32)
+    bad: list[tuple[str, str]] = []
+
+    def one(i):
+        if isinstance(images, np.ndarray):
+            return fit_image(images[i], channels, spec.image_size)
+        try:
+            return fit_image(load_image(images[i], channels), channels, spec.image_size)
+        except ImageError as e:
+            bad.append((images[i], str(e)))
+            return np.zeros((spec.image_size, spec.image_size, channels), np.uint8)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        for s in range(0, n, batch):
+            x = np.stack(list(pool.map(one, range(s, min(n, s + batch)))))
+            out[s:s + len(x)] = np.asarray(encoder(x.astype(np.float32), training=False), np.float32)
+    return out, bad

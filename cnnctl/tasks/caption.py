@@ -1,0 +1,377 @@
+"""Image captioning (Vinyals et al. 2015; Karpathy & Fei-Fei 2015) as a task on the one engine.
+
+Data: caption data in any supported format (``cnnctl.data.captions``) ->
+the vocabulary of the training captions (``vocab.json``) -> the frozen
+encoder's features of every image, computed once and cached under a hash of
+the encoder's weights and the images (``cnnctl.train.feature_cache``) ->
+batches of ``({"features": (b, cells, dim), "tokens": (b, T)}, next words
+(b, T))``, one example per (image, caption) pair, in an order that is a
+function of (seed, epoch) so that a resumed run sees what an uninterrupted
+one would.
+
+Training: masked softmax cross-entropy over the next word (padding ignored).
+Evaluation: beam search (and greedy) on the test images -> corpus BLEU-1..4,
+CIDEr-D and exact-sentence match, beside two baselines that need no
+language model: the most frequent training caption and the caption of the
+nearest training image in encoder feature space (Devlin et al. 2015).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+
+from cnnctl.errors import CnnctlError
+from cnnctl.tasks.base import TASKS, Field, Task
+
+PAPERS = {  # reference figures, on other data (BLEU x100 as the papers print them)
+    "Karpathy & Fei-Fei 2015, Flickr8K (Table 4)": {"bleu1": 57.9, "bleu2": 38.3, "bleu3": 24.5, "bleu4": 16.0},
+    "Karpathy & Fei-Fei 2015, COCO (Table 4)": {"bleu1": 62.5, "bleu2": 45.0, "bleu3": 32.1, "bleu4": 23.0,
+                                                "cider_d": 66.0},
+    "Vinyals et al. 2015, COCO (Table 1)": {"bleu4": 27.7, "cider_d": 85.5},
+}
+
+
+# ---------------------------------------------------------------------------- a split as the engine sees it
+class PairSplit:
+    """(image, caption) pairs of one split: ``image`` (pairs,) index into ``features``; ``tokens`` rows."""
+
+    def __init__(self, features: np.ndarray, image: np.ndarray, tokens: np.ndarray, references: list):
+        self.features, self.image, self.tokens, self.references = features, image, tokens, references
+
+    @property
+    def count(self) -> int:   # what the engine counts as "examples" (images/s is pairs/s here)
+        return len(self.image)
+
+    @property
+    def images(self) -> int:
+        return len(self.features)
+
+
+class CaptionDataModule:
+    """The engine's data protocol for captions: ``train`` / ``val`` / ``test``, ``steps``, datasets.
+
+    ``prepare(run)`` computes (or finds) the encoder features; until then only counts are known.
+    """
+
+    def __init__(self, cfg, batch_size: int, seed: int, log=print):
+        from cnnctl.data.captions import load_captions
+        from cnnctl.data.text import Vocab, tokenize
+
+        self.cfg, self.batch_size, self.seed, self.log = cfg, batch_size, seed, log
+        cc = cfg.caption
+        raw = load_captions(cfg.data.path, cfg.data.scene_counts, cfg.data.scene_seed)
+        self.source = raw.source
+        self.problems = raw.problems
+        if raw.problems:
+            shown = "\n".join(f"  {where}: {why}" for where, why in raw.problems[:10])
+            more = f"\n  ... and {len(raw.problems) - 10} more" if len(raw.problems) > 10 else ""
+            if not cfg.data.skip_bad:
+                raise CnnctlError(f"{len(raw.problems)} problem(s) in the caption data:\n{shown}{more}",
+                                  hint="fix those lines, or pass --skip-bad to train without them")
+            log(f"skipped {len(raw.problems)} bad caption line(s) or image(s) (--skip-bad)")
+        splits = dict(raw.splits)
+        if splits["val"] is None and cfg.data.val_split > 0:
+            train = splits["train"]
+            order = np.random.default_rng([seed, 0xCA97]).permutation(train.count)
+            held = max(1, round(cfg.data.val_split * train.count)) if train.count > 1 else 0
+            splits["val"], splits["train"] = train.subset(np.sort(order[:held])), train.subset(np.sort(order[held:]))
+        if splits["test"] is None and splits["val"] is not None:
+            log("no test split in the caption data: the validation split is used as the test set")
+            splits["test"] = splits["val"]
+        self.raw = splits
+        self.tokens = {s: [[tokenize(c) for c in caps] for caps in sp.captions] if sp else None
+                       for s, sp in splits.items()}
+        self.vocab = Vocab.build((t for caps in self.tokens["train"] for t in caps), cc.min_count)
+        self.train = self.val = self.test = None
+        self._counts = {s: (sum(len(c) for c in sp.captions) if sp else 0) for s, sp in splits.items()}
+
+    # ------------------------------------------------------------------ the engine's protocol
+    @property
+    def num_classes(self) -> int:
+        return len(self.vocab)
+
+    def steps(self, split: str = "train") -> int:
+        return math.ceil(self._counts[split] / self.batch_size) if self._counts.get(split) else 0
+
+    def describe(self) -> str:
+        parts = [f"{self.raw[s].count} {s} images ({self._counts[s]} captions)" for s in ("train", "val", "test")
+                 if self.raw[s] is not None]
+        return ", ".join(parts) + f"; vocabulary {len(self.vocab)} words (min count {self.vocab.min_count})"
+
+    def prepare(self, run, encoder_spec) -> None:
+        """Features of every image (cached), then the (image, caption) pairs of every split."""
+        from cnnctl.data.text import token_rows
+        from cnnctl.train import feature_cache
+
+        cc = self.cfg.caption
+        encoder = encoder_spec.build(self.log)
+        key = feature_cache.key(feature_cache.weights_digest(encoder), self._data_digest(),
+                                json.dumps(encoder_spec.to_json()))
+        splits = {s: sp for s, sp in self.raw.items() if sp is not None}
+
+        def compute():
+            from cnnctl.models.encoders import encode
+
+            out = {}
+            for s, sp in splits.items():
+                feats, bad = encode(encoder, encoder_spec, sp.images, self.log)
+                if bad:
+                    shown = "\n".join(f"  {p}: {why}" for p, why in bad[:10])
+                    raise CnnctlError(f"{len(bad)} unusable image file(s) in the {s} split:\n{shown}",
+                                      hint="fix or remove them (`cnnctl data inspect FOLDER` lists every problem)")
+                out[f"{s}_features"] = feats
+                self.log(f"features of {len(feats)} {s} images: {feats.shape[1]} cell(s) x {feats.shape[2]}")
+            return out
+
+        arrays, info = feature_cache.load_or_compute(run, key, compute, self.log)
+        self.feature_info = info
+        made = {}
+        for s, sp in splits.items():
+            captions = [t for caps in self.tokens[s] for t in caps]
+            image = np.repeat(np.arange(sp.count), [len(c) for c in self.tokens[s]]).astype(np.int64)
+            rows, cut = token_rows(self.vocab, captions, cc.max_words)
+            if cut and s == "train":
+                self.log(f"{cut} training caption(s) longer than caption.max_words = {cc.max_words} were cut")
+            made[s] = PairSplit(arrays[f"{s}_features"], image, rows, self.tokens[s])
+        self.train, self.val, self.test = made["train"], made.get("val"), made.get("test")
+        if self.test is None and self.val is not None:
+            self.test = self.val
+
+    def _data_digest(self) -> str:
+        h = hashlib.sha256()
+        for s in ("train", "val", "test"):
+            sp = self.raw[s]
+            h.update(s.encode())
+            if sp is None:
+                continue
+            if sp.in_memory:
+                h.update(np.ascontiguousarray(sp.images).tobytes())
+            else:
+                import os
+
+                for p in sp.images:
+                    st = os.stat(p)
+                    h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+
+    def _dataset(self, split: PairSplit, order: np.ndarray | None, skip: int):
+        import tensorflow as tf
+
+        n, b = split.count, self.batch_size
+        idx = order if order is not None else np.arange(n)
+        starts = list(range(skip * b, n, b))
+        feats, image, rows = split.features, split.image, split.tokens
+        cells, dim = feats.shape[1:]
+
+        def batches():
+            for s in starts:
+                pick = idx[s:s + b]
+                tok = rows[pick]
+                width = int((tok != 0).sum(axis=1).max())          # trim padding to the longest row
+                yield {"features": feats[image[pick]], "tokens": tok[:, :width - 1]}, tok[:, 1:width]
+
+        spec = ({"features": tf.TensorSpec((None, cells, dim), tf.float32),
+                 "tokens": tf.TensorSpec((None, None), tf.int32)}, tf.TensorSpec((None, None), tf.int32))
+        return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+
+    def train_dataset(self, epoch: int, skip_batches: int = 0):
+        from cnnctl.data.pipeline import epoch_permutation
+
+        return self._dataset(self.train, epoch_permutation(self.train.count, self.seed, epoch), skip_batches)
+
+    def eval_dataset(self, split: str = "val"):
+        sp = getattr(self, split)
+        return None if sp is None else self._dataset(sp, None, 0)
+
+
+# ---------------------------------------------------------------------------- decoding
+def beam_search(stepper, features: np.ndarray, beam: int = 3, max_words: int = 20, length_norm: bool = False,
+                batch: int = 256) -> list[tuple[list[int], float]]:
+    """Best caption of each image -> [(word ids without <start>/<end>, log-probability incl. <end>)].
+
+    ``beam = 1`` is greedy decoding. Finished beams (ended with ``<end>``) keep their score; after
+    ``max_words`` words ``<end>`` is forced. With ``length_norm`` beams are ranked by log-prob per token.
+    """
+    out = []
+    for s in range(0, len(features), batch):
+        out += _beam_batch(stepper, np.asarray(features[s:s + batch], np.float32), beam, max_words, length_norm)
+    return out
+
+
+def _beam_batch(stepper, features, k, max_words, length_norm):
+    n = len(features)
+    state, bias = stepper.start(features)
+    state = [np.repeat(np.asarray(x), k, axis=0) for x in state]          # (n*k, H)
+    bias = np.repeat(np.asarray(bias), k, axis=0)
+    no_bias = np.zeros_like(bias)
+    tokens = np.full(n * k, 1, np.int32)                                   # <start>
+    scores = np.full((n, k), -np.inf)
+    scores[:, 0] = 0.0                                                     # one live beam to begin with
+    seqs = np.zeros((n, k, 0), np.int32)
+    finished = np.zeros((n, k), bool)
+    rows = np.arange(n)[:, None]
+    for t in range(max_words + 1):
+        logp, new_state = stepper.step(tokens, state, bias if t == 0 else no_bias)
+        logp = np.asarray(logp, np.float64).reshape(n, k, -1)
+        vocab = logp.shape[-1]
+        logp[finished] = -np.inf
+        logp[finished, 0] = 0.0                                            # a finished beam only pads
+        if t == max_words:                                                 # out of room: end every live beam
+            end = logp[..., 2].copy()
+            logp[~finished] = -np.inf
+            logp[~finished, 2] = end[~finished]
+        cand = (scores[:, :, None] + logp).reshape(n, k * vocab)
+        top = np.argsort(-cand, axis=1, kind="stable")[:, :k]              # (n, k)
+        source, word = top // vocab, (top % vocab).astype(np.int32)
+        scores = np.take_along_axis(cand, top, axis=1)
+        seqs = np.concatenate([seqs[rows, source], word[..., None]], axis=2)
+        finished = finished[rows, source] | (word == 2)
+        state = [np.asarray(x).reshape(n, k, -1)[rows, source].reshape(n * k, -1) for x in new_state]
+        tokens = word.reshape(-1)
+        if finished.all():
+            break
+    lengths = (seqs != 0).sum(axis=2)                                      # words + <end>
+    rank = scores / np.maximum(lengths, 1) if length_norm else scores
+    best = np.argmax(np.where(finished, rank, -np.inf), axis=1)
+    result = []
+    for i, j in enumerate(best):
+        ids = [int(w) for w in seqs[i, j] if w not in (0, 2)]
+        result.append((ids, float(scores[i, j])))
+    return result
+
+
+def caption_scores(hypotheses: list[list[str]], references: list[list[list[str]]]) -> dict[str, float]:
+    from cnnctl.metrics.captions import cider_d, corpus_bleu
+
+    bleu = corpus_bleu(hypotheses, references)
+    exact = float(np.mean([any(h == r for r in refs) for h, refs in zip(hypotheses, references)]))
+    return {**{f"bleu{i + 1}": b for i, b in enumerate(bleu)}, "cider_d": cider_d(hypotheses, references)[0],
+            "exact": exact}
+
+
+def nearest_neighbour_captions(train: PairSplit, query: np.ndarray, batch: int = 512) -> list[list[str]]:
+    """The first caption of the training image nearest to each query (cosine, flattened features)."""
+    def unit(x):
+        x = x.reshape(len(x), -1).astype(np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    base = unit(train.features)
+    out = []
+    for s in range(0, len(query), batch):
+        nearest = np.argmax(unit(query[s:s + batch]) @ base.T, axis=1)
+        out += [train.references[i][0] for i in nearest]
+    return out
+
+
+# ---------------------------------------------------------------------------- the task
+@TASKS.register("caption", about="image captioning: Show and Tell, Karpathy's mRNN (frozen encoder features)")
+class CaptionTask(Task):
+    name = "caption"
+    progress_fields = (Field("loss", "loss"), Field("accuracy", "word acc"))
+    monitor = "val_loss"
+    modes: ClassVar[dict[str, str]] = {"loss": "min", "accuracy": "max"}
+
+    def data(self, cfg, batch_size: int, log):
+        return CaptionDataModule(cfg, batch_size, cfg.train.seed, log)
+
+    def prepare(self, run, data, cfg, log) -> None:
+        from cnnctl.models.encoders import EncoderSpec
+
+        spec = EncoderSpec.from_config(cfg.caption)
+        data.prepare(run, spec)
+        run.write_json("caption.json", {"encoder": spec.to_json(), "max_words": cfg.caption.max_words,
+                                        "beam": cfg.caption.beam, "length_norm": cfg.caption.length_norm})
+
+    def write_run_files(self, run, data) -> None:
+        data.vocab.save(run.file("vocab.json"))
+
+    def check_resume(self, run, data) -> None:
+        saved = run.read_json("vocab.json")
+        if saved.get("words") != data.vocab.words:
+            raise CnnctlError("the caption data gives a different vocabulary than the run's vocab.json",
+                              hint="resume with the data (and caption.min_count) the run was started on")
+
+    def build(self, cfg, data, log):
+        from cnnctl import models
+
+        options = {k: v for k, v in cfg.model.options.items() if k != "input_shape"}
+        shape = tuple(int(s) for s in data.train.features.shape[1:])
+        return models.build(cfg.model.name, num_classes=len(data.vocab), input_shape=shape, **options), []
+
+    def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
+        model.compile(optimizer=optimizer,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+                      metrics=[WordAccuracy()], jit_compile=cfg.train.jit)
+
+    def final_metrics(self, model, data) -> dict[str, Any]:
+        from cnnctl.models.captioning import CaptionStepper
+
+        test = data.test
+        if test is None:
+            return {}
+        cc = data.cfg.caption
+        stepper = CaptionStepper(model)
+        refs = test.references
+        results = {}
+        decoded = {}
+        for name, k in (("greedy", 1), ("beam", cc.beam)):
+            best = beam_search(stepper, test.features, k, cc.max_words, cc.length_norm)
+            hyps = [data.vocab.decode(ids) for ids, _ in best]
+            decoded[name] = (hyps, [lp for _, lp in best])
+            for key, v in caption_scores(hyps, refs).items():
+                results[f"test_{key}" if name == "beam" else f"test_greedy_{key}"] = v
+        frequent = Counter(" ".join(c) for caps in data.train.references for c in caps).most_common(1)[0][0].split()
+        for key, v in caption_scores([frequent] * test.images, refs).items():
+            results[f"baseline_frequent_{key}"] = v
+        for key, v in caption_scores(nearest_neighbour_captions(data.train, test.features), refs).items():
+            results[f"baseline_nearest_{key}"] = v
+        results.update(test_images=test.images, test_beam=cc.beam)
+        self.last_decoded = decoded
+        return results
+
+    def write_outputs(self, run, data) -> None:
+        """``captions.json``: every test image's generated caption (beam) and references."""
+        if getattr(self, "last_decoded", None) is None or data.test is None:
+            return
+        hyps, logps = self.last_decoded["beam"]
+        images = data.raw["test"].images
+        names = [str(p) for p in images] if not data.raw["test"].in_memory else [f"test[{i}]" for i in range(len(hyps))]
+        run.write_json("captions.json", [{"image": n, "caption": " ".join(h), "log_prob": lp,
+                                          "references": [" ".join(r) for r in refs]}
+                                         for n, h, lp, refs in zip(names, hyps, logps, data.test.references)])
+
+    def summary_keys(self) -> tuple[str, ...]:
+        return ("test_bleu4", "test_cider_d", "test_exact", "test_greedy_bleu4", "baseline_nearest_bleu4",
+                "baseline_frequent_bleu4", "val_loss")
+
+
+@keras.saving.register_keras_serializable(package="cnnctl")
+class WordAccuracy(keras.metrics.Metric):
+    """Next-word accuracy over real words (padding, id 0, not counted)."""
+
+    def __init__(self, name="accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.correct = self.add_variable((), initializer="zeros", name="correct")
+        self.total = self.add_variable((), initializer="zeros", name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ops = keras.ops
+        y_true = ops.cast(y_true, "int32")
+        mask = ops.cast(ops.not_equal(y_true, 0), "float32")
+        hit = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true), "float32")
+        self.correct.assign_add(ops.sum(hit * mask))
+        self.total.assign_add(ops.sum(mask))
+
+    def result(self):
+        return self.correct / keras.ops.maximum(self.total, 1.0)
+
+    def reset_state(self):
+        self.correct.assign(0.0)
+        self.total.assign(0.0)
