@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cnnctl.cli import caption as caption_cmd
 from cnnctl.cli import data as data_cmd
 from cnnctl.cli import evaluate as evaluate_cmd
 from cnnctl.cli import finetune as finetune_cmd
@@ -26,6 +27,7 @@ app.command("finetune")(finetune_cmd.finetune)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("predict")(predict_cmd.predict)
 app.command("models")(models_cmd.models)
+app.command("caption")(caption_cmd.caption)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(visualize_cmd.app, name="visualize")
 

@@ -137,7 +137,7 @@ def flickr8k(root: Path) -> CaptionData:
         captions.setdefault(name, []).append((caption, f"{token_file}:{n}"))
     split_names = {}
     for split, word in (("train", "train"), ("val", "dev"), ("test", "test")):
-        files = sorted(token_file.parent.glob(f"*_{word}Images.txt")) or sorted(root.rglob(f"*_{word}Images.txt"))
+        files = sorted(token_file.parent.glob(f"*.{word}Images.txt")) or sorted(root.rglob(f"*.{word}Images.txt"))
         if files:
             split_names[split] = [(line.strip(), f"{files[0]}:{n}")
                                   for n, line in _read_lines(files[0], problems) if line.strip()]

@@ -1,0 +1,64 @@
+"""A trained captioner ready to describe image files: a run folder (or the bundled default captioner)
+-> its encoder, language model and vocabulary -> captions with their log-probabilities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cnnctl.errors import CnnctlError
+
+BUNDLED = Path(__file__).resolve().parent / "data" / "bundled" / "captioner"
+
+
+class Captioner:
+    """``Captioner(folder).caption(paths, beam=3)`` -> [{"image", "caption", "log_prob"}]."""
+
+    def __init__(self, folder: str | Path | None = None, best: bool = True, log=lambda m: None):
+        from cnnctl.data.text import Vocab
+        from cnnctl.inference import load_keras_file
+        from cnnctl.models.captioning import CaptionStepper
+        from cnnctl.models.encoders import EncoderSpec
+        from cnnctl.train.rundir import RunDir
+
+        folder = Path(folder) if folder is not None else BUNDLED
+        run = RunDir.open(folder)
+        for name in ("vocab.json", "caption.json"):
+            if not run.file(name).is_file():
+                raise CnnctlError(f"{folder} is not a caption run (no {name})",
+                                  hint="give a run trained with task = \"caption\" (e.g. --recipe caption-scenes)")
+        self.folder = folder
+        self.vocab = Vocab.from_json(run.read_json("vocab.json"))
+        self.settings = run.read_json("caption.json")
+        which = "best" if best and run.file("best.keras").is_file() else "model"
+        path = run.file(f"{which}.keras")
+        if not path.is_file():
+            raise CnnctlError(f"{path} does not exist", hint="the run has not finished an epoch yet")
+        self.model = load_keras_file(path, hint="the file is damaged; use the run's other .keras file")
+        if int(self.model.outputs[0].shape[-1]) != len(self.vocab):
+            raise CnnctlError(f"{path} predicts {self.model.outputs[0].shape[-1]} words but vocab.json has "
+                              f"{len(self.vocab)}", hint="the run directory has been mixed with another run's files")
+        self.stepper = CaptionStepper(self.model)
+        self.spec = EncoderSpec.from_json(self.settings["encoder"])
+        self.encoder = self.spec.build(log)
+
+    def features(self, paths: list[str]) -> np.ndarray:
+        from cnnctl.models.encoders import encode
+
+        feats, bad = encode(self.encoder, self.spec, [str(p) for p in paths])
+        if bad:
+            raise CnnctlError(f"cannot read image {bad[0][0]}: {bad[0][1]}",
+                              hint="give JPEG, PNG, BMP, GIF, WebP or TIFF files")
+        return feats
+
+    def caption(self, paths: list[str], beam: int | None = None, max_words: int | None = None,
+                length_norm: bool | None = None) -> list[dict]:
+        from cnnctl.tasks.caption import beam_search
+
+        beam = beam or int(self.settings.get("beam", 3))
+        max_words = max_words or int(self.settings.get("max_words", 20))
+        norm = self.settings.get("length_norm", False) if length_norm is None else length_norm
+        best = beam_search(self.stepper, self.features(paths), beam, max_words, norm)
+        return [{"image": str(p), "caption": " ".join(self.vocab.decode(ids)), "log_prob": lp}
+                for p, (ids, lp) in zip(paths, best)]

@@ -1,0 +1,158 @@
+"""Caption data: the four file formats users have, bad lines reported with file and line, the text rules."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnctl.data.captions import load_captions
+from cnnctl.data.text import Vocab, token_rows, tokenize
+from cnnctl.errors import CnnctlError
+
+CAPTIONS = {  # image -> its captions, split
+    "a.jpg": (["A brown hen.", "A hen on grass"], "train"),
+    "b.jpg": (["A bunch of grapes!"], "train"),
+    "c.jpg": (["Two red apples"], "val"),
+    "d.jpg": (["A blue car", "A small car."], "test"),
+}
+
+
+def _images(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(CAPTIONS):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / name)
+
+
+def _as_dict(data):
+    """{split: {file name: captions}} for comparing formats."""
+    out = {}
+    for split, sp in data.splits.items():
+        if sp is not None:
+            out[split] = {str(p).rsplit("/", 1)[-1]: caps for p, caps in zip(sp.images, sp.captions)}
+    return out
+
+
+EXPECTED = {s: {n: [c.strip() for c in caps] for n, (caps, sp) in CAPTIONS.items() if sp == s}
+            for s in ("train", "val", "test")}
+
+
+def write_flickr8k(root):
+    _images(root / "Flicker8k_Dataset")
+    text = root / "Flickr8k_text"
+    text.mkdir()
+    lines = [f"{n}#{i}\t{c}" for n, (caps, _) in CAPTIONS.items() for i, c in enumerate(caps)]
+    (text / "Flickr8k.token.txt").write_text("\n".join(lines) + "\n")
+    for split, word in (("train", "train"), ("val", "dev"), ("test", "test")):
+        (text / f"Flickr_8k.{word}Images.txt").write_text(
+            "".join(f"{n}\n" for n, (_, s) in CAPTIONS.items() if s == split))
+    return root
+
+
+def write_coco(root):
+    for split in ("train", "val"):
+        names = [n for n, (_, s) in CAPTIONS.items() if (s == "test") == (split == "val")]
+        folder = root / f"{split}2014"
+        _images(folder)
+        for extra in set(CAPTIONS) - set(names):
+            (folder / extra).unlink()
+        images = [{"id": 100 + i, "file_name": n} for i, n in enumerate(names)]
+        anns = [{"id": k, "image_id": 100 + i, "caption": c}
+                for i, n in enumerate(names) for k, c in enumerate(CAPTIONS[n][0])]
+        (root / f"captions_{split}2014.json").write_text(json.dumps({"images": images, "annotations": anns}))
+    return root / "captions_train2014.json"
+
+
+def write_karpathy(root):
+    _images(root / "images")
+    images = [{"filepath": "", "filename": n, "split": s,
+               "sentences": [{"raw": c, "tokens": tokenize(c)} for c in caps]} for n, (caps, s) in CAPTIONS.items()]
+    path = root / "dataset_flickr8k.json"
+    path.write_text(json.dumps({"dataset": "flickr8k", "images": images}))
+    return path
+
+
+def write_csv(root):
+    _images(root / "img")
+    rows = ["image,caption,split"] + [f'img/{n},"{c}",{s}' for n, (caps, s) in CAPTIONS.items() for c in caps]
+    path = root / "captions.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("writer", [write_flickr8k, write_coco, write_karpathy, write_csv])
+def test_every_format_reads_the_same_captions_and_splits(writer, tmp_path):
+    path = writer(tmp_path)
+    data = load_captions(str(path))
+    assert data.problems == []
+    got = _as_dict(data)
+    if writer is write_coco:  # COCO has train and val files only: val2014 is our test split
+        assert got == {"train": {**EXPECTED["train"], **EXPECTED["val"]}, "test": EXPECTED["test"]}
+    else:
+        assert got == EXPECTED
+    for sp in data.splits.values():
+        for p in ([] if sp is None else sp.images):
+            assert Image.open(p).size == (8, 8)   # the paths point at the real files
+
+
+def test_bad_caption_lines_are_reported_with_file_and_line(tmp_path):
+    root = write_flickr8k(tmp_path)
+    token = root / "Flickr8k_text" / "Flickr8k.token.txt"
+    lines = token.read_bytes().splitlines()
+    lines[1] = b"a.jpg#1\t"                              # line 2: empty caption
+    lines[2] = "b.jpg#0\tgrapes \u00e9".encode("latin-1")  # line 3: not UTF-8
+    lines.append(b"zz.jpg#0\ta missing image")           # line 7: its image is missing
+    token.write_bytes(b"\n".join(lines) + b"\n")
+    (root / "Flickr8k_text" / "Flickr_8k.trainImages.txt").write_text("a.jpg\nb.jpg\nzz.jpg\nnone.jpg\n")
+    data = load_captions(str(root))
+    problems = {where: why for where, why in data.problems}
+    assert "empty caption" in problems[f"{token}:2"]
+    assert "not UTF-8" in problems[f"{token}:3"]
+    train_list = root / "Flickr8k_text" / "Flickr_8k.trainImages.txt"
+    assert "b.jpg has no caption" in problems[f"{train_list}:2"]    # its only caption line was not UTF-8
+    assert "none.jpg has no caption" in problems[f"{train_list}:4"]
+    assert "zz.jpg does not exist" in problems[f"{token}:7"]
+    assert len(data.problems) == 5
+    assert data.splits["train"].captions == [["A brown hen."]]     # what is left is still read
+
+
+def test_csv_and_coco_problems_name_their_row_or_entry(tmp_path):
+    path = write_csv(tmp_path)
+    with open(path, "a") as f:
+        f.write("img/missing.jpg,a caption,train\nimg/a.jpg,,train\nimg/a.jpg,a caption,holdout\n")
+    data = load_captions(str(path))
+    problems = dict(data.problems)
+    assert "does not exist" in problems[f"{path}:8"]
+    assert "empty caption" in problems[f"{path}:9"]
+    assert "unknown split 'holdout'" in problems[f"{path}:10"]
+
+    coco = write_coco(tmp_path / "coco")
+    obj = json.loads(coco.read_text())
+    obj["images"].append({"id": 7, "file_name": "a.jpg"})       # an image with no caption
+    obj["annotations"].append({"id": 99, "image_id": 12345, "caption": "orphan"})
+    coco.write_text(json.dumps(obj))
+    problems = dict(load_captions(str(coco)).problems)
+    assert "has no caption" in problems[f"{coco}: images[{len(obj['images']) - 1}]"]
+    assert "12345" in problems[f"{coco}: annotations[{len(obj['annotations']) - 1}]"]
+
+
+def test_a_broken_json_file_is_one_message_with_its_line(tmp_path):
+    path = tmp_path / "dataset_coco.json"
+    path.write_text('{"images": [\n{"filename": "a.jpg",\n')
+    with pytest.raises(CnnctlError, match=r"dataset_coco.json:\d+ is not valid JSON"):
+        load_captions(str(path))
+
+
+def test_tokens_vocabulary_and_rows():
+    assert tokenize("A T-shirt, left of a BAG.") == ["a", "tshirt", "left", "of", "a", "bag"]
+    caps = [["a", "hen"]] * 5 + [["a", "cat"]] * 4 + [["the", "dog"]] * 5
+    vocab = Vocab.build(caps, min_count=5)
+    # specials first, then by falling count, ties alphabetical; "cat" (4 < 5) is <unk>
+    assert vocab.words == ["<pad>", "<start>", "<end>", "<unk>", "a", "dog", "hen", "the"]
+    assert vocab.encode(["a", "cat"]) == [4, 3]
+    rows, cut = token_rows(vocab, [["a", "hen"], ["the", "dog", "a", "hen"]], max_words=3)
+    assert rows.tolist() == [[1, 4, 6, 2, 0], [1, 7, 5, 4, 2]] and cut == 1
+    assert vocab.decode([4, 6, 2, 7]) == ["a", "hen"]                 # stops at <end>
+    assert Vocab.from_json(json.loads(json.dumps(vocab.to_json()))).words == vocab.words

@@ -1,0 +1,162 @@
+"""Caption scores against the reference implementations, beam search against brute force,
+and the word-by-word decoder against the trained network it decodes."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+
+from cnnctl.metrics.captions import cider_d, corpus_bleu, recall_at, retrieval_ranks
+
+WORDS = "a the dog cat on mat sits red blue left of above bag sneaker".split()
+
+
+def _corpus(seed, n=40):
+    rng = random.Random(seed)
+    hyps = [[rng.choice(WORDS) for _ in range(rng.randint(1, 9))] for _ in range(n)]
+    refs = [[[rng.choice(WORDS) for _ in range(rng.randint(2, 9))] for _ in range(rng.randint(1, 5))]
+            for _ in range(n)]
+    for i in range(0, n, 4):                       # some hypotheses copy a reference: high n-gram overlap
+        hyps[i] = list(refs[i][0])
+    return hyps, refs
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bleu_and_cider_d_equal_the_coco_caption_evaluation(seed):
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    hyps, refs = _corpus(seed)
+    gts = {i: [" ".join(r) for r in rs] for i, rs in enumerate(refs)}
+    res = {i: [" ".join(h)] for i, h in enumerate(hyps)}
+    theirs, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    assert corpus_bleu(hyps, refs) == pytest.approx(theirs, rel=1e-12, abs=1e-15)
+    ours, per_image = cider_d(hyps, refs)
+    theirs, their_images = Cider().compute_score(gts, res)
+    assert ours == pytest.approx(theirs, rel=1e-12)
+    assert np.allclose(per_image, their_images, rtol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bleu_4_equals_sacrebleu_without_tokenisation_or_smoothing(seed):
+    import sacrebleu
+
+    hyps, refs = _corpus(seed)
+    hyps = [h if len(h) >= 4 else h + ["a"] * (4 - len(h)) for h in hyps]
+    k = max(len(r) for r in refs)                  # sacrebleu wants k reference streams: pad with None
+    streams = [[" ".join(rs[j]) if j < len(rs) else None for rs in refs] for j in range(k)]
+    theirs = sacrebleu.corpus_bleu([" ".join(h) for h in hyps], streams, tokenize="none", smooth_method="none",
+                                   force=True)
+    assert corpus_bleu(hyps, refs)[3] * 100 == pytest.approx(theirs.score, rel=1e-9)
+
+
+def test_bleu_is_one_for_exact_copies_and_punishes_short_hypotheses():
+    refs = [[["a", "bag", "left", "of", "a", "sandal"]], [["a", "coat", "above", "a", "dress"]]]
+    assert corpus_bleu([r[0] for r in refs], refs) == pytest.approx([1.0] * 4)
+    short = corpus_bleu([["a", "bag", "left", "of"], ["a", "coat", "above"]], refs)
+    assert short[0] == pytest.approx(np.exp(1 - 11 / 7))          # precision 1, brevity penalty exp(1 - r/c)
+
+
+def test_retrieval_ranks_count_ties_against_the_true_item():
+    scores = np.array([[3.0, 1.0, 2.0], [1.0, 1.0, 1.0], [0.0, 5.0, 4.0]])
+    ranks = retrieval_ranks(scores, np.array([0, 1, 2]))
+    assert ranks.tolist() == [1, 3, 2]
+    assert recall_at(ranks, (1, 2)) == {"r@1": pytest.approx(1 / 3), "r@2": pytest.approx(2 / 3), "median_rank": 2.0}
+
+
+class MarkovStepper:
+    """A fixed bigram language model with the decoder's interface (the thing under test is beam_search)."""
+
+    def __init__(self, vocab=6, seed=0):
+        rng = np.random.default_rng(seed)
+        self.table = np.log(rng.dirichlet(np.full(vocab, 0.7), size=(2, vocab)))   # (image kind, previous word)
+        self.table[:, :, 0] = -np.inf          # never <pad>
+        self.table[:, :, 1] = -np.inf          # never <start>
+
+    def start(self, features):
+        kind = np.asarray(features)[:, 0, 0].astype(np.int64)
+        return [kind.astype(np.float32)[:, None]], np.zeros((len(kind), 1), np.float32)
+
+    def step(self, tokens, state, bias):
+        kind = state[0][:, 0].astype(np.int64)
+        return self.table[kind, np.asarray(tokens)], state
+
+
+def _brute_force_best(table, max_words):
+    best, best_seq = -np.inf, None
+    vocab = table.shape[0]
+    for n in range(max_words + 1):
+        for words in itertools.product(range(3, vocab), repeat=n):
+            seq, prev, lp = [*words, 2], 1, 0.0
+            for w in seq:
+                lp, prev = lp + table[prev, w], w
+            if lp > best:
+                best, best_seq = lp, list(words)
+    return best_seq, best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_wide_beam_finds_the_most_probable_caption_and_greedy_is_never_better(seed):
+    from cnnctl.tasks.caption import beam_search
+
+    stepper = MarkovStepper(seed=seed)
+    features = np.array([[[0.0]], [[1.0]]], np.float32)
+    max_words = 4
+    wide = beam_search(stepper, features, beam=60, max_words=max_words)
+    greedy = beam_search(stepper, features, beam=1, max_words=max_words)
+    beam3 = beam_search(stepper, features, beam=3, max_words=max_words)
+    for kind in (0, 1):
+        seq, lp = _brute_force_best(stepper.table[kind], max_words)
+        assert wide[kind][0] == seq and wide[kind][1] == pytest.approx(lp)
+        assert greedy[kind][1] <= beam3[kind][1] + 1e-12 <= lp + 1e-12
+        # greedy follows the argmax chain
+        prev, words = 1, []
+        for _ in range(max_words + 1):
+            prev = int(np.argmax(stepper.table[kind, prev] if len(words) < max_words else
+                                 np.where(np.arange(6) == 2, stepper.table[kind, prev], -np.inf)))
+            if prev == 2:
+                break
+            words.append(prev)
+        assert greedy[kind][0] == words
+
+
+@pytest.mark.parametrize("name", ["show_and_tell", "mrnn"])
+def test_the_word_by_word_decoder_computes_what_the_network_computes(name):
+    """Teacher-forced logits of the whole network == the stepper's log-probabilities, step by step."""
+    import keras
+
+    from cnnctl import models
+    from cnnctl.models.captioning import CaptionStepper
+
+    keras.utils.set_random_seed(0)
+    model = models.build(name, num_classes=11, input_shape=(4, 6), embed_dim=8, units=12, dropout=0.5)
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(3, 4, 6)).astype(np.float32)
+    tokens = np.concatenate([np.ones((3, 1), np.int32), rng.integers(3, 11, (3, 5)).astype(np.int32)], axis=1)
+    logits = np.asarray(model([feats, tokens], training=False))                  # (3, 6, 11)
+    want = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    stepper = CaptionStepper(model)
+    state, bias = stepper.start(feats)
+    zero = np.zeros_like(np.asarray(bias))
+    for t in range(tokens.shape[1]):
+        logp, state = stepper.step(tokens[:, t], state, bias if t == 0 else zero)
+        np.testing.assert_allclose(np.asarray(logp), want[:, t], atol=2e-5)
+
+
+def test_the_mrnn_sees_the_image_at_the_first_step_only():
+    import keras
+
+    from cnnctl import models
+
+    keras.utils.set_random_seed(1)
+    model = models.build("mrnn", num_classes=9, input_shape=(1, 5), embed_dim=4, units=6, dropout=0.0)
+    tokens = np.array([[1, 4, 5, 6]], np.int32)
+    a = np.asarray(model([np.zeros((1, 1, 5), np.float32), tokens]))
+    b = np.asarray(model([np.ones((1, 1, 5), np.float32), tokens]))
+    assert not np.allclose(a[:, 0], b[:, 0])          # the image changes the first step
+    bias = model.get_layer("image_bias")
+    x = keras.ops.convert_to_numpy(bias(np.ones((1, 5), np.float32)))
+    assert x.shape == (1, 6)                          # b_v lives in the hidden space (W_hi CNN(I))
