@@ -77,11 +77,8 @@ class EncoderSpec:
                                   hint="use efficientnet_lite0:imagenet, or a run folder with model.keras")
             from cnnctl.inference import load_keras_file
 
-            model = load_keras_file(run / f"{which}.keras", hint="give a run trained by cnnctl")
-            if tuple(model.inputs[0].shape[1:3]) != (self.image_size, self.image_size):
-                raise CnnctlError(f"the encoder run takes {tuple(model.inputs[0].shape[1:3])} images, "
-                                  f"caption.image_size is {self.image_size}",
-                                  hint=f"set caption.image_size = {model.inputs[0].shape[1]}")
+            trained = load_keras_file(run / f"{which}.keras", hint="give a run trained by cnnctl")
+            model = _rebuilt_at(self, run, trained)
         last = None
         for layer in model.layers:
             out = getattr(layer, "output", None)
@@ -90,6 +87,33 @@ class EncoderSpec:
         if last is None:
             raise CnnctlError(f"{self.name} has no convolutional feature map to describe images with")
         return keras.Model(model.inputs[0], last.output, name="encoder_trunk")
+
+
+def _rebuilt_at(spec: EncoderSpec, run: Path, trained):
+    """``trained`` (a run's network) at ``spec.image_size``: the run's architecture is built again at that
+    input size and every layer up to the last feature map takes the trained weights (convolutions do not
+    depend on the input size), so a network trained on 28x28 items can look at a 64x64 scene."""
+    size = (spec.image_size, spec.image_size)
+    if tuple(trained.inputs[0].shape[1:3]) == size:
+        return trained
+    from cnnctl import models
+    from cnnctl.config import load_run_config
+
+    cfg = load_run_config(run)
+    options = {k: v for k, v in cfg.model.options.items() if k != "input_shape"}
+    channels = int(trained.inputs[0].shape[-1])
+    try:
+        model = models.build(cfg.model.name, num_classes=int(trained.outputs[0].shape[-1]),
+                             input_shape=(*size, channels), **options)
+    except CnnctlError as e:
+        raise CnnctlError(f"the encoder run's {cfg.model.name} cannot take {size[0]}x{size[1]} images ({e.message})",
+                          hint=f"set caption.image_size = {trained.inputs[0].shape[1]}") from None
+    for layer in model.layers:
+        out = getattr(layer, "output", None)
+        if out is None or len(out.shape) != 4 or not layer.weights:
+            continue
+        layer.set_weights(trained.get_layer(layer.name).get_weights())
+    return model
 
 
 def fit_image(image: np.ndarray, channels: int, size: int) -> np.ndarray:

@@ -26,6 +26,12 @@ IMAGENET_SOURCES = {
 }
 
 
+# Weights that ship inside the package: (model, weights name) -> file under cnnctl/data/bundled/weights/.
+# fashion_cnn-fashion_mnist: the default job (`cnnctl train`, seed 0) on the bundled Fashion-MNIST;
+# see that folder's NOTICE for its accuracy. The grid-scene captioner's encoder.
+BUNDLED_WEIGHTS = {("fashion_cnn", "fashion_mnist"): ("fashion_cnn-fashion_mnist.weights.h5", 10)}
+
+
 def cache_dir() -> Path:
     root = Path(os.environ.get("CNNCTL_CACHE") or Path.home() / ".cache" / "cnnctl")
     return root / "weights"
@@ -96,6 +102,11 @@ def load_pretrained(name: str, weights: str, log=print):
 
     if name.startswith("keras:"):
         return _keras_application(name, weights, log)
+    if (name, weights) in BUNDLED_WEIGHTS:
+        file, classes = BUNDLED_WEIGHTS[name, weights]
+        model = models.build(name, num_classes=classes)
+        model.load_weights(resources.files("cnnctl.data").joinpath(f"bundled/weights/{file}"))
+        return model
     if weights == "imagenet":
         if name not in IMAGENET_SOURCES:
             raise CnnctlError(f"no ImageNet weights for {name!r} here",

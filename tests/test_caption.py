@@ -1,0 +1,159 @@
+"""Captioning through the one engine: a run on grid scenes, `cnnctl caption` on image files,
+cached features, exact resume after SIGKILL, and the errors a user can cause."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnnctl.cli import app
+
+runner = CliRunner()
+# Small and quick: 64x64 scenes seen whole by EfficientNet-Lite0 (a 2x2 map = the scene's 2x2 cells).
+SMALL = ["--set", "task='caption'", "--set", "model.name='show_and_tell'", "--set", "caption.image_size=64",
+         "--set", "caption.grid=2", "--set", "model.embed_dim=32", "--set", "model.units=32",
+         "--set", "optimizer.name='adam'", "--set", "optimizer.lr=0.003", "--set", "optimizer.weight_decay=0.0",
+         "--strategy", "default", "--precision", "float32", "--batch-size", "32"]
+
+
+def _cnnctl(*args):
+    return subprocess.Popen([sys.executable, "-m", "cnnctl", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture(scope="module")
+def scene_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("caption_runs")
+    r = runner.invoke(app, ["train", "--data", "scenes:grid", "--set", "data.scene_counts=[600,60,40]",
+                            "--epochs", "3", "--out-dir", str(out), "--name", "scenes", *SMALL])
+    assert r.exit_code == 0, r.output
+    return out / "scenes", r.output
+
+
+def test_a_caption_run_writes_its_files_and_scores_against_baselines(scene_run):
+    run, output = scene_run
+    for name in ("vocab.json", "caption.json", "features.npz", "features.json", "model.keras", "best.keras",
+                 "captions.json", "metrics.json", "history.csv", "curves.png"):
+        assert (run / name).is_file(), name
+    vocab = json.loads((run / "vocab.json").read_text())["words"]
+    assert vocab[:4] == ["<pad>", "<start>", "<end>", "<unk>"] and {"left", "of", "above", "a"} <= set(vocab)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("test_bleu1", "test_bleu4", "test_cider_d", "test_exact", "test_greedy_bleu4",
+                "baseline_frequent_bleu4", "baseline_nearest_bleu4", "val_loss", "best_val_loss"):
+        assert key in metrics, key
+    assert "test_accuracy" not in metrics and "word acc" in output
+    captions = json.loads((run / "captions.json").read_text())
+    assert len(captions) == 40
+    # Even 3 short epochs learn the sentence frame: every caption is "a X left of/above a Y".
+    frames = sum(bool(c["caption"].startswith("a ") and (" left of a " in c["caption"] or " above a " in c["caption"]))
+                 for c in captions)
+    assert frames >= 30
+    from cnnctl.data.text import tokenize
+    from cnnctl.tasks.caption import caption_scores
+
+    # metrics.json is what the captions in captions.json score
+    hyps = [tokenize(c["caption"]) for c in captions]
+    refs = [[tokenize(r) for r in c["references"]] for c in captions]
+    assert caption_scores(hyps, refs)["bleu4"] == pytest.approx(metrics["test_bleu4"], abs=1e-12)
+
+
+def test_caption_command_on_png_files_gives_the_runs_own_test_captions(scene_run, tmp_path):
+    """Scenes written as PNG files and captioned from disk = the same scenes captioned in training."""
+    from cnnctl.data.scenes import grid_scene
+    from cnnctl.data.sources import fashion_mnist
+
+    run, _ = scene_run
+    test = fashion_mnist("")["test"]
+    paths = []
+    for i in range(8):
+        scene = grid_scene(test.images[..., 0], test.labels, "test", 0, i)
+        paths.append(tmp_path / f"scene{i}.png")
+        Image.fromarray(scene.image).save(paths[-1])
+    r = runner.invoke(app, ["caption", "--model", str(run), *map(str, paths), "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    want = json.loads((run / "captions.json").read_text())[:8]
+    assert [g["caption"] for g in got] == [w["caption"] for w in want]
+    assert [g["image"] for g in got] == [str(p) for p in paths]
+    np.testing.assert_allclose([g["log_prob"] for g in got], [w["log_prob"] for w in want], atol=1e-4)
+    greedy = json.loads(runner.invoke(app, ["caption", "--model", str(run), *map(str, paths), "--json",
+                                            "--beam", "1"]).output)
+    assert all(b["log_prob"] >= g["log_prob"] - 1e-6 for b, g in zip(got, greedy))   # beam 3 >= greedy
+    text = runner.invoke(app, ["caption", "--model", str(run), str(paths[0])])
+    assert text.exit_code == 0 and want[0]["caption"] in text.output and "log p" in text.output
+
+
+def test_a_second_run_reuses_the_cached_encoder_features(scene_run):
+    run, _ = scene_run
+    out = run.parent
+    r = runner.invoke(app, ["train", "--data", "scenes:grid", "--set", "data.scene_counts=[600,60,40]",
+                            "--epochs", "1", "--out-dir", str(out), "--name", "again", *SMALL])
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "again" / "features.json").read_text())
+    assert info["reused"] is True and "reusing the features" in r.output
+    first = np.load(run / "features.npz")
+    second = np.load(out / "again" / "features.npz")
+    assert np.array_equal(first["train_features"], second["train_features"])
+    # other scenes -> another key -> computed afresh
+    r = runner.invoke(app, ["train", "--data", "scenes:grid", "--set", "data.scene_counts=[300,30,20]",
+                            "--epochs", "1", "--out-dir", str(out), "--name", "other", *SMALL])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "other" / "features.json").read_text())["reused"] is False
+
+
+def test_a_killed_caption_run_resumes_bit_identical(scene_run):
+    out = scene_run[0].parent          # the features are cached there: both runs start at once
+    common = ["train", "--data", "scenes:grid", "--set", "data.scene_counts=[600,60,40]", "--epochs", "2",
+              "--deterministic", "--checkpoint-every", "2", "--out-dir", out, *SMALL]
+    ref = _cnnctl(*common, "--name", "ref")
+    text, _ = ref.communicate(timeout=600)
+    assert ref.returncode == 0, text
+    victim = _cnnctl(*common, "--name", "victim")
+    latest = out / "victim" / "backup" / "LATEST"
+    deadline = time.time() + 300
+    while not latest.exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate()
+    assert not (out / "victim" / "metrics.json").exists(), "the run finished before it could be killed"
+    state = json.loads((out / "victim" / "backup" / latest.read_text().strip() / "state.json").read_text())
+    assert state["epoch"] == 0 and state["step_in_epoch"] > 0
+    resumed = _cnnctl("train", "--resume", out / "victim")
+    text, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0 and "resuming" in text, text
+    import keras
+
+    import cnnctl.models  # noqa: F401
+    a = keras.models.load_model(out / "ref" / "model.keras", safe_mode=True).weights
+    b = keras.models.load_model(out / "victim" / "model.keras", safe_mode=True).weights
+    assert len(a) == len(b) and all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a, b))
+    assert json.loads((out / "ref" / "captions.json").read_text()) == \
+        json.loads((out / "victim" / "captions.json").read_text())
+
+
+def test_user_errors_are_one_message(scene_run, make_folder, tmp_path):
+    run, _ = scene_run
+    r = runner.invoke(app, ["caption", "--model", str(run), str(tmp_path / "nope.png")])
+    assert r.exit_code == 2 and "nope.png does not exist" in r.output
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    r = runner.invoke(app, ["caption", "--model", str(run), str(broken)])
+    assert r.exit_code == 2 and "cannot read image" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["caption", "--model", str(tmp_path), str(broken)])
+    assert r.exit_code == 2 and "is not a caption run" in r.output
+    r = runner.invoke(app, ["train", "--data", "scenes:grid", "--set", "task='captoin'", "--epochs", "1",
+                            "--out-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "unknown task 'captoin'" in r.output and "caption" in r.output
+    csv = tmp_path / "caps.csv"
+    csv.write_text("image,caption\nmissing.jpg,a cat\n")
+    r = runner.invoke(app, ["train", "--data", str(csv), *SMALL, "--epochs", "1", "--out-dir", str(tmp_path)])
+    assert r.exit_code == 2 and f"{csv}:2" in r.output and "does not exist" in r.output
