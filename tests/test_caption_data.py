@@ -156,3 +156,36 @@ def test_tokens_vocabulary_and_rows():
     assert rows.tolist() == [[1, 4, 6, 2, 0], [1, 7, 5, 4, 2]] and cut == 1
     assert vocab.decode([4, 6, 2, 7]) == ["a", "hen"]                 # stops at <end>
     assert Vocab.from_json(json.loads(json.dumps(vocab.to_json()))).words == vocab.words
+
+
+def test_openclipart_titles_and_the_caption_disjoint_split(tmp_path):
+    from cnnctl.data.clipart import split_of, title_of
+
+    def svg(name, title, creator="Jane Doe"):
+        path = tmp_path / name
+        path.write_text(f'<svg><metadata><rdf:RDF><cc:Work rdf:about=""><dc:format>image/svg+xml</dc:format>'
+                        f'<dc:title>{title}</dc:title><dc:creator><cc:Agent><dc:title>{creator}</dc:title>'
+                        f'</cc:Agent></dc:creator></cc:Work></rdf:RDF></metadata></svg>')
+        return path
+
+    assert title_of(svg("a.svg", "  Chocolate Soft Serve\n Ice Cream Cone ")) == "Chocolate Soft Serve Ice Cream Cone"
+    assert title_of(svg("b.svg", "image01.svg")) is None and title_of(svg("c.svg", "untitled")) is None
+    assert title_of(svg("d.svg", "")) is None           # never the creator's name instead
+    # the same words (any case / punctuation) always land in the same split; all three splits occur
+    assert split_of("A red apple.") == split_of("a red apple")
+    splits = [split_of(f"drawing of thing {i}") for i in range(400)]
+    assert {"train", "val", "test"} == set(splits) and 0.7 < splits.count("train") / 400 < 0.9
+
+
+def test_the_bundled_fashion_cnn_weights_score_what_their_notice_says():
+    import keras
+
+    from cnnctl.data.sources import fashion_mnist
+    from cnnctl.weights import load_pretrained
+
+    model = load_pretrained("fashion_cnn", "fashion_mnist")
+    test = fashion_mnist("")["test"]
+    logits = model.predict(test.images.astype("float32"), batch_size=1000, verbose=0)
+    accuracy = float(np.mean(np.argmax(logits, 1) == test.labels))
+    assert accuracy == pytest.approx(0.9171, abs=5e-5)                     # NOTICE: 91.71%
+    assert isinstance(model, keras.Model)

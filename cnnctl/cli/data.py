@@ -117,3 +117,21 @@ def convert(
         console().print(f"[yellow]skipped {len(desc['skipped'])} unreadable file(s):[/]")
         for p, why in desc["skipped"][:20]:
             console().print(f"  {p}: {why}", markup=False)
+
+
+@app.command("openclipart")
+@report_errors
+def openclipart(
+    out: str = typer.Argument(..., help="Folder to write images/ and captions.csv into."),
+    size: int = typer.Option(224, "--size", help="Side of the square PNGs (white background)."),
+):
+    """Build a caption data set from the openclipart library (Debian openclipart-svg, public domain):
+    every titled drawing rasterised, its author's title as its caption, a caption-disjoint split.
+
+    Example:
+
+        cnnctl data openclipart checkpoints/openclipart && cnnctl train caption-openclipart
+    """
+    from cnnctl.data.clipart import build_openclipart
+
+    build_openclipart(out, size, log=lambda m: console().print(m, markup=False))

@@ -1,6 +1,8 @@
 """Caption generators over frozen image features: Show and Tell (LSTM) and Karpathy's multimodal RNN.
 
-Both take ``features`` ``(cells, dim)`` -- the encoder's last feature map
+Both standardise the flattened features (``image_norm``: the training
+features' mean and variance, set by the caption task; encoders differ in
+scale by orders of magnitude). Both take ``features`` ``(cells, dim)`` -- the encoder's last feature map
 average-pooled to a ``g x g`` grid of cells (``g = 1`` is the papers' single
 image vector; a grid keeps where things are, which a sentence such as "a bag
 above a sandal" needs) -- and ``tokens`` ``(T,)``: ``<start> w1 .. wk``
@@ -78,6 +80,7 @@ def show_and_tell(num_classes: int = 10_000, input_shape=(1, 1280), embed_dim: i
     """
     features, tokens = _inputs(input_shape)
     image = layers.Flatten(name="image_flat")(features)
+    image = layers.Normalization(name="image_norm")(image)   # set to the training features' mean / variance
     image = layers.Dropout(dropout, name="image_dropout")(image)
     image = layers.Dense(embed_dim, name="image_embed")(image)                       # (b, E)
     image = layers.Reshape((1, embed_dim), name="image_step")(image)                  # (b, 1, E)
@@ -104,6 +107,7 @@ def mrnn(num_classes: int = 10_000, input_shape=(1, 1280), embed_dim: int = 512,
     """
     features, tokens = _inputs(input_shape)
     image = layers.Flatten(name="image_flat")(features)
+    image = layers.Normalization(name="image_norm")(image)
     image = layers.Dropout(dropout, name="image_dropout")(image)
     image_bias = layers.Dense(units, name="image_bias")(image)                        # b_v (b, H)
     words = layers.Embedding(num_classes, embed_dim, name="word_embed")(tokens)       # (b, T, E)
@@ -133,7 +137,8 @@ class CaptionStepper:
             raise CnnctlError(f"{model.name!r} is not a caption generator cnnctl can decode",
                               hint="give a run trained with model show_and_tell or mrnn")
         get = model.get_layer
-        self.flat, self.embed, self.logits = get("image_flat"), get("word_embed"), get("logits")
+        self.flat, self.norm = get("image_flat"), get("image_norm")
+        self.embed, self.logits = get("word_embed"), get("logits")
         if self.kind == "show_and_tell":
             self.image_embed, self.cell = get("image_embed"), get("lstm").cell
             self.units = self.cell.units
@@ -150,7 +155,7 @@ class CaptionStepper:
     def _start_impl(self, features):
         import tensorflow as tf
 
-        flat = tf.cast(self.flat(features), tf.float32)
+        flat = tf.cast(self.norm(self.flat(features)), tf.float32)
         n = tf.shape(flat)[0]
         zeros = tf.zeros((n, self.units), tf.float32)
         if self.kind == "show_and_tell":

@@ -68,7 +68,7 @@ class EncoderSpec:
             channels = int(pretrained.inputs[0].shape[-1])
             model = models.build(net, num_classes=int(pretrained.outputs[0].shape[-1]),
                                  input_shape=(self.image_size, self.image_size, channels))
-            model.set_weights(pretrained.get_weights())                     # fully convolutional: same weights
+            _copy_feature_layers(pretrained, model)
         else:
             run = Path(self.name)
             which = "best" if (run / "best.keras").is_file() else "model"
@@ -108,12 +108,17 @@ def _rebuilt_at(spec: EncoderSpec, run: Path, trained):
     except CnnctlError as e:
         raise CnnctlError(f"the encoder run's {cfg.model.name} cannot take {size[0]}x{size[1]} images ({e.message})",
                           hint=f"set caption.image_size = {trained.inputs[0].shape[1]}") from None
-    for layer in model.layers:
-        out = getattr(layer, "output", None)
-        if out is None or len(out.shape) != 4 or not layer.weights:
-            continue
-        layer.set_weights(trained.get_layer(layer.name).get_weights())
+    _copy_feature_layers(trained, model)
     return model
+
+
+def _copy_feature_layers(src, dst) -> None:
+    """Weights of every layer with a 4-d output (the convolutional body), from ``src`` into the same
+    architecture ``dst`` built for another input size; the classifier (whose shapes change) is left out."""
+    for layer in dst.layers:
+        out = getattr(layer, "output", None)
+        if out is not None and len(out.shape) == 4 and layer.weights:
+            layer.set_weights(src.get_layer(layer.name).get_weights())
 
 
 def fit_image(image: np.ndarray, channels: int, size: int) -> np.ndarray:

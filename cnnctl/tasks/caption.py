@@ -302,8 +302,10 @@ class CaptionTask(Task):
         from cnnctl import models
 
         options = {k: v for k, v in cfg.model.options.items() if k != "input_shape"}
-        shape = tuple(int(s) for s in data.train.features.shape[1:])
-        return models.build(cfg.model.name, num_classes=len(data.vocab), input_shape=shape, **options), []
+        feats = data.train.features
+        model = models.build(cfg.model.name, num_classes=len(data.vocab), input_shape=feats.shape[1:], **options)
+        model.get_layer("image_norm").adapt(feats.reshape(len(feats), -1))   # per-dimension mean / variance
+        return model, []
 
     def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
         model.compile(optimizer=optimizer,
