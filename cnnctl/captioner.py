@@ -22,6 +22,10 @@ class Captioner:
         from cnnctl.models.encoders import EncoderSpec
         from cnnctl.train.rundir import RunDir
 
+        if folder is None and not (BUNDLED / "vocab.json").is_file():
+            raise CnnctlError("this version of cnnctl has no bundled default captioner yet",
+                              hint="train one (`cnnctl train caption-scenes`, about 5 minutes), then "
+                                   "`cnnctl caption --model checkpoints/RUN IMAGE...`")
         folder = Path(folder) if folder is not None else BUNDLED
         run = RunDir.open(folder)
         for name in ("vocab.json", "caption.json"):

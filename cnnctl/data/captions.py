@@ -302,6 +302,14 @@ def load_captions(path: str, scene_counts=(), scene_seed: int = 0) -> CaptionDat
     reader = {"flickr8k": flickr8k, "csv": caption_csv, "coco": coco, "karpathy": karpathy}[kind]
     data = reader(Path(path))
     if data.splits["train"] is None:
-        raise CnnctlError(f"{path} has no usable training captions",
+        raise CnnctlError(f"{path} has no usable training captions" +
+                          (f"; {problem_report(data.problems)}" if data.problems else ""),
                           hint="check the split column / split files and that the images exist")
     return data
+
+
+def problem_report(problems: list[tuple[str, str]], shown: int = 10) -> str:
+    """'N problem(s) in the caption data:' and the first ``shown`` as ``file:line: why`` lines."""
+    lines = "\n".join(f"  {where}: {why}" for where, why in problems[:shown])
+    more = f"\n  ... and {len(problems) - shown} more" if len(problems) > shown else ""
+    return f"{len(problems)} problem(s) in the caption data:\n{lines}{more}"

@@ -61,7 +61,7 @@ class CaptionDataModule:
     """
 
     def __init__(self, cfg, batch_size: int, seed: int, log=print):
-        from cnnctl.data.captions import load_captions
+        from cnnctl.data.captions import load_captions, problem_report
         from cnnctl.data.text import Vocab, tokenize
 
         self.cfg, self.batch_size, self.seed, self.log = cfg, batch_size, seed, log
@@ -70,10 +70,8 @@ class CaptionDataModule:
         self.source = raw.source
         self.problems = raw.problems
         if raw.problems:
-            shown = "\n".join(f"  {where}: {why}" for where, why in raw.problems[:10])
-            more = f"\n  ... and {len(raw.problems) - 10} more" if len(raw.problems) > 10 else ""
             if not cfg.data.skip_bad:
-                raise CnnctlError(f"{len(raw.problems)} problem(s) in the caption data:\n{shown}{more}",
+                raise CnnctlError(problem_report(raw.problems),
                                   hint="fix those lines, or pass --skip-bad to train without them")
             log(f"skipped {len(raw.problems)} bad caption line(s) or image(s) (--skip-bad)")
         splits = dict(raw.splits)
