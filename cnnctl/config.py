@@ -126,6 +126,7 @@ class CaptionConfig:
     encoder: str = "efficientnet_lite0:imagenet"  # NAME:imagenet, or a cnnctl run folder
     image_size: int = 224         # the encoder's input side
     grid: int = 1                 # the feature map pooled to grid x grid cells (1 = one image vector)
+    regions: str = "map"          # map: pool the encoder's feature map; cells: the whole encoder on each cell
     min_count: int = 5            # rarer training words become <unk> (Karpathy: 5)
     max_words: int = 20           # longer training captions are cut; decoding stops here
     beam: int = 3                 # beam width of evaluation and `cnnctl caption` (1 = greedy)

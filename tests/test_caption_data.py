@@ -187,5 +187,5 @@ def test_the_bundled_fashion_cnn_weights_score_what_their_notice_says():
     test = fashion_mnist("")["test"]
     logits = model.predict(test.images.astype("float32"), batch_size=1000, verbose=0)
     accuracy = float(np.mean(np.argmax(logits, 1) == test.labels))
-    assert accuracy == pytest.approx(0.9171, abs=5e-5)                     # NOTICE: 91.71%
+    assert accuracy == pytest.approx(0.9138, abs=5e-5)                     # NOTICE: 91.38%
     assert isinstance(model, keras.Model)

@@ -160,3 +160,24 @@ def test_the_mrnn_sees_the_image_at_the_first_step_only():
     bias = model.get_layer("image_bias")
     x = keras.ops.convert_to_numpy(bias(np.ones((1, 5), np.float32)))
     assert x.shape == (1, 6)                          # b_v lives in the hidden space (W_hi CNN(I))
+
+
+def test_cell_regions_are_the_network_on_each_centre_cropped_cell():
+    """caption.regions = "cells": each 32x32 cell of a 64x64 scene, centre-cropped to 28x28, through the
+    whole network up to its classifier's input -- the same numbers as cropping by hand."""
+    import keras
+
+    from cnnctl.data.captions import grid_scenes
+    from cnnctl.models.encoders import EncoderSpec, encode
+    from cnnctl.weights import load_pretrained
+
+    images = grid_scenes((3, 0, 0), 0).splits["train"].images                  # (3, 64, 64, 1)
+    spec = EncoderSpec("fashion_cnn:fashion_mnist", 64, 2, "cells")
+    features, bad = encode(spec.build(), spec, images)
+    net = load_pretrained("fashion_cnn", "fashion_mnist")
+    penultimate = keras.Model(net.inputs[0], net.get_layer("logits").input)
+    for img, got in zip(images, features):
+        crops = [img[r * 32 + 2:r * 32 + 30, c * 32 + 2:c * 32 + 30] for r in (0, 1) for c in (0, 1)]
+        want = np.asarray(penultimate(np.stack(crops).astype("float32")))
+        np.testing.assert_allclose(got, want, atol=1e-4)
+    assert bad == [] and features.shape == (3, 4, 256)

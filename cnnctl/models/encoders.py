@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from cnnctl.errors import CnnctlError
@@ -25,22 +26,28 @@ class EncoderSpec:
     name: str            # "efficientnet_lite0:imagenet" or a run directory
     image_size: int      # square input side
     grid: int            # cells per side of the pooled feature map
+    regions: str = "map"  # "map": pool the feature map; "cells": the whole network on each cell
 
     @classmethod
     def from_config(cls, cc) -> EncoderSpec:
-        return cls(cc.encoder, int(cc.image_size), int(cc.grid))
+        if cc.regions not in ("map", "cells"):
+            raise CnnctlError(f"caption.regions = {cc.regions!r} is not map or cells",
+                              hint="map: the feature map pooled to grid x grid; cells: the network on each cell")
+        return cls(cc.encoder, int(cc.image_size), int(cc.grid), cc.regions)
 
     @classmethod
     def from_json(cls, obj: dict) -> EncoderSpec:
-        return cls(str(obj["name"]), int(obj["image_size"]), int(obj["grid"]))
+        return cls(str(obj["name"]), int(obj["image_size"]), int(obj["grid"]), str(obj.get("regions", "map")))
 
     def to_json(self) -> dict:
-        return {"name": self.name, "image_size": self.image_size, "grid": self.grid}
+        return {"name": self.name, "image_size": self.image_size, "grid": self.grid, "regions": self.regions}
 
     def build(self, log=print):
         """-> a Keras model: uint8-valued float images ``(S, S, c)`` -> features ``(grid * grid, channels)``."""
         import keras
 
+        if self.regions == "cells":
+            return self._cells(log)
         trunk = self._trunk(log)
         x = trunk.output                                                    # (b, h, w, d)
         h, w = int(x.shape[1]), int(x.shape[2])
@@ -55,30 +62,61 @@ class EncoderSpec:
         model.trainable = False
         return model
 
+    def _cells(self, log):
+        """Region features (as Karpathy & Fei-Fei's, with grid cells for detections): the image is cut
+        into ``grid x grid`` cells, each cell centre-cropped (or resized, if smaller) to the network's
+        own input size, and the network's penultimate layer (the input of its classifier) describes it."""
+        import keras
+
+        net = self._network(log)
+        h, w, c = (int(d) for d in net.inputs[0].shape[1:])
+        from cnnctl.train.finetune import classifier_layer
+
+        penultimate = keras.Model(net.inputs[0], classifier_layer(net).input, name="region_net")
+        cell = self.image_size // self.grid
+        if cell * self.grid != self.image_size:
+            raise CnnctlError(f"caption.image_size {self.image_size} does not split into {self.grid} cells",
+                              hint=f"use a multiple of {self.grid}")
+        image = keras.Input((self.image_size, self.image_size, c), name="image")
+        crops = GridCells(self.grid, (h, w), name="grid_cells")(image)           # (b * g * g, h, w, c)
+        feats = penultimate(crops)                                                # (b * g * g, d)
+        feats = RegroupCells(self.grid * self.grid, name="cells")(feats)           # (b, g * g, d)
+        feats = keras.layers.Activation("linear", dtype="float32", name="features")(feats)
+        model = keras.Model(image, feats, name="encoder")
+        model.trainable = False
+        return model
+
+    def _network(self, log):
+        """The whole pretrained network at its own input size."""
+        if ":" in self.name and not Path(self.name).exists():
+            net, _, weights = self.name.partition(":")
+            from cnnctl.weights import load_pretrained
+
+            return load_pretrained(net, weights, log=log)
+        run = Path(self.name)
+        which = "best" if (run / "best.keras").is_file() else "model"
+        if not (run / f"{which}.keras").is_file():
+            raise CnnctlError(f"caption.encoder = {self.name!r} is neither NAME:WEIGHTS nor a trained run",
+                              hint="use efficientnet_lite0:imagenet, fashion_cnn:fashion_mnist, or a run folder")
+        from cnnctl.inference import load_keras_file
+
+        return load_keras_file(run / f"{which}.keras", hint="give a run trained by cnnctl")
+
     def _trunk(self, log):
         """The network up to its last 4-d feature map, at ``image_size``."""
         import keras
 
+        from cnnctl import models
+
+        trained = self._network(log)
         if ":" in self.name and not Path(self.name).exists():
-            net, _, weights = self.name.partition(":")
-            from cnnctl import models
-            from cnnctl.weights import load_pretrained
-
-            pretrained = load_pretrained(net, weights, log=log)
-            channels = int(pretrained.inputs[0].shape[-1])
-            model = models.build(net, num_classes=int(pretrained.outputs[0].shape[-1]),
+            net = self.name.partition(":")[0]
+            channels = int(trained.inputs[0].shape[-1])
+            model = models.build(net, num_classes=int(trained.outputs[0].shape[-1]),
                                  input_shape=(self.image_size, self.image_size, channels))
-            _copy_feature_layers(pretrained, model)
+            _copy_feature_layers(trained, model)
         else:
-            run = Path(self.name)
-            which = "best" if (run / "best.keras").is_file() else "model"
-            if not (run / f"{which}.keras").is_file():
-                raise CnnctlError(f"caption.encoder = {self.name!r} is neither NAME:imagenet nor a trained run",
-                                  hint="use efficientnet_lite0:imagenet, or a run folder with model.keras")
-            from cnnctl.inference import load_keras_file
-
-            trained = load_keras_file(run / f"{which}.keras", hint="give a run trained by cnnctl")
-            model = _rebuilt_at(self, run, trained)
+            model = _rebuilt_at(self, Path(self.name), trained)
         last = None
         for layer in model.layers:
             out = getattr(layer, "output", None)
@@ -119,6 +157,51 @@ def _copy_feature_layers(src, dst) -> None:
         out = getattr(layer, "output", None)
         if out is not None and len(out.shape) == 4 and layer.weights:
             layer.set_weights(src.get_layer(layer.name).get_weights())
+
+
+class GridCells(keras.layers.Layer):
+    """``(b, S, S, c)`` -> ``(b * g * g, h, w, c)``: the ``g x g`` cells in reading order, each centre-cropped
+    to ``(h, w)`` (resized instead when the cell is smaller)."""
+
+    def __init__(self, grid: int, size: tuple[int, int], **kwargs):
+        super().__init__(**kwargs)
+        self.grid, self.size = int(grid), (int(size[0]), int(size[1]))
+
+    def call(self, x):
+        ops = keras.ops
+        g, (h, w) = self.grid, self.size
+        side, c = int(x.shape[1]), int(x.shape[-1])
+        cell = side // g
+        x = ops.reshape(x, (-1, g, cell, g, cell, c))
+        x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        x = ops.reshape(x, (-1, cell, cell, c))
+        if cell >= h and cell >= w:
+            top, left = (cell - h) // 2, (cell - w) // 2
+            return x[:, top:top + h, left:left + w, :]
+        return ops.image.resize(x, (h, w), interpolation="bilinear")
+
+    def compute_output_shape(self, input_shape):
+        return (None, *self.size, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "grid": self.grid, "size": list(self.size)}
+
+
+class RegroupCells(keras.layers.Layer):
+    """``(b * n, d)`` -> ``(b, n, d)``: each image's cells back together."""
+
+    def __init__(self, cells: int, **kwargs):
+        super().__init__(**kwargs)
+        self.cells = int(cells)
+
+    def call(self, x):
+        return keras.ops.reshape(x, (-1, self.cells, int(x.shape[-1])))
+
+    def compute_output_shape(self, input_shape):
+        return (None, self.cells, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "cells": self.cells}
 
 
 def fit_image(image: np.ndarray, channels: int, size: int) -> np.ndarray:
