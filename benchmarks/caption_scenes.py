@@ -90,10 +90,13 @@ def main():
     r, caption_s = cnnctl("caption", "--model", run, *paths, "--json")
     got = json.loads(r.stdout)
     sys.path.insert(0, str(ROOT))
+    from cnnctl.data.text import tokenize
     from cnnctl.metrics.captions import corpus_bleu
 
-    hyps = [g["caption"].split() for g in got]
-    refs = [[s.split()] for s in sentences]
+    # Both sides through cnnctl's documented text rule (as the COCO evaluation tokenises both):
+    # "t-shirt" -> "tshirt", the word the vocabulary holds.
+    hyps = [tokenize(g["caption"]) for g in got]
+    refs = [[tokenize(s)] for s in sentences]
     bleu4 = corpus_bleu(hyps, refs)[3]
     exact = float(np.mean([h == r[0] for h, r in zip(hyps, refs)]))
 
