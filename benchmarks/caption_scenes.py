@@ -87,7 +87,8 @@ def main():
         paths.append(folder / f"{i:04d}.png")
         Image.fromarray(canvas).save(paths[-1])
         sentences.append(sentence)
-    r, caption_s = cnnctl("caption", "--model", run, *paths, "--json")
+    # --last: the run's test scores are those of its last model.keras (the command's default is best.keras)
+    r, caption_s = cnnctl("caption", "--model", run, *paths, "--json", "--last")
     got = json.loads(r.stdout)
     sys.path.insert(0, str(ROOT))
     from cnnctl.data.text import tokenize

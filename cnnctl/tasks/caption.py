@@ -332,7 +332,8 @@ class CaptionTask(Task):
             results[f"baseline_frequent_{key}"] = v
         for key, v in caption_scores(nearest_neighbour_captions(data.train, test.features), refs).items():
             results[f"baseline_nearest_{key}"] = v
-        results.update(test_images=test.images, test_beam=cc.beam)
+        results.update(test_images=test.images, test_beam=cc.beam,
+                       feature_extraction_s=data.feature_info["seconds"], features_reused=data.feature_info["reused"])
         self.last_decoded = decoded
         return results
 

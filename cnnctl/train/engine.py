@@ -188,8 +188,9 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
     from cnnctl.models import trainable_params
 
     params = trainable_params(model)
-    console.print(f"[bold]{cfg.model.name}[/] ({params:,} parameters) on [bold]{data.source}[/] "
-                  f"{'' if cfg.data.path == data.source else escape(cfg.data.path) or '(bundled)'}: {escape(data.describe())}", soft_wrap=True)
+    where = "" if cfg.data.path == data.source else " " + (escape(cfg.data.path) or "(bundled)")
+    console.print(f"[bold]{cfg.model.name}[/] ({params:,} parameters) on [bold]{data.source}[/]{where}: "
+                  f"{escape(data.describe())}", soft_wrap=True)
     console.print(f"{tc.epochs} epochs x {steps} steps, batch {tc.batch_size} "
                   f"({replicas} replica(s) x {per_replica_batch}), {policy}, "
                   f"{cfg.optimizer.name} lr {cfg.optimizer.lr} {cfg.schedule.name} -> {escape(str(run.path))}",
