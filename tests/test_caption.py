@@ -129,6 +129,21 @@ def test_the_mrnn_trains_through_the_same_engine(scene_run):
     assert got[0]["caption"] == json.loads((out / "mrnn" / "captions.json").read_text())[0]["caption"]
 
 
+def test_the_alignment_model_ranks_images_and_sentences_above_chance(scene_run):
+    """Karpathy's BRNN alignment model (task "align", from its registry entry) through the same engine."""
+    out = scene_run[0].parent
+    r = runner.invoke(app, ["train", "--data", "scenes:grid", "--set", "data.scene_counts=[600,60,40]",
+                            "--epochs", "3", "--out-dir", str(out), "--name", "align", *SMALL,
+                            "--set", "task=''", "--set", "model.name='brnn_alignment'", "--set", "optimizer.lr=0.001"])
+    assert r.exit_code == 0, r.output
+    assert "batch R@1" in r.output and 'task = "align"' in (out / "align" / "config.toml").read_text()
+    m = json.loads((out / "align" / "metrics.json").read_text())
+    assert m["chance_r@10"] == 10 / 40
+    for direction in ("image_to_text", "text_to_image"):
+        assert m[f"test_{direction}_r@10"] >= 2 * m["chance_r@10"], m
+        assert m[f"test_{direction}_median_rank"] < m["chance_median_rank"], m
+
+
 def _scene_png(path):
     from cnnctl.data.scenes import grid_scene
     from cnnctl.data.sources import fashion_mnist

@@ -302,7 +302,11 @@ class CaptionTask(Task):
         options = {k: v for k, v in cfg.model.options.items() if k != "input_shape"}
         feats = data.train.features
         model = models.build(cfg.model.name, num_classes=len(data.vocab), input_shape=feats.shape[1:], **options)
-        model.get_layer("image_norm").adapt(feats.reshape(len(feats), -1))   # per-dimension mean / variance
+        norm = model.get_layer("image_norm")            # per-dimension mean / variance of the training features
+        if len(norm.input.shape) == 3:                  # regions (b, cells + 1, dim): cells and the whole image
+            norm.adapt(np.concatenate([feats, feats.mean(axis=1, keepdims=True)], axis=1))
+        else:
+            norm.adapt(feats.reshape(len(feats), -1))
         return model, []
 
     def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
@@ -376,3 +380,88 @@ class WordAccuracy(keras.metrics.Metric):
     def reset_state(self):
         self.correct.assign(0.0)
         self.total.assign(0.0)
+
+
+@keras.saving.register_keras_serializable(package="cnnctl")
+class BatchRecall(keras.metrics.Metric):
+    """Within each batch: how often an image's own sentence scores highest among the batch's sentences."""
+
+    def __init__(self, name="accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.hits = self.add_variable((), initializer="zeros", name="hits")
+        self.total = self.add_variable((), initializer="zeros", name="total")
+
+    def update_state(self, y_true, scores, sample_weight=None):
+        ops = keras.ops
+        n = ops.shape(scores)[0]
+        best = ops.cast(ops.argmax(scores, axis=1), "int32")
+        self.hits.assign_add(ops.sum(ops.cast(ops.equal(best, ops.arange(n, dtype="int32")), "float32")))
+        self.total.assign_add(ops.cast(n, "float32"))
+
+    def result(self):
+        return self.hits / keras.ops.maximum(self.total, 1.0)
+
+    def reset_state(self):
+        self.hits.assign(0.0)
+        self.total.assign(0.0)
+
+
+@TASKS.register("align", about="image-sentence alignment: Karpathy's regions + BRNN, ranked (R@K, median rank)")
+class AlignTask(CaptionTask):
+    """Karpathy & Fei-Fei sec. 3.1: images and sentences scored in one space, evaluated by retrieval."""
+
+    name = "align"
+    progress_fields = (Field("loss", "loss"), Field("accuracy", "batch R@1"))
+    monitor = "val_loss"
+    modes: ClassVar[dict[str, str]] = {"loss": "min", "accuracy": "max"}
+
+    def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
+        from cnnctl.models.captioning import alignment_ranking_loss
+
+        model.compile(optimizer=optimizer, loss=alignment_ranking_loss, metrics=[BatchRecall()],
+                      jit_compile=cfg.train.jit)
+
+    def final_metrics(self, model, data) -> dict[str, Any]:
+        """Every test image against the first sentence of every test image, both directions."""
+        from cnnctl.metrics.captions import recall_at, retrieval_ranks
+
+        test = data.test
+        if test is None:
+            return {}
+        first = np.searchsorted(test.image, np.arange(test.images))          # each image's first pair
+        scores = alignment_matrix(model, test.features, test.tokens[first])
+        self.last_scores = scores
+        n = len(scores)
+        out = {"test_images": n}
+        for direction, ranks in (("image_to_text", retrieval_ranks(scores, np.arange(n))),
+                                 ("text_to_image", retrieval_ranks(scores.T, np.arange(n)))):
+            for key, v in recall_at(ranks).items():
+                out[f"test_{direction}_{key}"] = v
+        for k in (1, 5, 10):
+            out[f"chance_r@{k}"] = min(1.0, k / n)
+        out["chance_median_rank"] = (n + 1) / 2
+        return out
+
+    def write_outputs(self, run, data) -> None:
+        pass
+
+    def summary_keys(self) -> tuple[str, ...]:
+        return ("test_image_to_text_r@1", "test_image_to_text_r@5", "test_image_to_text_r@10",
+                "test_image_to_text_median_rank", "test_text_to_image_r@1", "test_text_to_image_r@10",
+                "chance_r@10", "val_loss")
+
+
+def alignment_matrix(model, features: np.ndarray, tokens: np.ndarray, chunk: int = 200) -> np.ndarray:
+    """S (images, sentences) of a trained ``brnn_alignment`` model, computed in blocks."""
+    regions = keras.Model(model.inputs, model.get_layer("region_embed").output)
+    words = keras.Model(model.inputs, model.get_layer("word_embed_out").output)
+    width = int((tokens != 0).sum(axis=1).max())
+    tokens = tokens[:, :width]
+    v = np.asarray(regions.predict([features, tokens], batch_size=256, verbose=0), np.float32)   # (n, R, h)
+    s = np.asarray(words.predict([features, tokens], batch_size=256, verbose=0), np.float32)     # (n, T, h)
+    real = (tokens > 2).astype(np.float32)                                                        # (n, T)
+    out = np.zeros((len(v), len(s)), np.float32)
+    for a in range(0, len(v), chunk):
+        dots = np.einsum("kih,lth->klit", v[a:a + chunk], s)
+        out[a:a + chunk] = (dots.max(axis=2) * real[None]).sum(axis=-1)
+    return out
