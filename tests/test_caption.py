@@ -93,6 +93,19 @@ def test_caption_command_on_png_files_gives_the_runs_own_test_captions(scene_run
     assert text.exit_code == 0 and want[0]["caption"] in text.output and "log p" in text.output
 
 
+def test_visualize_captions_draws_the_runs_test_captions(scene_run, tmp_path):
+    run, _ = scene_run
+    r = runner.invoke(app, ["visualize", "captions", str(run), "--out", str(tmp_path), "--count", "6"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((run / "captions.json").read_text())[:6]
+    from cnnctl.data.text import tokenize
+
+    right = sum(any(tokenize(x["caption"]) == tokenize(ref) for ref in x["references"]) for x in rows)
+    assert f"{right} of 6 captions equal a reference" in r.output
+    assert Image.open(tmp_path / "captions.png").size[0] > 400
+    assert rows[0]["image"] == "scenes:grid:test[0]"            # in-memory scenes are named to be rebuilt
+
+
 def test_a_second_run_reuses_the_cached_encoder_features(scene_run):
     run, _ = scene_run
     out = run.parent

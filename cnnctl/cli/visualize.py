@@ -286,3 +286,57 @@ def confusion_cmd(run_dir: Path = RUN, out: Path | None = OUT, best: bool = BEST
     confusion(np.asarray(result["confusion"]), classes, path,
               title=f"{cfg.model.name}: top-1 {result['top1']:.4f} on {result['images']} {split} images")
     _done([path])
+
+
+@app.command("captions")
+@report_errors
+def captions_cmd(run_dir: Path = RUN, out: Path | None = OUT, count: int = typer.Option(12, "--count", "-n",
+                 help="How many test images.")):
+    """A grid of test images with the run's generated caption (green when it equals a reference) and a
+    reference caption, from the run's captions.json.
+
+    Example:
+
+        cnnctl visualize captions checkpoints/show_and_tell-scenes-grid-20261203
+    """
+    quiet_tensorflow()
+    import json
+    import re
+
+    import numpy as np
+
+    from cnnctl.config import load_run_config
+    from cnnctl.data.images import ImageError, load_image
+    from cnnctl.data.text import tokenize
+    from cnnctl.errors import CnnctlError
+    from cnnctl.viz.pictures import captioned
+
+    source = Path(run_dir) / "captions.json"
+    if not source.is_file():
+        raise CnnctlError(f"{run_dir} has no captions.json",
+                          hint="give a caption run that finished (task = \"caption\")")
+    rows = json.loads(source.read_text())[:max(1, count)]
+    cfg = load_run_config(run_dir)
+    images = []
+    for r in rows:
+        m = re.fullmatch(r"scenes:grid:test\[(\d+)\]", r["image"])
+        if m:
+            from cnnctl.data.scenes import grid_scene
+            from cnnctl.data.sources import fashion_mnist
+
+            test = fashion_mnist("")["test"]
+            images.append(grid_scene(test.images[..., 0], test.labels, "test", cfg.data.scene_seed,
+                                     int(m.group(1))).image[..., None])
+            continue
+        try:
+            images.append(load_image(r["image"], 3))
+        except ImageError as e:
+            raise CnnctlError(f"cannot read {r['image']}: {e}", hint="the run's test images have moved") from None
+    right = [any(tokenize(r["caption"]) == tokenize(ref) for ref in r["references"]) for r in rows]
+    folder = Path(out) if out else Path(run_dir) / "visualize"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "captions.png"
+    captioned(images, [r["caption"] for r in rows], [r["references"][0] for r in rows], right, path,
+              f"{Path(run_dir).name}: generated (green = a reference) and reference captions")
+    console().print(f"{int(np.sum(right))} of {len(rows)} captions equal a reference")
+    _done([path])

@@ -347,7 +347,9 @@ class CaptionTask(Task):
             return
         hyps, logps = self.last_decoded["beam"]
         images = data.raw["test"].images
-        names = [str(p) for p in images] if not data.raw["test"].in_memory else [f"test[{i}]" for i in range(len(hyps))]
+        # In-memory images (scenes) are named by source, split and index: `visualize captions` rebuilds them.
+        names = ([str(p) for p in images] if not data.raw["test"].in_memory
+                 else [f"{data.source}:test[{i}]" for i in range(len(hyps))])
         run.write_json("captions.json", [{"image": n, "caption": " ".join(h), "log_prob": lp,
                                           "references": [" ".join(r) for r in refs]}
                                          for n, h, lp, refs in zip(names, hyps, logps, data.test.references)])

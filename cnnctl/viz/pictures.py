@@ -128,3 +128,26 @@ def _resize(a: np.ndarray, size) -> np.ndarray:
     rows = (np.arange(size[0]) * a.shape[0] / size[0]).astype(int)
     cols = (np.arange(size[1]) * a.shape[1] / size[1]).astype(int)
     return a[rows][:, cols]
+
+
+def captioned(images: list[np.ndarray], generated: list[str], references: list[str], right: list[bool],
+              path: Path, title: str, columns: int = 4):
+    """A grid of images, each with its generated caption (green: equal to a reference, red: not)
+    and its first reference caption below it."""
+    plt = _plt()
+    n = len(images)
+    cols = min(columns, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows + 0.4), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        ax.axis("off")
+        if k >= n:
+            continue
+        img = np.asarray(images[k])
+        ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+        ax.set_title(generated[k], fontsize=7, color="darkgreen" if right[k] else "firebrick", wrap=True)
+        ax.text(0.5, -0.06, f"ref: {references[k]}", transform=ax.transAxes, ha="center", va="top", fontsize=6,
+                color="dimgray", wrap=True)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+    plt.close(fig)
