@@ -15,7 +15,8 @@ BUNDLED = Path(__file__).resolve().parent / "data" / "bundled" / "captioner"
 class Captioner:
     """``Captioner(folder).caption(paths, beam=3)`` -> [{"image", "caption", "log_prob"}]."""
 
-    def __init__(self, folder: str | Path | None = None, best: bool = True, log=lambda m: None):
+    def __init__(self, folder: str | Path | None = None, best: bool = True, log=lambda m: None,
+                 decoder: bool = True):
         from cnnctl.data.text import Vocab
         from cnnctl.inference import load_keras_file
         from cnnctl.models.captioning import CaptionStepper
@@ -40,10 +41,11 @@ class Captioner:
         if not path.is_file():
             raise CnnctlError(f"{path} does not exist", hint="the run has not finished an epoch yet")
         self.model = load_keras_file(path, hint="the file is damaged; use the run's other .keras file")
-        if int(self.model.outputs[0].shape[-1]) != len(self.vocab):
-            raise CnnctlError(f"{path} predicts {self.model.outputs[0].shape[-1]} words but vocab.json has "
-                              f"{len(self.vocab)}", hint="the run directory has been mixed with another run's files")
-        self.stepper = CaptionStepper(self.model)
+        words = int(self.model.get_layer("word_embed").input_dim)
+        if words != len(self.vocab):
+            raise CnnctlError(f"{path} knows {words} words but vocab.json has {len(self.vocab)}",
+                              hint="the run directory has been mixed with another run's files")
+        self.stepper = CaptionStepper(self.model) if decoder else None   # decoder=False: the alignment model
         self.spec = EncoderSpec.from_json(self.settings["encoder"])
         self.encoder = self.spec.build(log)
 

@@ -155,6 +155,18 @@ def test_the_alignment_model_ranks_images_and_sentences_above_chance(scene_run):
     for direction in ("image_to_text", "text_to_image"):
         assert m[f"test_{direction}_r@10"] >= 2 * m["chance_r@10"], m
         assert m[f"test_{direction}_median_rank"] < m["chance_median_rank"], m
+    # the picture: each word and the region it aligns to
+    png = _scene_png(out / "align-scene.png")
+    r = runner.invoke(app, ["visualize", "alignment", str(out / "align"), str(png), "A bag, above a zebra",
+                            "--out", str(out / "pictures")])
+    assert r.exit_code == 0, r.output
+    lines = [x for x in r.output.splitlines() if ": cell " in x or ": whole image" in x]
+    assert [x.split(":")[0] for x in lines] == ["a", "bag", "above", "a", "zebra (<unk>)"]
+    assert "not in the vocabulary (read as <unk>): zebra" in r.output
+    assert (out / "pictures" / "align-scene.png").exists() is False and \
+        (out / "pictures" / "alignment-align-scene.png").is_file()
+    r = runner.invoke(app, ["visualize", "alignment", str(scene_run[0]), str(png), "a bag"])
+    assert r.exit_code == 2 and "not the alignment model" in r.output
 
 
 def _scene_png(path):

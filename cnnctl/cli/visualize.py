@@ -340,3 +340,67 @@ def captions_cmd(run_dir: Path = RUN, out: Path | None = OUT, count: int = typer
               f"{Path(run_dir).name}: generated (green = a reference) and reference captions")
     console().print(f"{int(np.sum(right))} of {len(rows)} captions equal a reference")
     _done([path])
+
+
+@app.command("alignment")
+@report_errors
+def alignment_cmd(run_dir: Path = RUN, image: str = typer.Argument(..., help="An image file."),
+                  sentence: str = typer.Argument(..., help="A sentence to align, in quotes."),
+                  out: Path | None = OUT, best: bool = BEST):
+    """Each word of SENTENCE beside the image region it aligns to (Karpathy & Fei-Fei Fig. 5), with a
+    run of the alignment model (model brnn_alignment, task align).
+
+    Example:
+
+        cnnctl visualize alignment checkpoints/align-scenes scene.png "a bag above a sandal"
+    """
+    quiet_tensorflow()
+    import keras
+    import numpy as np
+
+    from cnnctl.captioner import Captioner
+    from cnnctl.data.images import ImageError, load_image
+    from cnnctl.data.text import tokenize
+    from cnnctl.errors import CnnctlError
+    from cnnctl.viz.pictures import alignment
+
+    if not Path(image).is_file():
+        raise CnnctlError(f"image {image} does not exist")
+    words = tokenize(sentence)
+    if not words:
+        raise CnnctlError(f"the sentence {sentence!r} has no words", hint='give a sentence in quotes: "a cat on a mat"')
+    run = Captioner(run_dir, best=best, decoder=False)
+    if run.model.name != "brnn_alignment":
+        raise CnnctlError(f"{run_dir} holds {run.model.name}, not the alignment model",
+                          hint="train one with `cnnctl train align-scenes` (model brnn_alignment)")
+    features = run.features([image])                                              # (1, cells, d)
+    tokens = np.array([[1, *run.vocab.encode(words)]], np.int32)
+    regions = keras.Model(run.model.inputs, run.model.get_layer("region_embed").output)
+    states = keras.Model(run.model.inputs, run.model.get_layer("word_embed_out").output)
+    v = np.asarray(regions([features, tokens]))[0]                                 # (cells + 1, h)
+    s = np.asarray(states([features, tokens]))[0, 1:]                              # (words, h)
+    dots = s @ v.T                                                                 # (words, regions)
+    best_region = dots.argmax(axis=1)
+    spec = run.spec
+    try:
+        shown = load_image(image, 3 if run.encoder.inputs[0].shape[-1] == 3 else 1)
+    except ImageError as e:
+        raise CnnctlError(f"cannot read image {image}: {e}") from None
+    from cnnctl.models.encoders import fit_image
+
+    shown = fit_image(shown, shown.shape[-1], spec.image_size)
+    cell = spec.image_size // spec.grid
+    boxes = [(c * cell, r * cell, (c + 1) * cell, (r + 1) * cell) for r in range(spec.grid) for c in range(spec.grid)]
+    boxes.append(None)                                                              # the whole image
+    unknown = [w for w in words if w not in run.vocab.index]
+    shown_words = [w if w in run.vocab.index else f"{w} (<unk>)" for w in words]
+    folder = Path(out) if out else Path(run_dir) / "visualize"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"alignment-{Path(image).stem}.png"
+    alignment(shown, boxes, shown_words, best_region.tolist(), dots.max(axis=1).tolist(), path,
+              f"{sentence!r}: each word and its best region (score v_i . s_t)")
+    for w, r in zip(shown_words, best_region):
+        console().print(f"{w}: {'whole image' if boxes[r] is None else f'cell {r + 1}'}", markup=False)
+    if unknown:
+        console().print(f"not in the vocabulary (read as <unk>): {', '.join(unknown)}", markup=False)
+    _done([path])

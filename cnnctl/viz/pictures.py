@@ -151,3 +151,34 @@ def captioned(images: list[np.ndarray], generated: list[str], references: list[s
     fig.suptitle(title, fontsize=9)
     _save(fig, path)
     plt.close(fig)
+
+
+def alignment(image: np.ndarray, boxes: list[tuple[int, int, int, int] | None], words: list[str],
+              region_of_word: list[int], scores: list[float], path: Path, title: str):
+    """Karpathy & Fei-Fei Fig. 5 in the simplest form: each region outlined in its own colour, and each
+    word of the sentence written in the colour of the region it aligns to (``None`` box: the whole image)."""
+    plt = _plt()
+    colours = plt.get_cmap("tab10")
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(7.5, 3.6), gridspec_kw={"width_ratios": [1, 1]})
+    img = np.asarray(image)
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+    ax.axis("off")
+    used = sorted(set(region_of_word))
+    for r in used:
+        box = boxes[r]
+        if box is None:
+            x0, y0, x1, y1 = 0, 0, img.shape[1], img.shape[0]
+        else:
+            x0, y0, x1, y1 = box
+        ax.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, lw=2.5,
+                                   ls="--" if box is None else "-", edgecolor=colours(r % 10)))
+    bx.axis("off")
+    for k, (word, r, score) in enumerate(zip(words, region_of_word, scores)):
+        where = "whole image" if boxes[r] is None else f"cell {r + 1}"
+        bx.text(0.02, 0.95 - k * 0.085, f"{word}", color=colours(r % 10), fontsize=11, weight="bold",
+                transform=bx.transAxes, va="top")
+        bx.text(0.45, 0.95 - k * 0.085, f"-> {where}  ({score:.2f})", color="dimgray", fontsize=8,
+                transform=bx.transAxes, va="top")
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+    plt.close(fig)
