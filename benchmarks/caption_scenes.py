@@ -54,7 +54,8 @@ def spec_scene(images, labels, split_id: int, seed: int, index: int):
 
 def cnnctl(*args, capture=True):
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "cnnctl", *map(str, args)], capture_output=capture, text=True)
+    r = subprocess.run([sys.executable, "-m", "cnnctl", *map(str, args)], capture_output=capture, text=True,
+                       check=False)
     if r.returncode:
         sys.exit(f"cnnctl {' '.join(map(str, args))} failed:\n{r.stdout}\n{r.stderr}")
     return r, time.perf_counter() - t0

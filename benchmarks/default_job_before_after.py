@@ -24,7 +24,7 @@ def run(code: Path, out: Path, name: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(code)}
     cmd = [sys.executable, "-m", "cnnctl", "train", "--seed", "0", "--deterministic", "--out-dir", str(out),
            "--name", name]
-    r = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True)
+    r = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True, check=False)
     if r.returncode:
         sys.exit(f"{name} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return json.loads((out / name / "metrics.json").read_text())
@@ -41,9 +41,9 @@ def main():
     if not tree.exists():
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.before], check=True)
     rev = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True).stdout.strip()
+                         text=True, check=True).stdout.strip()
     now = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True).stdout.strip()
+                         text=True, check=True).stdout.strip()
     before = run(tree, out, f"before-{rev}")
     after = run(ROOT, out, f"after-{now}")
     print("\n| default job, seed 0, --deterministic | test accuracy | test loss | epochs | wall s |")

@@ -11,7 +11,7 @@ import pytest
 
 from cnnctl.metrics.captions import cider_d, corpus_bleu, recall_at, retrieval_ranks
 
-WORDS = "a the dog cat on mat sits red blue left of above bag sneaker".split()
+WORDS = ["a", "the", "dog", "cat", "on", "mat", "sits", "red", "blue", "left", "of", "above", "bag", "sneaker"]
 
 
 def _corpus(seed, n=40):

@@ -171,8 +171,8 @@ def _coco_file(path: Path, split: str, problems: list) -> list[tuple[str, str, s
     for i, ann in enumerate(obj["annotations"]):
         where = f"{path}: annotations[{i}]"
         if not isinstance(ann, dict) or ann.get("image_id") not in files:
-            problems.append((where, f"caption of image id {ann.get('image_id') if isinstance(ann, dict) else '?'} "
-                                    "that the file's 'images' does not list"))
+            problems.append((where, (f"caption of image id {ann.get('image_id') if isinstance(ann, dict) else '?'} "
+                                    "that the file's 'images' does not list")))
             continue
         caption = ann.get("caption")
         entries.append((split, files[ann["image_id"]], caption if isinstance(caption, str) else "", where))

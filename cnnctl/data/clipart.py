@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -26,8 +27,8 @@ from pathlib import Path
 from cnnctl.errors import CnnctlError
 
 OPENCLIPART = Path("/usr/share/openclipart/svg")
-_TITLE = re.compile(r"<cc:Work\b.*?<dc:title>\s*([^<]*?)\s*</dc:title>", re.S)
-_NOT_A_TITLE = re.compile(r"^(untitled|image|drawing|svg|layer|clipart)?[\s_\-]*\d*$|\.(svg|png|jpe?g)$", re.I)
+_TITLE = re.compile(r"<cc:Work\b.*?<dc:title>\s*([^<]*?)\s*</dc:title>", re.DOTALL)
+_NOT_A_TITLE = re.compile(r"^(untitled|image|drawing|svg|layer|clipart)?[\s_\-]*\d*$|\.(svg|png|jpe?g)$", re.IGNORECASE)
 
 
 def title_of(svg: Path) -> str | None:
@@ -101,7 +102,6 @@ def build_openclipart(out: str | os.PathLike, size: int = 224, source: Path = OP
     rows = [(png.relative_to(out).as_posix(), title, split_of(title))
             for (_, png, title), ok in zip(jobs, done) if ok]
     from cnnctl.files import atomic_write_text
-    import io
 
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

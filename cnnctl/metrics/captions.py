@@ -57,7 +57,7 @@ def corpus_bleu(hypotheses: list[list[str]], references: list[list[list[str]]], 
 
 def _tfidf(tokens: list[str], df: Counter, log_images: float, max_n: int):
     """-> (per-n {ngram: weight}, per-n norms, length) with the COCO scorer's length (its bigram count)."""
-    vec = [dict() for _ in range(max_n)]
+    vec = [{} for _ in range(max_n)]
     norms = [0.0] * max_n
     counts: Counter = Counter()
     for n in range(1, max_n + 1):

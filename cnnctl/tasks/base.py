@@ -132,7 +132,8 @@ def build_model(cfg, num_classes: int):
 
 def get(name: str) -> Task:
     """The registered task ``name``; an unknown name lists the valid ones."""
-    import cnnctl.tasks.caption  # noqa: F401 - registers the built-in tasks
+    # Importing the task modules registers the built-in tasks.
+    import cnnctl.tasks.caption
     import cnnctl.tasks.classify  # noqa: F401
 
     return TASKS.get(name).fn()
