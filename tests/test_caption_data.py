@@ -189,3 +189,75 @@ def test_the_bundled_fashion_cnn_weights_score_what_their_notice_says():
     accuracy = float(np.mean(np.argmax(logits, 1) == test.labels))
     assert accuracy == pytest.approx(0.9138, abs=5e-5)                     # NOTICE: 91.38%
     assert isinstance(model, keras.Model)
+
+
+def test_openclipart_titles_are_cleaned_of_what_is_not_a_description():
+    from cnnctl.data.clipart import clean_title
+
+    assert clean_title("Clipart by Nicu Buculei - jigsaw_red_10") == "jigsaw red"
+    assert clean_title("BlueMan#306") == "Blue Man"
+    assert clean_title("Part of the Flat Icon Collection (Wed Aug 25 23:29:46 2004)") is None
+    assert clean_title("Lemon SVG theme") is None and clean_title("image01.svg") is None
+    assert clean_title("Chocolate Soft Serve Ice Cream Cone") == "Chocolate Soft Serve Ice Cream Cone"
+
+
+def _tux_stamps(root):
+    """A small Tux Paint stamp tree: a photo cut-out, a flat drawing, a picture with no sentence."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "animals").mkdir(parents=True)
+    photo = np.zeros((60, 80, 4), np.uint8)
+    photo[10:50, 10:70, :3] = rng.integers(0, 256, (40, 60, 3))           # thousands of colours
+    photo[10:50, 10:70, 3] = 255                                            # transparent border
+    Image.fromarray(photo, "RGBA").save(root / "animals" / "hen.png")
+    (root / "animals" / "hen.txt").write_text("A brown hen.\nfr.utf8=Une poule brune.\n", encoding="utf-8")
+    flat = np.zeros((40, 40, 4), np.uint8)
+    flat[5:35, 5:35] = (200, 30, 30, 255)
+    Image.fromarray(flat, "RGBA").save(root / "animals" / "ball.png")
+    (root / "animals" / "ball.txt").write_text("\nes.utf8=Una pelota.\nA red ball.\n", encoding="utf-8")
+    Image.fromarray(flat, "RGBA").save(root / "animals" / "nosentence.png")
+    backgrounds = []
+    for i in range(2):
+        backgrounds.append(root / f"bg{i}.jpg")
+        Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(backgrounds[-1])
+    return backgrounds
+
+
+def test_tuxpaint_stamps_become_plain_and_photo_captioned_images(tmp_path):
+    from PIL import Image
+
+    from cnnctl.data.captions import load_captions
+    from cnnctl.data.clipart import split_of
+    from cnnctl.data.tuxpaint import build_tuxpaint
+
+    src = tmp_path / "stamps"
+    backgrounds = _tux_stamps(src)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "openclipart.csv").write_text("image,caption,split\nimages/x.png,A kite,train\n")
+    csv_path = build_tuxpaint(tmp_path / "out", size=64, composites=3, seed=0, source=src,
+                              backgrounds=backgrounds, log=lambda m: None)
+    rows = (tmp_path / "out" / "tuxpaint.csv").read_text().splitlines()[1:]
+    # the hen is a photo cut-out: plain + 3 photos; the ball is a drawing: plain only
+    assert sorted(r.split(",")[1] for r in rows) == ["A brown hen."] * 4 + ["A red ball."]
+    assert {r.split(",")[2] for r in rows if "hen" in r} == {split_of("A brown hen.")}
+    union = csv_path.read_text().splitlines()
+    assert union[1] == "images/x.png,A kite,train" and len(union) == 1 + 1 + 5
+    composite = tmp_path / "out" / "tuxpaint" / "photo" / "animals__hen-0.png"
+    first = composite.read_bytes()
+    img = np.asarray(Image.open(composite))
+    assert img.shape == (64, 64, 3) and len(np.unique(img.reshape(-1, 3), axis=0)) > 500   # photo behind
+    plain = np.asarray(Image.open(tmp_path / "out" / "tuxpaint" / "plain" / "animals__ball.png"))
+    assert (plain[0, 0] == 255).all() and tuple(plain[32, 32]) == (200, 30, 30)           # on white, centred
+    # each composite is a function of (seed, stamp): rebuilt -> same bytes, another seed -> other image
+    build_tuxpaint(tmp_path / "again", size=64, composites=3, seed=0, source=src, backgrounds=backgrounds,
+                   log=lambda m: None)
+    assert (tmp_path / "again" / "tuxpaint" / "photo" / "animals__hen-0.png").read_bytes() == first
+    build_tuxpaint(tmp_path / "other", size=64, composites=3, seed=1, source=src, backgrounds=backgrounds,
+                   log=lambda m: None)
+    assert (tmp_path / "other" / "tuxpaint" / "photo" / "animals__hen-0.png").read_bytes() != first
+    (tmp_path / "out" / "images").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "out" / "images" / "x.png")
+    data = load_captions(str(csv_path))
+    assert not data.problems
+    assert sum(len(s.images) for s in data.splits.values() if s is not None) == 6

@@ -67,6 +67,30 @@ def test_retrieval_ranks_count_ties_against_the_true_item():
     assert recall_at(ranks, (1, 2)) == {"r@1": pytest.approx(1 / 3), "r@2": pytest.approx(2 / 3), "median_rank": 2.0}
 
 
+def test_retrieval_counts_an_identical_sentence_as_correct_and_chance_matches_a_simulation():
+    from cnnctl.metrics.captions import same_rows
+    from cnnctl.tasks.caption import chance_recall
+
+    tokens = np.array([[1, 4, 5, 2], [1, 4, 5, 2], [1, 6, 5, 2]])          # sentences 0 and 1 are the same
+    correct = same_rows(tokens)
+    assert correct.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+    scores = np.array([[1.0, 3.0, 2.0],     # image 0: its twin's sentence first -> rank 1 (index truth: 3)
+                       [2.0, 0.0, 2.0],     # image 1: twin ties with the wrong one -> rank 2
+                       [5.0, 5.0, 4.0]])
+    assert retrieval_ranks(scores, correct).tolist() == [1, 2, 3]
+    assert retrieval_ranks(scores, np.arange(3)).tolist() == [3, 3, 3]
+    # chance: random scores over 60 items in which each query has 1, 3 or 6 right answers
+    rng = np.random.default_rng(0)
+    ids = np.repeat(np.arange(23), [1] * 12 + [3] * 6 + [6] * 5)                  # 60 items
+    correct = ids[:, None] == ids[None, :]
+    ranks = np.concatenate([retrieval_ranks(rng.random((60, 60)), correct) for _ in range(400)])
+    simulated = recall_at(ranks)
+    expected = chance_recall(correct)
+    for k in (1, 5, 10):
+        assert expected[f"chance_r@{k}"] == pytest.approx(simulated[f"r@{k}"], abs=0.01)
+    assert chance_recall(np.eye(1000, dtype=bool))["chance_median_rank"] == 500
+
+
 class MarkovStepper:
     """A fixed bigram language model with the decoder's interface (the thing under test is beam_search)."""
 

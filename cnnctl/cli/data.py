@@ -130,8 +130,42 @@ def openclipart(
 
     Example:
 
-        cnnctl data openclipart checkpoints/openclipart && cnnctl train caption-openclipart
+        cnnctl data openclipart checkpoints/data/human && cnnctl train caption-human
     """
     from cnnctl.data.clipart import build_openclipart
 
     build_openclipart(out, size, log=lambda m: console().print(m, markup=False))
+
+
+@app.command("tuxpaint")
+@report_errors
+def tuxpaint(
+    out: str = typer.Argument(..., help="Folder to write tuxpaint/, tuxpaint.csv and captions.csv into."),
+    size: int = typer.Option(224, "--size", help="Side of the square PNGs."),
+    composites: int = typer.Option(4, "--composites", help="Photos each photo cut-out is pasted onto (0: none)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the crops, scales and places of the composites."),
+    backgrounds: str = typer.Option("", "--backgrounds",
+                                    help="Folder of your own background photos (default: scikit-image/-learn's)."),
+):
+    """Build a caption data set from Tux Paint's stamps (Debian tuxpaint-stamps-default, GPL-2): each
+    stamp on white with its human-written sentence, and each photo cut-out pasted onto real photos
+    (scikit-image / scikit-learn samples). Built into the same folder as `data openclipart`,
+    captions.csv holds both.
+
+    Example:
+
+        cnnctl data openclipart checkpoints/data/human && cnnctl data tuxpaint checkpoints/data/human
+    """
+    from cnnctl.data.tuxpaint import build_tuxpaint
+
+    from pathlib import Path
+
+    from cnnctl.errors import CnnctlError
+
+    photos = None
+    if backgrounds:
+        folder = Path(backgrounds)
+        photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        if not photos:
+            raise CnnctlError(f"--backgrounds {backgrounds}: no .jpg or .png photos there")
+    build_tuxpaint(out, size, composites, seed, backgrounds=photos, log=lambda m: console().print(m, markup=False))

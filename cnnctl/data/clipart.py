@@ -9,11 +9,17 @@ Debian ``librsvg2-bin``) onto a white square and writes ``captions.csv``
 
 The split is caption-disjoint: a title decides its split through a hash of
 its tokens, so the same title never lands in two splits (80 / 10 / 10).
-Titles that are file names or empty ("untitled", "image01") are left out.
+Titles are cleaned of what is not a description (``clean_title``): a "Clipart by NAME - "
+prefix, file-name digits and underscores, camelCase joins. Titles that are empty, file names
+("untitled", "image01"), dated or collection names ("Part of the Flat Icon Collection (Wed Aug 25
+2004)", "Lemon SVG theme") are left out, and so is any title that more than ``MAX_SHARED`` drawings
+share ("gramastar" names 1,375 different stars): it names a set, not a picture. A title is kept
+for at most ``PER_TITLE`` drawings, so no caption dominates the corpus.
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import csv
 import hashlib
@@ -28,6 +34,12 @@ from cnnctl.errors import CnnctlError
 
 OPENCLIPART = Path("/usr/share/openclipart/svg")
 _TITLE = re.compile(r"<cc:Work\b.*?<dc:title>\s*([^<]*?)\s*</dc:title>", re.DOTALL)
+MAX_SHARED = 20
+PER_TITLE = 5
+_PREFIX = re.compile(r"^\s*clip\s*art\s+by\s+[^-]+-\s*", re.IGNORECASE)
+_SET_NAME = re.compile(r"\b(19|20)\d\d\b|\b(collection|theme|iconset|cliparts?|sibmission|svg)\b|"
+                       r"\b(mon|tue|wed|thu|fri|sat|sun)\s+(jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)\b",
+                       re.IGNORECASE)
 _NOT_A_TITLE = re.compile(r"^(untitled|image|drawing|svg|layer|clipart)?[\s_\-]*\d*$|\.(svg|png|jpe?g)$", re.IGNORECASE)
 
 
@@ -40,9 +52,19 @@ def title_of(svg: Path) -> str | None:
     m = _TITLE.search(text)
     if not m:
         return None
-    title = re.sub(r"\s+", " ", m.group(1)).strip()
+    return clean_title(m.group(1))
+
+
+def clean_title(raw: str) -> str | None:
+    """A drawing's title as a description, or None when it is none (see the module docstring)."""
     from cnnctl.data.text import tokenize
 
+    title = _PREFIX.sub("", re.sub(r"\s+", " ", raw).strip())
+    if not title or _NOT_A_TITLE.search(title) or _SET_NAME.search(title):
+        return None
+    title = re.sub(r"([a-z])([A-Z])", r"\1 \2", title)             # BlueMan -> Blue Man
+    title = re.sub(r"[_#]+|\d+", " ", title)                         # jigsaw_red_10 -> jigsaw red
+    title = re.sub(r"\s+", " ", title).strip(" -")
     if not tokenize(title) or _NOT_A_TITLE.search(title):
         return None
     return title
@@ -84,14 +106,20 @@ def build_openclipart(out: str | os.PathLike, size: int = 224, source: Path = OP
         raise CnnctlError("rsvg-convert is not installed", hint="sudo apt-get install librsvg2-bin")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for svg in sorted(source.rglob("*.svg")):
-        title = title_of(svg)
-        if title is None:
+    from cnnctl.data.text import tokenize
+
+    titled = [(svg, title) for svg in sorted(source.rglob("*.svg")) if (title := title_of(svg)) is not None]
+    shared = collections.Counter(" ".join(tokenize(t)) for _, t in titled)
+    kept, jobs = collections.Counter(), []
+    for svg, title in titled:
+        key = " ".join(tokenize(title))
+        if shared[key] > MAX_SHARED or kept[key] >= PER_TITLE:
             continue
+        kept[key] += 1
         rel = svg.relative_to(source).with_suffix(".png")
         jobs.append((svg, out / "images" / str(rel).replace(os.sep, "__"), title))
-    log(f"{len(jobs)} titled drawings in {source}; rasterising at {size}x{size}")
+    log(f"{len(titled)} titled drawings in {source}; {len(jobs)} kept ({len(kept)} distinct titles, titles "
+        f"shared by > {MAX_SHARED} drawings dropped, <= {PER_TITLE} drawings each); rasterising at {size}x{size}")
 
     def one(job):
         svg, png, _ = job
@@ -107,6 +135,8 @@ def build_openclipart(out: str | os.PathLike, size: int = 224, source: Path = OP
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["image", "caption", "split"])
     writer.writerows(rows)
-    atomic_write_text(out / "captions.csv", buf.getvalue())
-    log(f"{len(rows)} drawings written ({len(jobs) - len(rows)} failed to rasterise) -> {out / 'captions.csv'}")
-    return out / "captions.csv"
+    atomic_write_text(out / "openclipart.csv", buf.getvalue())
+    log(f"{len(rows)} drawings written ({len(jobs) - len(rows)} failed to rasterise) -> {out / 'openclipart.csv'}")
+    from cnnctl.data.tuxpaint import write_union
+
+    return write_union(out)

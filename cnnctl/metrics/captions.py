@@ -99,13 +99,30 @@ def cider_d(hypotheses: list[list[str]], references: list[list[list[str]]], max_
 
 
 def retrieval_ranks(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Rank (1 = best) of each query's true item: ``scores`` (queries, items), ``truth`` (queries,) item index.
+    """Rank (1 = best) of each query's best correct item: ``scores`` (queries, items).
 
-    Ties count against the true item (an all-equal score matrix ranks it last, never first).
+    ``truth`` is either (queries,) the one correct item's index, or a (queries, items) boolean
+    matrix of every correct item -- an image whose sentence is word for word the query's is as
+    right as the query's own (COCO's five references per image are ranked the same way: the
+    first correct one counts). Ties count against the query: a wrong item scoring as high as the
+    best correct one ranks above it, so an all-equal score matrix ranks every query last.
     """
     scores = np.asarray(scores, dtype=np.float64)
-    true = scores[np.arange(len(truth)), truth][:, None]
-    return (scores >= true).sum(axis=1)
+    truth = np.asarray(truth)
+    if truth.ndim == 1:
+        correct = np.zeros(scores.shape, bool)
+        correct[np.arange(len(truth)), truth] = True
+    else:
+        correct = truth.astype(bool)
+    best = np.where(correct, scores, -np.inf).max(axis=1, keepdims=True)
+    return 1 + ((scores >= best) & ~correct).sum(axis=1)
+
+
+def same_rows(rows: np.ndarray) -> np.ndarray:
+    """(n, n) boolean: row i equals row j (identical token sequences)."""
+    _, ids = np.unique(np.asarray(rows), axis=0, return_inverse=True)
+    ids = ids.reshape(-1)
+    return ids[:, None] == ids[None, :]
 
 
 def recall_at(ranks: np.ndarray, ks=(1, 5, 10)) -> dict[str, float]:

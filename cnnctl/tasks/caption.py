@@ -336,7 +336,7 @@ class CaptionTask(Task):
             results[f"baseline_frequent_{key}"] = v
         for key, v in caption_scores(nearest_neighbour_captions(data.train, test.features), refs).items():
             results[f"baseline_nearest_{key}"] = v
-        results.update(test_images=test.images, test_beam=cc.beam,
+        results.update(test_images=test.images, test_beam=cc.beam, vocab_size=len(data.vocab),
                        feature_extraction_s=data.feature_info["seconds"], features_reused=data.feature_info["reused"])
         self.last_decoded = decoded
         return results
@@ -424,8 +424,9 @@ class AlignTask(CaptionTask):
                       jit_compile=cfg.train.jit)
 
     def final_metrics(self, model, data) -> dict[str, Any]:
-        """Every test image against the first sentence of every test image, both directions."""
-        from cnnctl.metrics.captions import recall_at, retrieval_ranks
+        """Every test image against the first sentence of every test image, both directions. A
+        sentence identical to the true one (grid scenes repeat sentences) counts as correct."""
+        from cnnctl.metrics.captions import recall_at, retrieval_ranks, same_rows
 
         test = data.test
         if test is None:
@@ -434,14 +435,13 @@ class AlignTask(CaptionTask):
         scores = alignment_matrix(model, test.features, test.tokens[first])
         self.last_scores = scores
         n = len(scores)
-        out = {"test_images": n}
-        for direction, ranks in (("image_to_text", retrieval_ranks(scores, np.arange(n))),
-                                 ("text_to_image", retrieval_ranks(scores.T, np.arange(n)))):
+        correct = same_rows(test.tokens[first])                              # symmetric (n, n)
+        out = {"test_images": n, "test_distinct_sentences": int(len(np.unique(test.tokens[first], axis=0)))}
+        for direction, ranks in (("image_to_text", retrieval_ranks(scores, correct)),
+                                 ("text_to_image", retrieval_ranks(scores.T, correct))):
             for key, v in recall_at(ranks).items():
                 out[f"test_{direction}_{key}"] = v
-        for k in (1, 5, 10):
-            out[f"chance_r@{k}"] = min(1.0, k / n)
-        out["chance_median_rank"] = (n + 1) / 2
+        out.update(chance_recall(correct))
         return out
 
     def write_outputs(self, run, data) -> None:
@@ -451,6 +451,29 @@ class AlignTask(CaptionTask):
         return ("test_image_to_text_r@1", "test_image_to_text_r@5", "test_image_to_text_r@10",
                 "test_image_to_text_median_rank", "test_text_to_image_r@1", "test_text_to_image_r@10",
                 "chance_r@10", "val_loss")
+
+
+def chance_recall(correct: np.ndarray, ks=(1, 5, 10)) -> dict[str, float]:
+    """R@k and median rank of a random ranking when query i has ``correct[i].sum()`` right items
+    among n: P(rank <= k) = 1 - C(n - c, k) / C(n, k), the first right item's expected place."""
+    n = correct.shape[1]
+    c = correct.sum(axis=1).astype(np.float64)
+    out = {}
+    for k in ks:
+        miss = np.ones_like(c)
+        for j in range(k):                                   # C(n-c, k) / C(n, k) as a product
+            miss *= np.clip((n - c - j) / (n - j), 0.0, 1.0)
+        out[f"chance_r@{k}"] = float(np.mean(1 - miss))
+    # the median over queries of each query's median first-hit rank: the smallest r with P(rank <= r) >= 1/2
+    medians = []
+    for ci in c:
+        miss, r = 1.0, 0
+        while miss > 0.5:
+            miss *= (n - ci - r) / (n - r)
+            r += 1
+        medians.append(r)
+    out["chance_median_rank"] = float(np.median(medians))
+    return out
 
 
 def alignment_matrix(model, features: np.ndarray, tokens: np.ndarray, chunk: int = 200) -> np.ndarray:
