@@ -19,7 +19,7 @@ class Captioner:
                  decoder: bool = True):
         from cnnctl.data.text import Vocab
         from cnnctl.inference import load_keras_file
-        from cnnctl.models.captioning import CaptionStepper
+        from cnnctl.models.captioning import CaptionStepper, split_captioner
         from cnnctl.models.encoders import EncoderSpec
         from cnnctl.train.rundir import RunDir
 
@@ -40,14 +40,15 @@ class Captioner:
         path = run.file(f"{which}.keras")
         if not path.is_file():
             raise CnnctlError(f"{path} does not exist", hint="the run has not finished an epoch yet")
-        self.model = load_keras_file(path, hint="the file is damaged; use the run's other .keras file")
+        loaded = load_keras_file(path, hint="the file is damaged; use the run's other .keras file")
+        trained_encoder, self.model = split_captioner(loaded)     # the encoder is in the file if it trained
         words = int(self.model.get_layer("word_embed").input_dim)
         if words != len(self.vocab):
             raise CnnctlError(f"{path} knows {words} words but vocab.json has {len(self.vocab)}",
                               hint="the run directory has been mixed with another run's files")
         self.stepper = CaptionStepper(self.model) if decoder else None   # decoder=False: the alignment model
         self.spec = EncoderSpec.from_json(self.settings["encoder"])
-        self.encoder = self.spec.build(log)
+        self.encoder = trained_encoder if trained_encoder is not None else self.spec.build(log)
 
     def features(self, paths: list[str]) -> np.ndarray:
         from cnnctl.models.encoders import encode

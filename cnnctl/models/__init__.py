@@ -77,7 +77,7 @@ def count_macs(model) -> int:
     import numpy as np
 
     total = 0
-    for layer in _leaf_layers(model):
+    for layer in leaf_layers(model):
         if isinstance(layer, keras.layers.Conv2D):
             out = layer.output.shape  # (batch, h, w, filters)
             k = layer.kernel.shape    # (kh, kw, cin/groups, filters)
@@ -98,12 +98,13 @@ def count_macs(model) -> int:
     return int(total)
 
 
-def _leaf_layers(model):
+def leaf_layers(model):
+    """Every layer of ``model``, nested models opened."""
     import keras
 
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
+            yield from leaf_layers(layer)
         else:
             yield layer
 

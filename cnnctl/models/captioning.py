@@ -120,6 +120,27 @@ def mrnn(num_classes: int = 10_000, input_shape=(1, 1280), embed_dim: int = 512,
     return keras.Model([features, tokens], logits, name="mrnn")
 
 
+def with_encoder(encoder, decoder):
+    """One model ``{"image", "tokens"} -> logits``: the (trainable) encoder's features feed ``decoder``.
+
+    The encoder runs with ``training=False`` (frozen batch-norm statistics, no dropout inside it);
+    its weights still receive gradients. Named ``captioner``; ``split_captioner`` takes it apart.
+    """
+    image = keras.Input(tuple(encoder.inputs[0].shape[1:]), name="image")
+    tokens = keras.Input((None,), dtype="int32", name="tokens")
+    features = encoder(image, training=False)
+    return keras.Model([image, tokens], decoder([features, tokens]), name="captioner")
+
+
+def split_captioner(model):
+    """-> (encoder or None, decoder): a ``with_encoder`` model's parts, or (None, model) for a decoder."""
+    if model.name != "captioner":
+        return None, model
+    names = [layer.name for layer in model.layers]
+    decoder = next(model.get_layer(n) for n in names if n not in ("image", "tokens", "encoder"))
+    return model.get_layer("encoder"), decoder
+
+
 class CaptionStepper:
     """One word at a time with a trained model's own layers (inference mode: dropout off).
 

@@ -218,29 +218,62 @@ def fit_image(image: np.ndarray, channels: int, size: int) -> np.ndarray:
     return image
 
 
+def fitted_images(images, channels: int, size: int, start: int = 0, stop: int | None = None
+                  ) -> tuple[np.ndarray, list]:
+    """``images[start:stop]`` (a uint8 array, or file paths) at ``(size, size, channels)`` uint8 ->
+    (array, [(path, problem)]). Unreadable files become black images and a problem line."""
+    from cnnctl.data.images import ImageError, load_image
+
+    stop = len(images) if stop is None else stop
+    bad: list[tuple[str, str]] = []
+
+    def one(i):
+        if isinstance(images, np.ndarray):
+            return fit_image(images[i], channels, size)
+        try:
+            return fit_image(load_image(images[i], channels), channels, size)
+        except ImageError as e:
+            bad.append((images[i], str(e)))
+            return np.zeros((size, size, channels), np.uint8)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        out = np.stack(list(pool.map(one, range(start, stop)))) if stop > start else \
+            np.zeros((0, size, size, channels), np.uint8)
+    return out, bad
+
+
 def encode(encoder, spec: EncoderSpec, images, log=print, batch: int = 64) -> tuple[np.ndarray, list]:
     """Features of ``images`` (uint8 array, or file paths) -> (float32 (n, cells, d), [(path, problem)]).
 
     Unreadable files get zero features and a problem line; callers decide whether that stops them.
     """
-    from cnnctl.data.images import ImageError, load_image
-
     channels = int(encoder.inputs[0].shape[-1])
     n = len(images)
     out = np.zeros((n, *encoder.outputs[0].shape[1:]), np.float32)
     bad: list[tuple[str, str]] = []
-
-    def one(i):
-        if isinstance(images, np.ndarray):
-            return fit_image(images[i], channels, spec.image_size)
-        try:
-            return fit_image(load_image(images[i], channels), channels, spec.image_size)
-        except ImageError as e:
-            bad.append((images[i], str(e)))
-            return np.zeros((spec.image_size, spec.image_size, channels), np.uint8)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        for s in range(0, n, batch):
-            x = np.stack(list(pool.map(one, range(s, min(n, s + batch)))))
-            out[s:s + len(x)] = np.asarray(encoder(x.astype(np.float32), training=False), np.float32)
+    for s in range(0, n, batch):
+        x, problems = fitted_images(images, channels, spec.image_size, s, min(n, s + batch))
+        bad += problems
+        out[s:s + len(x)] = np.asarray(encoder(x.astype(np.float32), training=False), np.float32)
     return out, bad
+
+
+def encode_pixels(encoder, pixels: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Features of images already at the encoder's size (uint8 ``(n, S, S, c)``) -> float32 ``(n, cells, d)``."""
+    out = [np.asarray(encoder(pixels[s:s + batch].astype(np.float32), training=False), np.float32)
+           for s in range(0, len(pixels), batch)]
+    return np.concatenate(out) if out else np.zeros((0, *encoder.outputs[0].shape[1:]), np.float32)
+
+
+def trainable_encoder(spec: EncoderSpec, log=print):
+    """The encoder of ``spec`` with its weights trainable, batch-norm layers kept frozen (their
+    statistics and affine parameters: caption batches are small and one-sided), to be called with
+    ``training=False`` (no dropout / drop-connect inside it)."""
+    from cnnctl.models import leaf_layers
+
+    encoder = spec.build(log)
+    encoder.trainable = True
+    for layer in leaf_layers(encoder):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+    return encoder

@@ -42,8 +42,10 @@ PAPERS = {  # reference figures, on other data (BLEU x100 as the papers print th
 class PairSplit:
     """(image, caption) pairs of one split: ``image`` (pairs,) index into ``features``; ``tokens`` rows."""
 
-    def __init__(self, features: np.ndarray, image: np.ndarray, tokens: np.ndarray, references: list):
+    def __init__(self, features: np.ndarray, image: np.ndarray, tokens: np.ndarray, references: list,
+                 pixels: np.ndarray | None = None):
         self.features, self.image, self.tokens, self.references = features, image, tokens, references
+        self.pixels = pixels          # uint8 (images, S, S, c) at the encoder's size when it trains, else None
 
     @property
     def count(self) -> int:   # what the engine counts as "examples" (images/s is pairs/s here)
@@ -130,6 +132,7 @@ class CaptionDataModule:
 
         arrays, info = feature_cache.load_or_compute(run, key, compute, self.log)
         self.feature_info = info
+        pixels = {s: self._pixels(s, sp, encoder, encoder_spec) for s, sp in splits.items()} if cc.train_encoder else {}
         made = {}
         for s, sp in splits.items():
             captions = [t for caps in self.tokens[s] for t in caps]
@@ -137,10 +140,22 @@ class CaptionDataModule:
             rows, cut = token_rows(self.vocab, captions, cc.max_words)
             if cut and s == "train":
                 self.log(f"{cut} training caption(s) longer than caption.max_words = {cc.max_words} were cut")
-            made[s] = PairSplit(arrays[f"{s}_features"], image, rows, self.tokens[s])
+            made[s] = PairSplit(arrays[f"{s}_features"], image, rows, self.tokens[s], pixels.get(s))
         self.train, self.val, self.test = made["train"], made.get("val"), made.get("test")
         if self.test is None and self.val is not None:
             self.test = self.val
+
+    def _pixels(self, split: str, sp, encoder, spec) -> np.ndarray:
+        """Every image of ``split`` at the encoder's input size (uint8), for training the encoder."""
+        from cnnctl.models.encoders import fitted_images
+
+        channels = int(encoder.inputs[0].shape[-1])
+        pixels, bad = fitted_images(sp.images, channels, spec.image_size)
+        if bad:
+            raise CnnctlError(f"cannot read image {bad[0][0]}: {bad[0][1]}", hint="fix or remove it")
+        self.log(f"{split}: {len(pixels)} images held at {spec.image_size}x{spec.image_size} "
+                 f"({pixels.nbytes / 2**20:.0f} MiB) for the trainable encoder")
+        return pixels
 
     def _data_digest(self) -> str:
         h = hashlib.sha256()
@@ -165,17 +180,19 @@ class CaptionDataModule:
         n, b = split.count, self.batch_size
         idx = order if order is not None else np.arange(n)
         starts = list(range(skip * b, n, b))
-        feats, image, rows = split.features, split.image, split.tokens
-        cells, dim = feats.shape[1:]
+        image, rows = split.image, split.tokens
+        # the trainable encoder sees the images; a frozen one was run once, its features are the input
+        key, source = ("image", split.pixels) if split.pixels is not None else ("features", split.features)
+        dtype = tf.uint8 if key == "image" else tf.float32
 
         def batches():
             for s in starts:
                 pick = idx[s:s + b]
                 tok = rows[pick]
                 width = int((tok != 0).sum(axis=1).max())          # trim padding to the longest row
-                yield {"features": feats[image[pick]], "tokens": tok[:, :width - 1]}, tok[:, 1:width]
+                yield {key: source[image[pick]], "tokens": tok[:, :width - 1]}, tok[:, 1:width]
 
-        spec = ({"features": tf.TensorSpec((None, cells, dim), tf.float32),
+        spec = ({key: tf.TensorSpec((None, *source.shape[1:]), dtype),
                  "tokens": tf.TensorSpec((None, None), tf.int32)}, tf.TensorSpec((None, None), tf.int32))
         return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
 
@@ -307,7 +324,15 @@ class CaptionTask(Task):
             norm.adapt(np.concatenate([feats, feats.mean(axis=1, keepdims=True)], axis=1))
         else:
             norm.adapt(feats.reshape(len(feats), -1))
-        return model, []
+        if not cfg.caption.train_encoder:
+            return model, []
+        from cnnctl.models.captioning import with_encoder
+        from cnnctl.models.encoders import EncoderSpec, trainable_encoder
+
+        encoder = trainable_encoder(EncoderSpec.from_config(cfg.caption), log)
+        log(f"the encoder trains too ({sum(int(np.prod(v.shape)) for v in encoder.trainable_variables):,} "
+            f"weights at finetune.body_lr_scale = {cfg.finetune.body_lr_scale} x lr; batch norm frozen)")
+        return with_encoder(encoder, model), [v.path for v in encoder.trainable_variables]
 
     def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
         model.compile(optimizer=optimizer,
@@ -320,13 +345,19 @@ class CaptionTask(Task):
         test = data.test
         if test is None:
             return {}
+        from cnnctl.models.captioning import split_captioner
+        from cnnctl.models.encoders import encode_pixels
+
         cc = data.cfg.caption
-        stepper = CaptionStepper(model)
+        encoder, decoder = split_captioner(model)
+        stepper = CaptionStepper(decoder)
+        # a trained encoder describes the test images anew; the baselines keep the frozen features
+        features = test.features if encoder is None else encode_pixels(encoder, test.pixels)
         refs = test.references
         results = {}
         decoded = {}
         for name, k in (("greedy", 1), ("beam", cc.beam)):
-            best = beam_search(stepper, test.features, k, cc.max_words, cc.length_norm)
+            best = beam_search(stepper, features, k, cc.max_words, cc.length_norm)
             hyps = [data.vocab.decode(ids) for ids, _ in best]
             decoded[name] = (hyps, [lp for _, lp in best])
             for key, v in caption_scores(hyps, refs).items():
@@ -416,6 +447,13 @@ class AlignTask(CaptionTask):
     progress_fields = (Field("loss", "loss"), Field("accuracy", "batch R@1"))
     monitor = "val_loss"
     modes: ClassVar[dict[str, str]] = {"loss": "min", "accuracy": "max"}
+
+    def prepare(self, run, data, cfg, log) -> None:
+        if cfg.caption.train_encoder:
+            raise CnnctlError("caption.train_encoder = true is for caption generators (show_and_tell, mrnn); "
+                              "the alignment model trains over frozen region features",
+                              hint="drop --set caption.train_encoder=true")
+        super().prepare(run, data, cfg, log)
 
     def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
         from cnnctl.models.captioning import alignment_ranking_loss
