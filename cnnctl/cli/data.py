@@ -156,10 +156,9 @@ def tuxpaint(
 
         cnnctl data openclipart checkpoints/data/human && cnnctl data tuxpaint checkpoints/data/human
     """
-    from cnnctl.data.tuxpaint import build_tuxpaint
-
     from pathlib import Path
 
+    from cnnctl.data.tuxpaint import build_tuxpaint
     from cnnctl.errors import CnnctlError
 
     photos = None

@@ -474,7 +474,7 @@ class AlignTask(CaptionTask):
         self.last_scores = scores
         n = len(scores)
         correct = same_rows(test.tokens[first])                              # symmetric (n, n)
-        out = {"test_images": n, "test_distinct_sentences": int(len(np.unique(test.tokens[first], axis=0)))}
+        out = {"test_images": n, "test_distinct_sentences": len(np.unique(test.tokens[first], axis=0))}
         for direction, ranks in (("image_to_text", retrieval_ranks(scores, correct)),
                                  ("text_to_image", retrieval_ranks(scores.T, correct))):
             for key, v in recall_at(ranks).items():
