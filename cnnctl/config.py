@@ -132,6 +132,7 @@ class CaptionConfig:
     beam: int = 3                 # beam width of evaluation and `cnnctl caption` (1 = greedy)
     length_norm: bool = False     # rank finished beams by log-probability per word
     train_encoder: bool = False   # fine-tune the encoder with the decoder (at finetune.body_lr_scale x lr)
+    word_vectors: str = ""        # "glove100": word embeddings start from GloVe 100d (needs model.embed_dim = 100)
 
 
 @dataclass

