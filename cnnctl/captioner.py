@@ -66,6 +66,7 @@ class Captioner:
         beam = beam or int(self.settings.get("beam", 3))
         max_words = max_words or int(self.settings.get("max_words", 20))
         norm = self.settings.get("length_norm", False) if length_norm is None else length_norm
-        best = beam_search(self.stepper, self.features(paths), beam, max_words, norm)
+        best = beam_search(self.stepper, self.features(paths), beam, max_words, norm,
+                           allow_unk=bool(self.settings.get("allow_unk", False)))
         return [{"image": str(p), "caption": " ".join(self.vocab.decode(ids)), "log_prob": lp}
                 for p, (ids, lp) in zip(paths, best)]

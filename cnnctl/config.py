@@ -131,6 +131,7 @@ class CaptionConfig:
     max_words: int = 20           # longer training captions are cut; decoding stops here
     beam: int = 3                 # beam width of evaluation and `cnnctl caption` (1 = greedy)
     length_norm: bool = False     # rank finished beams by log-probability per word
+    allow_unk: bool = False       # let decoding write <unk> (by default it never does)
     train_encoder: bool = False   # fine-tune the encoder with the decoder (at finetune.body_lr_scale x lr)
     word_vectors: str = ""        # "glove100": word embeddings start from GloVe 100d (needs model.embed_dim = 100)
 

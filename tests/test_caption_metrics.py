@@ -109,11 +109,11 @@ class MarkovStepper:
         return self.table[kind, np.asarray(tokens)], state
 
 
-def _brute_force_best(table, max_words):
+def _brute_force_best(table, max_words, first_word=3):
     best, best_seq = -np.inf, None
     vocab = table.shape[0]
     for n in range(max_words + 1):
-        for words in itertools.product(range(3, vocab), repeat=n):
+        for words in itertools.product(range(first_word, vocab), repeat=n):
             seq, prev, lp = [*words, 2], 1, 0.0
             for w in seq:
                 lp, prev = lp + table[prev, w], w
@@ -122,25 +122,29 @@ def _brute_force_best(table, max_words):
     return best_seq, best
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_a_wide_beam_finds_the_most_probable_caption_and_greedy_is_never_better(seed):
+@pytest.mark.parametrize("seed,allow_unk", [(0, False), (1, False), (2, True), (3, True)])
+def test_a_wide_beam_finds_the_most_probable_caption_and_greedy_is_never_better(seed, allow_unk):
+    """<unk> (id 3) is a word only with allow_unk; without it the best caption avoids it."""
     from cnnctl.tasks.caption import beam_search
 
-    stepper = MarkovStepper(seed=seed)
+    stepper = MarkovStepper(vocab=7, seed=seed)
+    stepper.table[:, :, 3] += 3.0                  # <unk> likely: banning it must change the answer
     features = np.array([[[0.0]], [[1.0]]], np.float32)
     max_words = 4
-    wide = beam_search(stepper, features, beam=60, max_words=max_words)
-    greedy = beam_search(stepper, features, beam=1, max_words=max_words)
-    beam3 = beam_search(stepper, features, beam=3, max_words=max_words)
+    first = 3 if allow_unk else 4
+    wide = beam_search(stepper, features, beam=80, max_words=max_words, allow_unk=allow_unk)
+    greedy = beam_search(stepper, features, beam=1, max_words=max_words, allow_unk=allow_unk)
+    beam3 = beam_search(stepper, features, beam=3, max_words=max_words, allow_unk=allow_unk)
     for kind in (0, 1):
-        seq, lp = _brute_force_best(stepper.table[kind], max_words)
+        seq, lp = _brute_force_best(stepper.table[kind], max_words, first)
         assert wide[kind][0] == seq and wide[kind][1] == pytest.approx(lp)
+        assert (3 in seq) == allow_unk
         assert greedy[kind][1] <= beam3[kind][1] + 1e-12 <= lp + 1e-12
         # greedy follows the argmax chain
         prev, words = 1, []
         for _ in range(max_words + 1):
-            prev = int(np.argmax(stepper.table[kind, prev] if len(words) < max_words else
-                                 np.where(np.arange(6) == 2, stepper.table[kind, prev], -np.inf)))
+            row = np.where((np.arange(7) >= first) | (np.arange(7) == 2), stepper.table[kind, prev], -np.inf)
+            prev = int(np.argmax(row if len(words) < max_words else np.where(np.arange(7) == 2, row, -np.inf)))
             if prev == 2:
                 break
             words.append(prev)

@@ -208,19 +208,23 @@ class CaptionDataModule:
 
 # ---------------------------------------------------------------------------- decoding
 def beam_search(stepper, features: np.ndarray, beam: int = 3, max_words: int = 20, length_norm: bool = False,
-                batch: int = 256) -> list[tuple[list[int], float]]:
+                batch: int = 256, allow_unk: bool = False) -> list[tuple[list[int], float]]:
     """Best caption of each image -> [(word ids without <start>/<end>, log-probability incl. <end>)].
 
     ``beam = 1`` is greedy decoding. Finished beams (ended with ``<end>``) keep their score; after
     ``max_words`` words ``<end>`` is forced. With ``length_norm`` beams are ranked by log-prob per token.
+    ``<pad>`` and ``<start>`` are never written, nor ``<unk>`` unless ``allow_unk``: "<unk>" describes
+    nothing, and on data with many rare words it would otherwise be the likeliest word everywhere.
     """
+    banned = [0, 1] if allow_unk else [0, 1, 3]
     out = []
     for s in range(0, len(features), batch):
-        out += _beam_batch(stepper, np.asarray(features[s:s + batch], np.float32), beam, max_words, length_norm)
+        out += _beam_batch(stepper, np.asarray(features[s:s + batch], np.float32), beam, max_words, length_norm,
+                           banned)
     return out
 
 
-def _beam_batch(stepper, features, k, max_words, length_norm):
+def _beam_batch(stepper, features, k, max_words, length_norm, banned=(0, 1, 3)):
     n = len(features)
     state, bias = stepper.start(features)
     state = [np.repeat(np.asarray(x), k, axis=0) for x in state]          # (n*k, H)
@@ -236,6 +240,7 @@ def _beam_batch(stepper, features, k, max_words, length_norm):
         logp, new_state = stepper.step(tokens, state, bias if t == 0 else no_bias)
         logp = np.asarray(logp, np.float64).reshape(n, k, -1)
         vocab = logp.shape[-1]
+        logp[..., list(banned)] = -np.inf                                  # live beams never write these
         logp[finished] = -np.inf
         logp[finished, 0] = 0.0                                            # a finished beam only pads
         if t == max_words:                                                 # out of room: end every live beam
@@ -304,7 +309,8 @@ class CaptionTask(Task):
         if cfg.caption.word_vectors:
             self._word_vectors(run, data, cfg, log)
         run.write_json("caption.json", {"encoder": spec.to_json(), "max_words": cfg.caption.max_words,
-                                        "beam": cfg.caption.beam, "length_norm": cfg.caption.length_norm})
+                                        "beam": cfg.caption.beam, "length_norm": cfg.caption.length_norm,
+                                        "allow_unk": cfg.caption.allow_unk})
 
     def write_run_files(self, run, data) -> None:
         data.vocab.save(run.file("vocab.json"))
@@ -389,7 +395,7 @@ class CaptionTask(Task):
         results = {}
         decoded = {}
         for name, k in (("greedy", 1), ("beam", cc.beam)):
-            best = beam_search(stepper, features, k, cc.max_words, cc.length_norm)
+            best = beam_search(stepper, features, k, cc.max_words, cc.length_norm, allow_unk=cc.allow_unk)
             hyps = [data.vocab.decode(ids) for ids, _ in best]
             decoded[name] = (hyps, [lp for _, lp in best])
             for key, v in caption_scores(hyps, refs).items():
