@@ -35,7 +35,9 @@ def main():
               f"{m[key + 'median_rank']:.0f} |")
     print(f"| chance | {m['chance_r@1']:.3f} | {m['chance_r@5']:.3f} | {m['chance_r@10']:.3f} | "
           f"{m['chance_median_rank']:.1f} |")
-    print(f"\nwall time {wall:.0f} s ({m['epochs_trained']} epochs)")
+    print(f"\nwall time {wall:.0f} s ({m['epochs_trained']} epochs); {m['test_distinct_sentences']} distinct sentences "
+          f"among the {m['test_images']} test scenes: a sentence word for word equal to the true one counts as correct, "
+          f"and chance is computed for that rule")
 
 
 if __name__ == "__main__":

@@ -199,6 +199,22 @@ def test_openclipart_titles_are_cleaned_of_what_is_not_a_description():
     assert clean_title("Part of the Flat Icon Collection (Wed Aug 25 23:29:46 2004)") is None
     assert clean_title("Lemon SVG theme") is None and clean_title("image01.svg") is None
     assert clean_title("Chocolate Soft Serve Ice Cream Cone") == "Chocolate Soft Serve Ice Cream Cone"
+    assert clean_title("arrow-right-yellow") == "arrow right yellow"
+    assert clean_title("Baden-W&amp;uuml;rttemberg") == "Baden Württemberg"            # HTML entities, twice
+
+
+def test_only_titles_whose_every_word_is_english_are_kept(tmp_path):
+    from cnnctl.data.clipart import english_words, is_english
+
+    (tmp_path / "words").write_text("bird\nWhite\nblack\nand\nDog's\n")
+    words = english_words(tmp_path / "words")
+    assert words == {"bird", "white", "black", "and", "dog"}
+    assert is_english("Black and white bird", words) and is_english("Dog 2", words)
+    assert not is_english("Uccello bianco e nero", words) and not is_english("black bird ralfarkinberlinde", words)
+    from cnnctl.errors import CnnctlError
+
+    with pytest.raises(CnnctlError, match="wamerican"):
+        english_words(tmp_path / "missing")
 
 
 def _tux_stamps(root):

@@ -14,7 +14,10 @@ prefix, file-name digits and underscores, camelCase joins. Titles that are empty
 ("untitled", "image01"), dated or collection names ("Part of the Flat Icon Collection (Wed Aug 25
 2004)", "Lemon SVG theme") are left out, and so is any title that more than ``MAX_SHARED`` drawings
 share ("gramastar" names 1,375 different stars): it names a set, not a picture. A title is kept
-for at most ``PER_TITLE`` drawings, so no caption dominates the corpus.
+for at most ``PER_TITLE`` drawings, so no caption dominates the corpus. A third of the titles are
+not English ("Uccello bianco e nero", "protection obligatoire tete") or are joined names
+("ralfarkinberlinde"): a title is kept only when every word of it is in the system's English word
+list (Debian ``wamerican``, ``/usr/share/dict/words``), which keeps 2,367 of 3,404 drawings.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 from cnnctl.errors import CnnctlError
 
 OPENCLIPART = Path("/usr/share/openclipart/svg")
+DICTIONARY = Path("/usr/share/dict/words")
 _TITLE = re.compile(r"<cc:Work\b.*?<dc:title>\s*([^<]*?)\s*</dc:title>", re.DOTALL)
 MAX_SHARED = 20
 PER_TITLE = 5
@@ -57,17 +61,33 @@ def title_of(svg: Path) -> str | None:
 
 def clean_title(raw: str) -> str | None:
     """A drawing's title as a description, or None when it is none (see the module docstring)."""
+    import html
+
     from cnnctl.data.text import tokenize
 
-    title = _PREFIX.sub("", re.sub(r"\s+", " ", raw).strip())
+    title = _PREFIX.sub("", re.sub(r"\s+", " ", html.unescape(html.unescape(raw))).strip())
     if not title or _NOT_A_TITLE.search(title) or _SET_NAME.search(title):
         return None
     title = re.sub(r"([a-z])([A-Z])", r"\1 \2", title)             # BlueMan -> Blue Man
-    title = re.sub(r"[_#]+|\d+", " ", title)                         # jigsaw_red_10 -> jigsaw red
+    title = re.sub(r"[_#]+|\d+|(?<=\w)-(?=\w)", " ", title)           # jigsaw_red_10 -> jigsaw red
     title = re.sub(r"\s+", " ", title).strip(" -")
     if not tokenize(title) or _NOT_A_TITLE.search(title):
         return None
     return title
+
+
+def english_words(path: Path = DICTIONARY) -> set[str]:
+    """The lower-cased words of a system word list (one per line; possessives dropped)."""
+    if not path.is_file():
+        raise CnnctlError(f"{path} does not exist: the English word list that filters the titles is not installed",
+                          hint="sudo apt-get install wamerican")
+    return {w.strip().lower().removesuffix("'s") for w in path.read_text(encoding="utf-8", errors="replace").splitlines()}
+
+
+def is_english(title: str, words: set[str]) -> bool:
+    from cnnctl.data.text import tokenize
+
+    return all(t in words or t.isdigit() for t in tokenize(title))
 
 
 def split_of(title: str) -> str:
@@ -97,7 +117,8 @@ def _rasterise(svg: Path, png: Path, size: int) -> bool:
         tmp.unlink(missing_ok=True)
 
 
-def build_openclipart(out: str | os.PathLike, size: int = 224, source: Path = OPENCLIPART, log=print) -> Path:
+def build_openclipart(out: str | os.PathLike, size: int = 224, source: Path = OPENCLIPART,
+                      dictionary: Path = DICTIONARY, log=print) -> Path:
     """Rasterise the library into ``out`` -> the path of ``captions.csv``."""
     if not source.is_dir():
         raise CnnctlError(f"{source} does not exist: the openclipart library is not installed",
@@ -108,18 +129,20 @@ def build_openclipart(out: str | os.PathLike, size: int = 224, source: Path = OP
     (out / "images").mkdir(parents=True, exist_ok=True)
     from cnnctl.data.text import tokenize
 
+    english = english_words(dictionary)
     titled = [(svg, title) for svg in sorted(source.rglob("*.svg")) if (title := title_of(svg)) is not None]
     shared = collections.Counter(" ".join(tokenize(t)) for _, t in titled)
     kept, jobs = collections.Counter(), []
     for svg, title in titled:
         key = " ".join(tokenize(title))
-        if shared[key] > MAX_SHARED or kept[key] >= PER_TITLE:
+        if shared[key] > MAX_SHARED or kept[key] >= PER_TITLE or not is_english(title, english):
             continue
         kept[key] += 1
         rel = svg.relative_to(source).with_suffix(".png")
         jobs.append((svg, out / "images" / str(rel).replace(os.sep, "__"), title))
     log(f"{len(titled)} titled drawings in {source}; {len(jobs)} kept ({len(kept)} distinct titles, titles "
-        f"shared by > {MAX_SHARED} drawings dropped, <= {PER_TITLE} drawings each); rasterising at {size}x{size}")
+        f"shared by > {MAX_SHARED} drawings or not in {dictionary} dropped, <= {PER_TITLE} drawings each); "
+        f"rasterising at {size}x{size}")
 
     def one(job):
         svg, png, _ = job
