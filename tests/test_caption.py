@@ -241,6 +241,24 @@ def test_the_bundled_default_captioner_reproduces_its_training_runs_captions():
     assert settings["encoder"]["name"] == "efficientnet_lite0:imagenet" and "GPL-2" in (BUNDLED / "NOTICE").read_text()
 
 
+def test_the_readme_model_card_gives_the_bundled_captioners_own_scores():
+    """The README's model-card table is the bundled metrics.json, to the 3 decimals it prints."""
+    from pathlib import Path
+
+    from cnnctl.captioner import BUNDLED
+
+    metrics = json.loads((BUNDLED / "metrics.json").read_text())
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    card = readme[readme.index("## The bundled default captioner"):readme.index("## More")]
+    rows = {"bundled captioner, beam 3": "test_", "baseline: nearest training image's caption": "baseline_nearest_",
+            "baseline: most frequent training caption": "baseline_frequent_"}
+    for label, prefix in rows.items():
+        line = next(x for x in card.splitlines() if x.startswith(f"| {label} |"))
+        printed = [float(v) for v in line.strip("|").split("|")[1:]]
+        assert printed == [round(metrics[prefix + k], 3) for k in ("bleu1", "bleu4", "cider_d")], label
+    assert f"{metrics['test_images']} test images" in card and f"{metrics['vocab_size']} words" in card
+
+
 def _scene_png(path):
     from cnnctl.data.scenes import grid_scene
     from cnnctl.data.sources import fashion_mnist

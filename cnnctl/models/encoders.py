@@ -117,14 +117,13 @@ class EncoderSpec:
             _copy_feature_layers(trained, model)
         else:
             model = _rebuilt_at(self, Path(self.name), trained)
-        last = None
-        for layer in model.layers:
-            out = getattr(layer, "output", None)
-            if out is not None and len(out.shape) == 4:
-                last = layer
-        if last is None:
-            raise CnnctlError(f"{self.name} has no convolutional feature map to describe images with")
-        return keras.Model(model.inputs[0], last.output, name="encoder_trunk")
+        from cnnctl.models.backbone import pyramid_outputs
+
+        try:
+            deepest = list(pyramid_outputs(model).values())[-1]
+        except CnnctlError:
+            raise CnnctlError(f"{self.name} has no convolutional feature map to describe images with") from None
+        return keras.Model(model.inputs[0], deepest, name="encoder_trunk")
 
 
 def _rebuilt_at(spec: EncoderSpec, run: Path, trained):

@@ -15,8 +15,6 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.markup import escape  # paths and class names may contain [brackets]
@@ -24,14 +22,7 @@ from rich.markup import escape  # paths and class names may contain [brackets]
 from cnnctl import config as config_mod
 from cnnctl.config import Config
 from cnnctl.errors import CnnctlError
-from cnnctl.train.report import results_table
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    metrics: dict[str, Any]
-    history: list[dict[str, float]]
+from cnnctl.train.finish import RunResult, finish_run
 
 
 def _meta(cfg: Config) -> dict:
@@ -118,7 +109,7 @@ def _train_locked(cfg: Config, task, run, console, log, progress_factory) -> Run
         if cfg.finetune.freeze == "features":
             from cnnctl.train.features import fit_features
 
-            return RunResult(*fit_features(cfg, task, run, data, policy, console, log, t_start))
+            return fit_features(cfg, task, run, data, policy, console, log, t_start)
         return _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
                     console, log, progress_factory, t_start)
     except BaseException:
@@ -234,17 +225,9 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
             atomic_save_model(model, run.file("model.keras"))
             run.save_backup(model, loop_state(epoch + 1, 0), state_variables)
             console.print(task.epoch_line(row, tc.epochs), soft_wrap=True)
-    from cnnctl.viz import plots
-
-    if history:
-        plots.curves(history, run.file("curves.png"), title=f"{cfg.model.name} on {data.source}",
-                     keys=tuple(f.key for f in task.progress_fields))
     metrics = _final_metrics(task, model, data, history, params, fit_time, fit_images, policy, replicas,
                              time.perf_counter() - t_start, best)
-    run.write_json("metrics.json", metrics)
-    task.write_outputs(run, data)
-    results_table(console, task, metrics, run.path)
-    return RunResult(run.path, metrics, history)
+    return finish_run(run, task, console, data, history, metrics, f"{cfg.model.name} on {data.source}")
 
 
 def _memorize(cfg, task, run, data, policy, console, t_start) -> RunResult:
@@ -277,14 +260,11 @@ def _memorize(cfg, task, run, data, policy, console, t_start) -> RunResult:
     seconds = time.perf_counter() - t0
     row.update(seconds=round(seconds, 3), images_per_s=round(len(images) / seconds, 1))
     history = [row]
-    run.write_history(history)
     atomic_save_model(model, run.file("model.keras"))
     atomic_save_model(model, run.file("best.keras"))
     metrics = _final_metrics(task, model, data, history, 0, seconds, len(images), policy, 1,
                              time.perf_counter() - t_start, None)
-    run.write_json("metrics.json", metrics)
-    results_table(console, task, metrics, run.path)
-    return RunResult(run.path, metrics, history)
+    return finish_run(run, task, console, data, history, metrics, f"{cfg.model.name} memorised {data.source}")
 
 
 def _default_progress(console):

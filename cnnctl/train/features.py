@@ -140,7 +140,7 @@ class _HeadTrainer:
 
 
 def fit_features(cfg, task, run, data, policy, console, log, t_start):
-    """Train the head on stored features -> (run path, metrics, history)."""
+    """Train the head on stored features -> RunResult."""
     from cnnctl import config as config_mod
     from cnnctl.tasks import classify
     from cnnctl.train import finetune
@@ -174,16 +174,12 @@ def fit_features(cfg, task, run, data, policy, console, log, t_start):
                                                               tc.epochs, console, task.epoch_line, writer)
     writer.close()
     train_s = sum(r["seconds"] for r in history)
-    run.write_history(history)
 
     last = head.get_weights()
     head.set_weights(best_weights)
     atomic_save_model(plan.model, run.file("best.keras"))
     head.set_weights(last)
     atomic_save_model(plan.model, run.file("model.keras"))
-    from cnnctl.viz import plots
-
-    plots.curves(history, run.file("curves.png"), title=f"{cfg.model.name} features -> head on {data.source}")
     metrics = {"params": int(sum(np.prod(w.shape) for w in head.trainable_weights)), "precision": policy,
                "replicas": 1, "epochs_trained": len(history), "wall_time_s": round(time.perf_counter() - t_start, 2),
                "train_time_s": round(train_s, 3), "seconds_per_epoch": round(train_s / max(1, len(history)), 4),
@@ -196,8 +192,6 @@ def fit_features(cfg, task, run, data, policy, console, log, t_start):
                        test_images=len(arrays["test_y"]))
     last = history[-1] if history else {}
     metrics.update({m: last[m] for m in ("loss", "accuracy", "val_loss", "val_accuracy") if m in last})
-    run.write_json("metrics.json", metrics)
-    from cnnctl.train.report import results_table
+    from cnnctl.train.finish import finish_run
 
-    results_table(console, task, metrics, run.path)
-    return run.path, metrics, history
+    return finish_run(run, task, console, data, history, metrics, f"{cfg.model.name} features -> head on {data.source}")
