@@ -498,6 +498,7 @@ class DataModule:
         spec, k, cfg, seed = self.spec, self.num_classes, self.cfg, self.seed
         pca = self.pca
         augs = list(cfg.augment) if augment else []
+        from cnnctl.data import geometry
 
         def fn(i, images, labels):
             x = tf.cast(images, tf.float32)
@@ -511,17 +512,10 @@ class DataModule:
             y = tf.one_hot(labels, k)
             base = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, i])  # stateless seed per batch
             n = tf.shape(x)[0]
-            if "crop" in augs:
-                p = cfg.crop_padding
-                xp = tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]])
-                off = tf.random.stateless_uniform((n, 2), base + [0, 1 << 40], 0, 2 * p + 1, dtype=tf.int32)
-                rows = off[:, :1] + tf.range(spec.height)[None]      # (b, h)
-                cols = off[:, 1:] + tf.range(spec.width)[None]       # (b, w)
-                x = tf.gather(xp, rows, axis=1, batch_dims=1)        # (b, h, w+2p, c)
-                x = tf.gather(x, cols, axis=2, batch_dims=1)         # (b, h, w, c)
+            if "crop" in augs:                     # masks and boxes would move with these (data/geometry.py)
+                x, _, _ = geometry.random_translate(x, base, cfg.crop_padding)
             if "flip" in augs:
-                flip = tf.random.stateless_uniform((n, 1, 1, 1), base + [0, 2 << 40]) < 0.5
-                x = tf.where(flip, tf.reverse(x, axis=[2]), x)
+                x, _, _ = geometry.random_flip(x, base)
             if "pca_color" in augs and pca is not None:
                 alpha = tf.random.stateless_normal((n, 3), base + [0, 6 << 40], stddev=cfg.pca_std)
                 x = tf.clip_by_value(pca_color_shift(x, *pca, alpha), 0.0, 255.0)
