@@ -112,7 +112,7 @@ class MarkovStepper:
 def _brute_force_best(table, max_words, first_word=3):
     best, best_seq = -np.inf, None
     vocab = table.shape[0]
-    for n in range(max_words + 1):
+    for n in range(1, max_words + 1):                      # at least one word
         for words in itertools.product(range(first_word, vocab), repeat=n):
             seq, prev, lp = [*words, 2], 1, 0.0
             for w in seq:
@@ -129,6 +129,7 @@ def test_a_wide_beam_finds_the_most_probable_caption_and_greedy_is_never_better(
 
     stepper = MarkovStepper(vocab=7, seed=seed)
     stepper.table[:, :, 3] += 3.0                  # <unk> likely: banning it must change the answer
+    stepper.table[:, 1, 2] += 4.0                  # an empty caption likely: it is never the answer
     features = np.array([[[0.0]], [[1.0]]], np.float32)
     max_words = 4
     first = 3 if allow_unk else 4
@@ -143,7 +144,8 @@ def test_a_wide_beam_finds_the_most_probable_caption_and_greedy_is_never_better(
         # greedy follows the argmax chain
         prev, words = 1, []
         for _ in range(max_words + 1):
-            row = np.where((np.arange(7) >= first) | (np.arange(7) == 2), stepper.table[kind, prev], -np.inf)
+            allowed = (np.arange(7) >= first) | ((np.arange(7) == 2) & (len(words) > 0))
+            row = np.where(allowed, stepper.table[kind, prev], -np.inf)
             prev = int(np.argmax(row if len(words) < max_words else np.where(np.arange(7) == 2, row, -np.inf)))
             if prev == 2:
                 break

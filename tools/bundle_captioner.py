@@ -4,8 +4,8 @@
 
 Writes ``cnnctl/data/bundled/captioner/``: the run's last model without optimizer state
 (``model.keras``, the model its metrics.json scores), ``vocab.json``, ``caption.json``,
-``config.toml``, ``metrics.json``, a NOTICE, and ``samples/``: the first test-split openclipart
-drawings of the run (public domain, so they may ship) with the captions and log-probabilities the
+``config.toml``, ``metrics.json``, a NOTICE, and ``samples/``: test-split openclipart drawings of
+the run, evenly spaced, (public domain, so they may ship) with the captions and log-probabilities the
 run itself wrote for them in captions.json -- tests/test_caption.py checks that `cnnctl caption`
 reproduces them from the package alone.
 """
@@ -36,7 +36,7 @@ on human-written captions, caption-disjoint split 80/10/10 by the caption's word
     the scikit-image and scikit-learn sample images (Debian tuxpaint-stamps-default; GPL-2,
     Copyright the Tux Paint contributors). These weights and vocab.json are derived from that
     GPL-2 data; no stamp image or sentence file is included here.
-samples/: {samples} openclipart test-split drawings (public domain) and the captions the training run
+samples/: {samples} openclipart test-split drawings, evenly spaced over the split, (public domain) and the captions the training run
 wrote for them (samples.json).
 
 Test-split scores (metrics.json): see the README's model card.
@@ -66,9 +66,10 @@ def main():
     for name in ("vocab.json", "caption.json", "config.toml", "metrics.json"):
         shutil.copy(run / name, OUT / name)
     samples = []
-    for row in json.loads((run / "captions.json").read_text()):
-        if "/images/" not in row["image"] or len(samples) == args.samples:      # openclipart drawings only
-            continue
+    drawings = [row for row in json.loads((run / "captions.json").read_text())
+                if "/images/" in row["image"]]                                 # openclipart drawings only
+    step = max(1, len(drawings) // args.samples)
+    for row in drawings[::step][:args.samples]:                                # spread over the test split
         dest = OUT / "samples" / Path(row["image"]).name
         shutil.copy(row["image"], dest)
         samples.append({**row, "image": f"samples/{dest.name}"})

@@ -215,6 +215,7 @@ def beam_search(stepper, features: np.ndarray, beam: int = 3, max_words: int = 2
     ``max_words`` words ``<end>`` is forced. With ``length_norm`` beams are ranked by log-prob per token.
     ``<pad>`` and ``<start>`` are never written, nor ``<unk>`` unless ``allow_unk``: "<unk>" describes
     nothing, and on data with many rare words it would otherwise be the likeliest word everywhere.
+    A caption has at least one word (``<end>`` cannot come first).
     """
     banned = [0, 1] if allow_unk else [0, 1, 3]
     out = []
@@ -241,6 +242,8 @@ def _beam_batch(stepper, features, k, max_words, length_norm, banned=(0, 1, 3)):
         logp = np.asarray(logp, np.float64).reshape(n, k, -1)
         vocab = logp.shape[-1]
         logp[..., list(banned)] = -np.inf                                  # live beams never write these
+        if t == 0:
+            logp[..., 2] = -np.inf                                         # a caption has at least one word
         logp[finished] = -np.inf
         logp[finished, 0] = 0.0                                            # a finished beam only pads
         if t == max_words:                                                 # out of room: end every live beam
