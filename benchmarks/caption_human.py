@@ -70,6 +70,17 @@ def main():
     print(f"\nvocabulary {m.get('vocab_size', '?')} words; test sentences never seen in training "
           f"(exact-sentence match: model {np.mean([r['test_exact'] for r in runs]):.1%}, nearest baseline "
           f"{np.mean([r['baseline_nearest_exact'] for r in runs]):.1%})")
+    # how far the test captions are from what a word-level model can write: the first run's vocabulary
+    first = out / f"seed-{args.seeds[0]}"
+    vocab = set(json.loads((first / "vocab.json").read_text())["words"])
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from cnnctl.data.text import tokenize
+
+    refs = [tokenize(c["references"][0]) for c in json.loads((first / "captions.json").read_text())]
+    words = [w for r in refs for w in r]
+    print(f"test caption words outside the vocabulary (seen < {m.get('min_count', 5)} times in training): "
+          f"{np.mean([w not in vocab for w in words]):.0%} of words; captions with at least one: "
+          f"{np.mean([any(w not in vocab for w in r) for r in refs]):.0%}")
     if walls:
         print(f"training wall time per seed (features computed once, by the first): "
               f"{', '.join(f'{w:.0f} s' for w in walls)}")

@@ -257,6 +257,8 @@ def test_the_readme_model_card_gives_the_bundled_captioners_own_scores():
         printed = [float(v) for v in line.strip("|").split("|")[1:]]
         assert printed == [round(metrics[prefix + k], 3) for k in ("bleu1", "bleu4", "cider_d")], label
     assert f"{metrics['test_images']} test images" in card and f"{metrics['vocab_size']} words" in card
+    for sample in json.loads((BUNDLED / "samples.json").read_text()):      # the samples table: what ships
+        assert f"| `{sample['image'].split('/')[-1]}` | {sample['caption']} | {sample['references'][0]} |" in card
 
 
 def _scene_png(path):
