@@ -36,8 +36,8 @@ on human-written captions, caption-disjoint split 80/10/10 by the caption's word
     the scikit-image and scikit-learn sample images (Debian tuxpaint-stamps-default; GPL-2,
     Copyright the Tux Paint contributors). These weights and vocab.json are derived from that
     GPL-2 data; no stamp image or sentence file is included here.
-samples/: {samples} openclipart test-split drawings, evenly spaced over the split, (public domain) and the captions the training run
-wrote for them (samples.json).
+samples/: {samples} openclipart test-split drawings (public domain), evenly spaced over the split,
+and the captions the training run wrote for them (samples.json).
 
 Test-split scores (metrics.json): see the README's model card.
 Licence of these files: Apache-2.0 as cnnctl, with the GPL-2 provenance above stated.
