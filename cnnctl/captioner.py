@@ -24,9 +24,9 @@ class Captioner:
         from cnnctl.train.rundir import RunDir
 
         if folder is None and not (BUNDLED / "vocab.json").is_file():
-            raise CnnctlError("this version of cnnctl has no bundled default captioner yet",
-                              hint="train one (`cnnctl train caption-scenes`, about 5 minutes), then "
-                                   "`cnnctl caption --model checkpoints/RUN IMAGE...`")
+            raise CnnctlError(f"this installation of cnnctl has lost its bundled default captioner ({BUNDLED})",
+                              hint="reinstall cnnctl (pip install --force-reinstall cnnctl), or give a caption "
+                                   "run: `cnnctl caption --model checkpoints/RUN IMAGE...`")
         folder = Path(folder) if folder is not None else BUNDLED
         run = RunDir.open(folder)
         for name in ("vocab.json", "caption.json"):
