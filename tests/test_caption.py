@@ -366,3 +366,25 @@ def test_glove_vectors_start_the_word_embeddings(scene_run, tmp_path, monkeypatc
             assert not np.allclose(table[i], 0) and not any(np.allclose(table[i], v) for v in known.values())
     saved = np.load(out / "glove" / "word_vectors.npz")
     assert list(saved["words"]) == vocab and int(saved["found"].sum()) == 5
+
+
+def test_with_no_test_split_the_validation_features_are_computed_once(tmp_path):
+    """A CSV with no split column: validation is held out of train and stands in for test; its
+    features are encoded once and shared."""
+    from cnnctl.data.scenes import grid_scene
+    from cnnctl.data.sources import fashion_mnist
+
+    test = fashion_mnist("")["test"]
+    rows = ["image,caption"]
+    for i in range(40):
+        scene = grid_scene(test.images[..., 0], test.labels, "test", 0, i)
+        Image.fromarray(scene.image).save(tmp_path / f"s{i}.png")
+        rows.append(f"s{i}.png,{scene.sentence}")
+    (tmp_path / "caps.csv").write_text("\n".join(rows) + "\n")
+    r = runner.invoke(app, ["train", "--data", str(tmp_path / "caps.csv"), *SMALL, "--epochs", "1",
+                            "--set", "data.val_split=0.25", "--out-dir", str(tmp_path), "--name", "run"])
+    assert r.exit_code == 0, r.output
+    assert "features of the test split: those of the val split" in r.output
+    assert "the validation split is used as the test set" in r.output
+    arrays = np.load(tmp_path / "run" / "features.npz")
+    assert arrays["val_features"].shape[0] == 10 and np.array_equal(arrays["val_features"], arrays["test_features"])

@@ -121,6 +121,11 @@ class CaptionDataModule:
 
             out = {}
             for s, sp in splits.items():
+                same = next((t for t in out if splits[t.removesuffix("_features")] is sp), None)
+                if same is not None:                       # no test split: the validation split stands in
+                    out[f"{s}_features"] = out[same]
+                    self.log(f"features of the {s} split: those of the {same.removesuffix('_features')} split")
+                    continue
                 feats, bad = encode(encoder, encoder_spec, sp.images, self.log)
                 if bad:
                     shown = "\n".join(f"  {p}: {why}" for p, why in bad[:10])
