@@ -294,6 +294,29 @@ def detect_format(path: str) -> str:
                       hint="give scenes:grid, a Flickr8k folder, captions_*.json, dataset_*.json or a .csv")
 
 
+BUILT_SOURCES = ("openclipart.csv", "tuxpaint.csv")     # what `cnnctl data openclipart/tuxpaint` write
+
+
+def write_built_source(out: Path, name: str, rows: list[tuple[str, str, str]]) -> Path:
+    """``out/name`` (``image,caption,split`` rows of one source), then ``out/captions.csv``: the union of
+    every source built into ``out`` -> the path of ``captions.csv``."""
+    import io
+
+    from cnnctl.files import atomic_write_text
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image", "caption", "split"])
+    writer.writerows(rows)
+    atomic_write_text(out / name, buf.getvalue())
+    union = ["image,caption,split"]
+    for source in BUILT_SOURCES:
+        if (out / source).is_file():
+            union += (out / source).read_text(encoding="utf-8").splitlines()[1:]
+    atomic_write_text(out / "captions.csv", "".join(r + "\n" for r in union))
+    return out / "captions.csv"
+
+
 def load_captions(path: str, scene_counts=(), scene_seed: int = 0) -> CaptionData:
     """Read the caption data at ``path`` in whatever supported format it is."""
     kind = detect_format(path)

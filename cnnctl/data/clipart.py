@@ -17,16 +17,14 @@ share ("gramastar" names 1,375 different stars): it names a set, not a picture. 
 for at most ``PER_TITLE`` drawings, so no caption dominates the corpus. A third of the titles are
 not English ("Uccello bianco e nero", "protection obligatoire tete") or are joined names
 ("ralfarkinberlinde"): a title is kept only when every word of it is in the system's English word
-list (Debian ``wamerican``, ``/usr/share/dict/words``), which keeps 2,367 of 3,404 drawings.
+list (Debian ``wamerican``, ``/usr/share/dict/words``); the build log gives the counts kept.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
-import csv
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -152,14 +150,8 @@ def build_openclipart(out: str | os.PathLike, size: int = 224, source: Path = OP
         done = list(pool.map(one, jobs))
     rows = [(png.relative_to(out).as_posix(), title, split_of(title))
             for (_, png, title), ok in zip(jobs, done) if ok]
-    from cnnctl.files import atomic_write_text
+    from cnnctl.data.captions import write_built_source
 
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["image", "caption", "split"])
-    writer.writerows(rows)
-    atomic_write_text(out / "openclipart.csv", buf.getvalue())
+    union = write_built_source(out, "openclipart.csv", rows)
     log(f"{len(rows)} drawings written ({len(jobs) - len(rows)} failed to rasterise) -> {out / 'openclipart.csv'}")
-    from cnnctl.data.tuxpaint import write_union
-
-    return write_union(out)
+    return union

@@ -128,28 +128,14 @@ def on_photo(stamp, photo, size: int, rng: np.random.Generator):
     return canvas
 
 
-def write_union(out: Path) -> Path:
-    """``out/captions.csv`` = the rows of every source CSV built into ``out`` (openclipart, tuxpaint)."""
-    from cnnctl.files import atomic_write_text
-
-    header, rows = "image,caption,split\n", []
-    for name in ("openclipart.csv", "tuxpaint.csv"):
-        if (out / name).is_file():
-            rows += (out / name).read_text(encoding="utf-8").splitlines()[1:]
-    atomic_write_text(out / "captions.csv", header + "".join(r + "\n" for r in rows))
-    return out / "captions.csv"
-
-
 def build_tuxpaint(out: str | os.PathLike, size: int = 224, composites: int = 4, seed: int = 0,
                    source: Path = TUXPAINT, backgrounds: list[Path] | None = None, log=print) -> Path:
     """Write the stamps (and their photo composites) into ``out`` -> the path of ``captions.csv``."""
-    import csv
-    import io
 
     from PIL import Image
 
+    from cnnctl.data.captions import write_built_source
     from cnnctl.data.clipart import split_of
-    from cnnctl.files import atomic_write_text
 
     if not source.is_dir():
         raise CnnctlError(f"{source} does not exist: Tux Paint's stamps are not installed",
@@ -194,11 +180,7 @@ def build_tuxpaint(out: str | os.PathLike, size: int = 224, composites: int = 4,
                 photo = backgrounds[int(rng.integers(len(backgrounds)))]
                 on_photo(stamp, photo, size, rng).save(path)
                 rows.append((path.relative_to(out).as_posix(), sentence, split))
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["image", "caption", "split"])
-    writer.writerows(rows)
-    atomic_write_text(out / "tuxpaint.csv", buf.getvalue())
+    union = write_built_source(out, "tuxpaint.csv", rows)
     log(f"{len(rows)} images from {len(rows) - cutouts * composites} stamps ({cutouts} photo cut-outs x "
         f"{composites} photos from {len(backgrounds)} backgrounds; {unreadable} unreadable) -> {out / 'tuxpaint.csv'}")
-    return write_union(out)
+    return union

@@ -90,6 +90,7 @@ class CaptionDataModule:
                        for s, sp in splits.items()}
         self.vocab = Vocab.build((t for caps in self.tokens["train"] for t in caps), cc.min_count)
         self.train = self.val = self.test = None
+        self.word_vectors: dict | None = None      # {"vectors", "found"} when caption.word_vectors is set
         self._counts = {s: (sum(len(c) for c in sp.captions) if sp else 0) for s, sp in splits.items()}
 
     # ------------------------------------------------------------------ the engine's protocol
@@ -137,7 +138,10 @@ class CaptionDataModule:
 
         arrays, info = feature_cache.load_or_compute(run, key, compute, self.log)
         self.feature_info = info
-        pixels = {s: self._pixels(s, sp, encoder, encoder_spec) for s, sp in splits.items()} if cc.train_encoder else {}
+        pixels = {}
+        for s, sp in splits.items() if cc.train_encoder else ():
+            same = next((t for t in pixels if splits[t] is sp), None)    # val standing in for test: held once
+            pixels[s] = pixels[same] if same is not None else self._pixels(s, sp, encoder, encoder_spec)
         made = {}
         for s, sp in splits.items():
             captions = [t for caps in self.tokens[s] for t in caps]
@@ -326,13 +330,9 @@ class CaptionTask(Task):
     @staticmethod
     def _word_vectors(run, data, cfg, log) -> None:
         """``word_vectors.npz``: the pretrained vectors of the run's vocabulary (once per run)."""
-        from cnnctl.data.word_vectors import SOURCES, vectors_for
+        from cnnctl.data.word_vectors import vectors_for
 
         name = cfg.caption.word_vectors
-        dims = SOURCES[name][3] if name in SOURCES else None
-        if dims is not None and int(cfg.model.options.get("embed_dim", 512)) != dims:
-            raise CnnctlError(f"caption.word_vectors = {name!r} has {dims} dimensions but model.embed_dim is "
-                              f"{cfg.model.options.get('embed_dim', 512)}", hint=f"--set model.embed_dim={dims}")
         path = run.file("word_vectors.npz")
         if path.is_file():
             with np.load(path) as saved:
@@ -360,9 +360,14 @@ class CaptionTask(Task):
         options = {k: v for k, v in cfg.model.options.items() if k != "input_shape"}
         feats = data.train.features
         model = models.build(cfg.model.name, num_classes=len(data.vocab), input_shape=feats.shape[1:], **options)
-        pretrained = getattr(data, "word_vectors", None)
+        pretrained = data.word_vectors
         if pretrained is not None:                       # found words take their vectors; others keep the init
             table = model.get_layer("word_embed").embeddings
+            dims, width = pretrained["vectors"].shape[1], int(table.shape[1])
+            if dims != width:
+                raise CnnctlError(f"caption.word_vectors = {cfg.caption.word_vectors!r} has {dims} dimensions "
+                                  f"but the model's word embeddings have {width}",
+                                  hint=f"--set model.embed_dim={dims}")
             found = pretrained["found"]
             table.assign(np.where(found[:, None], pretrained["vectors"], np.asarray(table.numpy())))
         norm = model.get_layer("image_norm")            # per-dimension mean / variance of the training features
@@ -436,46 +441,13 @@ class CaptionTask(Task):
                 "baseline_frequent_bleu4", "val_loss")
 
 
-@keras.saving.register_keras_serializable(package="cnnctl")
-class WordAccuracy(keras.metrics.Metric):
-    """Next-word accuracy over real words (padding, id 0, not counted)."""
-
-    def __init__(self, name="accuracy", **kwargs):
-        super().__init__(name=name, **kwargs)
-        self.correct = self.add_variable((), initializer="zeros", name="correct")
-        self.total = self.add_variable((), initializer="zeros", name="total")
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        ops = keras.ops
-        y_true = ops.cast(y_true, "int32")
-        mask = ops.cast(ops.not_equal(y_true, 0), "float32")
-        hit = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true), "float32")
-        self.correct.assign_add(ops.sum(hit * mask))
-        self.total.assign_add(ops.sum(mask))
-
-    def result(self):
-        return self.correct / keras.ops.maximum(self.total, 1.0)
-
-    def reset_state(self):
-        self.correct.assign(0.0)
-        self.total.assign(0.0)
-
-
-@keras.saving.register_keras_serializable(package="cnnctl")
-class BatchRecall(keras.metrics.Metric):
-    """Within each batch: how often an image's own sentence scores highest among the batch's sentences."""
+class _Ratio(keras.metrics.Metric):
+    """hits / total, summed over the epoch; subclasses say what a hit is in ``update_state``."""
 
     def __init__(self, name="accuracy", **kwargs):
         super().__init__(name=name, **kwargs)
         self.hits = self.add_variable((), initializer="zeros", name="hits")
         self.total = self.add_variable((), initializer="zeros", name="total")
-
-    def update_state(self, y_true, scores, sample_weight=None):
-        ops = keras.ops
-        n = ops.shape(scores)[0]
-        best = ops.cast(ops.argmax(scores, axis=1), "int32")
-        self.hits.assign_add(ops.sum(ops.cast(ops.equal(best, ops.arange(n, dtype="int32")), "float32")))
-        self.total.assign_add(ops.cast(n, "float32"))
 
     def result(self):
         return self.hits / keras.ops.maximum(self.total, 1.0)
@@ -483,6 +455,31 @@ class BatchRecall(keras.metrics.Metric):
     def reset_state(self):
         self.hits.assign(0.0)
         self.total.assign(0.0)
+
+
+@keras.saving.register_keras_serializable(package="cnnctl")
+class WordAccuracy(_Ratio):
+    """Next-word accuracy over real words (padding, id 0, not counted)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        ops = keras.ops
+        y_true = ops.cast(y_true, "int32")
+        mask = ops.cast(ops.not_equal(y_true, 0), "float32")
+        hit = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y_true), "float32")
+        self.hits.assign_add(ops.sum(hit * mask))
+        self.total.assign_add(ops.sum(mask))
+
+
+@keras.saving.register_keras_serializable(package="cnnctl")
+class BatchRecall(_Ratio):
+    """Within each batch: how often an image's own sentence scores highest among the batch's sentences."""
+
+    def update_state(self, y_true, scores, sample_weight=None):
+        ops = keras.ops
+        n = ops.shape(scores)[0]
+        best = ops.cast(ops.argmax(scores, axis=1), "int32")
+        self.hits.assign_add(ops.sum(ops.cast(ops.equal(best, ops.arange(n, dtype="int32")), "float32")))
+        self.total.assign_add(ops.cast(n, "float32"))
 
 
 @TASKS.register("align", about="image-sentence alignment: Karpathy's regions + BRNN, ranked (R@K, median rank)")
