@@ -75,6 +75,8 @@ class OptimizerConfig:
     weight_decay: float = 1e-4    # sgd: L2 inside the momentum (as in the papers); others: decoupled
     clipnorm: float = 0.0         # 0 = off; global-norm clipping otherwise
     epsilon: float = 1e-7
+    beta_1: float = 0.9           # adam / adamw (DCGAN: 0.5; WGAN-GP: 0.0)
+    beta_2: float = 0.999         # adam / adamw (WGAN-GP: 0.9)
 
 
 @dataclass
@@ -137,6 +139,17 @@ class CaptionConfig:
 
 
 @dataclass
+class GenerateConfig:
+    """GANs (task = "generate"): how the samples are scored and shown."""
+
+    eval_samples: int = 5000      # generated images scored after each epoch (FID, KID, coverage); 0 = none
+    final_samples: int = 10000    # generated images scored for metrics.json
+    judge: str = ""               # a classify run whose features score the samples; "" = cnnctl trains one (cached)
+    judge_epochs: int = 4         # epochs of that classifier
+    grid: int = 10                # samples/epoch-NNN.png shows grid x grid images from fixed noise
+
+
+@dataclass
 class Config:
     task: str = ""                # classify, ...; "" = the task the model's registry entry names
     data: DataConfig = field(default_factory=DataConfig)
@@ -146,6 +159,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -161,10 +175,12 @@ CHOICES = {
     "train.strategy": ("auto", "default", "mirrored", "multiworker"),
 }
 POSITIVE = {"train.epochs", "train.batch_size", "caption.image_size", "caption.grid", "caption.min_count",
-            "caption.max_words", "caption.beam"}
+            "caption.max_words", "caption.beam",
+            "generate.final_samples", "generate.judge_epochs", "generate.grid"}
 NON_NEGATIVE = {"train.devices", "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
                 "optimizer.clipnorm", "schedule.warmup_epochs", "data.crop_padding",
-                "data.eval_resize_short", "finetune.body_lr_scale"}
+                "data.eval_resize_short", "finetune.body_lr_scale",
+                "generate.eval_samples"}
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from cnnctl.cli import caption as caption_cmd
 from cnnctl.cli import data as data_cmd
 from cnnctl.cli import evaluate as evaluate_cmd
 from cnnctl.cli import finetune as finetune_cmd
+from cnnctl.cli import generate as generate_cmd
 from cnnctl.cli import models as models_cmd
 from cnnctl.cli import predict as predict_cmd
 from cnnctl.cli import train as train_cmd
@@ -28,6 +29,7 @@ app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("predict")(predict_cmd.predict)
 app.command("models")(models_cmd.models)
 app.command("caption")(caption_cmd.caption)
+app.command("generate")(generate_cmd.generate)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(visualize_cmd.app, name="visualize")
 

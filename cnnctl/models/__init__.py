@@ -20,6 +20,7 @@ from cnnctl.models import (  # noqa: F401
     captioning,
     deepface,
     efficientnet_lite,
+    gans,
     inception,
     inception_resnet,
     inception_v3,

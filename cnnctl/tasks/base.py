@@ -62,8 +62,7 @@ class Task:
         """One line per finished epoch: the task's fields, their validation values, lr, time, speed."""
         parts = [f"epoch {int(row['epoch'])}/{epochs}"]
         parts += [f"{f.label} {row.get(f.key, float('nan')):.4f}" for f in self.progress_fields]
-        if any(f"val_{f.key}" in row for f in self.progress_fields):
-            parts += [f"val_{f.label} {row.get('val_' + f.key, float('nan')):.4f}" for f in self.progress_fields]
+        parts += [f"val_{f.label} {row['val_' + f.key]:.4f}" for f in self.progress_fields if f"val_{f.key}" in row]
         parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f} s", f"{row['images_per_s']:.0f} img/s"]
         return "  ".join(parts)
 
@@ -105,6 +104,11 @@ class Task:
 
         return model_state_variables(model)
 
+    def epoch_callbacks(self, run, data, cfg) -> list:
+        """Keras callbacks that measure at each epoch's end and put their numbers into the epoch's logs
+        (so they reach history.csv, TensorBoard and the ``best.keras`` monitor)."""
+        return []
+
     def final_metrics(self, model, data) -> dict[str, Any]:
         """The task's test metrics for ``metrics.json`` (prefixed ``test_``)."""
         return {}
@@ -134,6 +138,7 @@ def get(name: str) -> Task:
     """The registered task ``name``; an unknown name lists the valid ones."""
     # Importing the task modules registers the built-in tasks.
     import cnnctl.tasks.caption
-    import cnnctl.tasks.classify  # noqa: F401
+    import cnnctl.tasks.classify
+    import cnnctl.tasks.generate  # noqa: F401
 
     return TASKS.get(name).fn()

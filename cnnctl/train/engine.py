@@ -191,7 +191,9 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
     bar = cb.RichProgress(progress, tc.epochs, steps, tc.batch_size, task.progress_fields)
     backup_cb = cb.StepBackup(run, tc.checkpoint_every, None, guard, state_variables)
     tensorboard = keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False, update_freq="epoch")
-    callbacks = [bar, guard, backup_cb, best, tensorboard] + ([plateau] if plateau else [])
+    # the task's epoch measurements come before the callbacks that read them (best, TensorBoard, plateau)
+    callbacks = ([bar, guard, backup_cb, *task.epoch_callbacks(run, data, cfg), best, tensorboard]
+                 + ([plateau] if plateau else []))
     val_ds = data.eval_dataset("val")
     fit_time, fit_images = 0.0, 0
 

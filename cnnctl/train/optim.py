@@ -156,9 +156,10 @@ def make_optimizer(cfg: OptimizerConfig, schedule, scaled_paths=(), lr_scale: fl
     if cfg.name == "sgd":
         return cls(schedule, momentum=cfg.momentum, nesterov=cfg.nesterov, l2=cfg.weight_decay, **clip)
     if cfg.name == "adam":
-        return cls(schedule, epsilon=cfg.epsilon, weight_decay=wd, **clip)
+        return cls(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon, weight_decay=wd, **clip)
     if cfg.name == "adamw":
-        return cls(schedule, weight_decay=cfg.weight_decay, epsilon=cfg.epsilon, **clip)
+        return cls(schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2, weight_decay=cfg.weight_decay,
+                   epsilon=cfg.epsilon, **clip)
     if cfg.name == "rmsprop":
         return cls(schedule, momentum=cfg.momentum, epsilon=cfg.epsilon, weight_decay=wd, **clip)
     return cls(schedule, epsilon=cfg.epsilon, weight_decay=wd, **clip)
