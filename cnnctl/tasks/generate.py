@@ -168,7 +168,7 @@ class GenerateTask(Task):
         gc = cfg.generate
         if not (gc.eval_samples or gc.final_samples) or data.test is None:
             return
-        judge = Judge(ensure_judge(gc, cfg.data, model_input_shape(cfg), log))
+        judge = Judge(ensure_judge(gc, cfg.data, model_input_shape(cfg), data.train.count, log))
         if judge.class_names != data.class_names:
             raise CnnctlError(f"the judge {judge.run} knows the classes {judge.class_names[:5]}..., "
                               f"the data {data.class_names[:5]}...",

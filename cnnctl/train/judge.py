@@ -30,7 +30,12 @@ def _cache_root() -> Path:
     return Path(os.environ.get("CNNCTL_CACHE") or Path.home() / ".cache" / "cnnctl") / "judges"
 
 
-def judge_key(data_cfg, image_shape, epochs: int) -> str:
+def judge_batch(train_images: int) -> int:
+    """The default job's batch of 128, smaller for small data sets (at least 20 steps per epoch)."""
+    return min(128, max(16, train_images // 20))
+
+
+def judge_key(data_cfg, image_shape, epochs: int, train_images: int) -> str:
     """Which judge a data set gets: its source and path (with the file's size and time), the image
     shape, the epochs and the recipe version."""
     path = data_cfg.path
@@ -38,11 +43,12 @@ def judge_key(data_cfg, image_shape, epochs: int) -> str:
     if path and Path(path).exists():
         st = Path(path).stat()
         stamp = f"{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    text = json.dumps([JUDGE_VERSION, data_cfg.source, path, stamp, list(image_shape), epochs, data_cfg.val_split])
+    text = json.dumps([JUDGE_VERSION, data_cfg.source, path, stamp, list(image_shape), epochs, data_cfg.val_split,
+                       train_images])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def ensure_judge(gen_cfg, data_cfg, image_shape, log) -> Path:
+def ensure_judge(gen_cfg, data_cfg, image_shape, train_images: int, log) -> Path:
     """The judge's run directory: ``generate.judge`` if set, else the cached one (trained now if new)."""
     if gen_cfg.judge:
         run = Path(gen_cfg.judge)
@@ -50,7 +56,7 @@ def ensure_judge(gen_cfg, data_cfg, image_shape, log) -> Path:
             raise CnnctlError(f"generate.judge = {run} is not a classify run (no classes.json)",
                               hint="give a run of `cnnctl train` on the same classes, or leave generate.judge empty")
         return run
-    key = judge_key(data_cfg, image_shape, gen_cfg.judge_epochs)
+    key = judge_key(data_cfg, image_shape, gen_cfg.judge_epochs, train_images)
     root = _cache_root()
     run = root / key
     if (run / "model.keras").is_file() and (run / "metrics.json").is_file():
@@ -62,7 +68,7 @@ def ensure_judge(gen_cfg, data_cfg, image_shape, log) -> Path:
         shutil.rmtree(run, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "cnnctl", "train", "--epochs", str(gen_cfg.judge_epochs), "--seed", "0",
-           "--precision", "float32", "--out-dir", str(root), "--name", key,
+           "--batch-size", str(judge_batch(train_images)), "--precision", "float32", "--out-dir", str(root), "--name", key,
            "--set", f"data.source={json.dumps(data_cfg.source)}", "--set", f"data.val_split={data_cfg.val_split}",
            "--set", f"model.input_shape={json.dumps(list(image_shape))}", "--set", "data.augment=[]"]
     if data_cfg.path:
