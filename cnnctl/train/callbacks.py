@@ -28,7 +28,8 @@ class RichProgress(keras.callbacks.Callback):
         self.task = None
 
     def _metrics(self, logs) -> str:
-        return "  ".join(f"{f.label} {float(logs.get(f.key, float('nan'))):.4f}" for f in self.fields)
+        # fields measured only at the epoch's end (a GAN's FID) are left out of the per-step bar
+        return "  ".join(f"{f.label} {float(logs[f.key]):.4f}" for f in self.fields if f.key in logs)
 
     def start_epoch(self, epoch: int, first_step: int):
         self.first_step = first_step

@@ -1,0 +1,117 @@
+"""The GAN line on the bundled Fashion-MNIST: final scores per model, FID per epoch on one plot, and
+whether the WGAN critic's estimate tracks sample quality (Arjovsky et al. 2017, Fig. 3-4).
+
+For each recipe the script runs ``cnnctl train RECIPE --seed S`` into OUT/RECIPE (unless
+``--skip-train``) and reads the run's history.csv and metrics.json. Scores are in the judge
+classifier's feature space (cnnctl.train.judge): comparable between these runs, not with published
+FIDs (Inception pool3 features).
+
+    python benchmarks/gan.py [--recipes dcgan-fashion cgan-fashion ...] [--out checkpoints/bench-gan]
+                             [--skip-train] [--plot docs/images/gan-fid.png]
+
+Prints markdown tables (docs/gans.md carries them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RECIPES = ("gan-fashion", "cgan-fashion", "dcgan-fashion", "wgan-fashion", "wgan-gp-fashion")
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+    def ranks(x):
+        x = np.asarray(x, float)
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):                      # ties share their mean rank
+            r[x == v] = r[x == v].mean()
+        return r
+    ra, rb = ranks(a), ranks(b)
+    if ra.std() == 0 or rb.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    ap.add_argument("--out", default="checkpoints/bench-gan")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-train", action="store_true", help="reuse OUT/RECIPE runs")
+    ap.add_argument("--plot", default="", help="write the FID-per-epoch plot here (PNG)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="passed to every run")
+    args = ap.parse_args()
+    out = Path(args.out)
+    runs = {}
+    for recipe in args.recipes:
+        run = out / recipe
+        if not args.skip_train:
+            if run.exists():
+                sys.exit(f"{run} exists: remove it or pass --skip-train")
+            t0 = time.perf_counter()
+            cmd = [sys.executable, "-m", "cnnctl", "train", recipe, "--out-dir", str(out), "--name", recipe,
+                   "--seed", str(args.seed)] + [x for o in args.overrides for x in ("--set", o)]
+            subprocess.run(cmd, check=True)
+            print(f"{recipe}: {time.perf_counter() - t0:.0f} s", flush=True)
+        history = list(csv.DictReader((run / "history.csv").open()))
+        runs[recipe] = (history, json.loads((run / "metrics.json").read_text()))
+
+    first = next(iter(runs.values()))[1]
+    print(f"\n### Final scores: {first.get('test_samples')} samples against {first.get('test_real_images')} real "
+          f"test images (judge test accuracy {first.get('judge_test_accuracy', float('nan')):.4f})\n")
+    print("| recipe | epochs | s/epoch | FID | KID | IS analogue | classes covered | class KL | label acc. | "
+          "Parzen LL |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for recipe, (hist, m) in runs.items():
+        sec = np.mean([float(r["seconds"]) for r in hist])
+        label = f"{m['test_label_accuracy']:.3f}" if "test_label_accuracy" in m else "-"
+        print(f"| {recipe} | {len(hist)} | {sec:.0f} | {m['test_fid']:.1f} | {m['test_kid']:.2f} | {m['test_is']:.2f} | "
+              f"{m['test_covered']} | {m['test_class_kl']:.3f} | {label} | {m['test_parzen_ll']:.0f} ± "
+              f"{m['test_parzen_ll_se']:.0f} |")
+    print(f"\nreal-vs-real floor (two halves of the test set): FID {first['real_floor_fid']:.1f}, "
+          f"KID {first['real_floor_kid']:.2f}. Goodfellow et al. 2014, Table 1 (MNIST, not Fashion-MNIST): "
+          "GAN Parzen log-likelihood 225 ± 2.")
+
+    print("\n### Does the loss track sample quality? Spearman correlation with FID over epochs\n")
+    print("| recipe | signal | Spearman rho | epochs |")
+    print("|---|---|---:|---:|")
+    for recipe, (hist, _) in runs.items():
+        fid = [float(r["fid"]) for r in hist]
+        key = "w_dist" if "w_dist" in hist[0] else "d_loss"
+        rho = spearman([float(r[key]) for r in hist], fid)
+        what = "critic's Wasserstein estimate" if key == "w_dist" else "discriminator loss"
+        print(f"| {recipe} | {what} | {rho:+.2f} | {len(hist)} |")
+
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for recipe, (hist, _) in runs.items():
+            ax.plot([int(r["epoch"]) for r in hist], [float(r["fid"]) for r in hist], marker="o", label=recipe)
+        ax.axhline(first["real_floor_fid"], color="grey", ls="--", label="real vs real")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("FID (judge features)")
+        ax.set_yscale("log")
+        ax.legend()
+        fig.tight_layout()
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.plot, dpi=100)
+        print(f"\nplot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
