@@ -305,7 +305,7 @@ class GAN(keras.Model):
         self.loss_kind, self.d_steps, self.clip, self.gp_weight = loss, int(d_steps), float(clip), float(gp_weight)
         self.output_range, self.noise = output_range, noise
         self.instance_noise, self.noise_anneal, self.total_steps = float(instance_noise), float(noise_anneal), int(total_steps)
-        self.seed_generator = keras.random.SeedGenerator(0, name="gan_seed")
+        self.seed_generator = keras.random.SeedGenerator(name="gan_seed")   # from the run's --seed
         self.d_optimizer = None
         self.trackers = {k: keras.metrics.Mean(name=k) for k in self.metric_keys()}
         self.built = True                         # G and D are built functional models
@@ -357,16 +357,36 @@ class GAN(keras.Model):
         return cls(g, d, **config)
 
     # ------------------------------------------------------------------ sampling
-    def sample_noise(self, n, seed=None):
+    def _seed(self):
+        """A fresh stateless seed ``(2,)`` from the model's seed generator (its state is in the resume
+        backup), offset by the replica's index: under MirroredStrategy every replica draws its own
+        noise (a replicated generator alone would give each replica the same draws)."""
+        import tensorflow as tf
+
+        seed = tf.cast(self.seed_generator.next(), tf.int64)
+        ctx = tf.distribute.get_replica_context()
+        replica = 0 if ctx is None else ctx.replica_id_in_sync_group
+        return seed + tf.constant([0, 1_000_003], tf.int64) * tf.cast(replica, tf.int64)
+
+    def _normal(self, shape):
+        import tensorflow as tf
+
+        return tf.random.stateless_normal(shape, self._seed())
+
+    def _uniform(self, shape, low, high):
+        import tensorflow as tf
+
+        return tf.random.stateless_uniform(shape, self._seed(), low, high)
+
+    def sample_noise(self, n):
         """``(n, noise_dim)``: N(0, 1) (DCGAN, WGAN), U(-sqrt 3, sqrt 3) (the 2014 paper's unit-variance
         uniform) or U(0, 1) (the cGAN's "unit hypercube")."""
-        seed = self.seed_generator if seed is None else seed
         shape = (n, self.noise_dim)
         if self.noise == "uniform":
-            return keras.random.uniform(shape, -math.sqrt(3.0), math.sqrt(3.0), seed=seed)
+            return self._uniform(shape, -math.sqrt(3.0), math.sqrt(3.0))
         if self.noise == "unit_uniform":
-            return keras.random.uniform(shape, 0.0, 1.0, seed=seed)
-        return keras.random.normal(shape, seed=seed)
+            return self._uniform(shape, 0.0, 1.0)
+        return self._normal(shape)
 
     def generator_inputs(self, z, y):
         return [z, y] if self.num_classes else z
@@ -390,7 +410,7 @@ class GAN(keras.Model):
     def _noisy(self, x, sigma):
         if not self.instance_noise:
             return x
-        return x + sigma * keras.random.normal(ops.shape(x), seed=self.seed_generator)
+        return x + sigma * self._normal(ops.shape(x))
 
     def _d_losses(self, d_real, d_fake):
         if self.wasserstein:
@@ -409,7 +429,7 @@ class GAN(keras.Model):
     def _gradient_penalty(self, real, fake, y):
         import tensorflow as tf
 
-        eps = keras.random.uniform((ops.shape(real)[0], 1, 1, 1), seed=self.seed_generator)
+        eps = self._uniform((ops.shape(real)[0], 1, 1, 1), 0.0, 1.0)
         mixed = eps * real + (1.0 - eps) * fake
         with tf.GradientTape() as tape:
             tape.watch(mixed)
