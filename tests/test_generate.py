@@ -151,3 +151,33 @@ def test_a_killed_gan_run_resumes_bit_identical(gan_env, cond_run):
     assert all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a, b))
     ma, mb = (json.loads((out / n / "metrics.json").read_text()) for n in ("ref", "victim"))
     assert ma["test_fid"] == mb["test_fid"]
+
+
+def test_a_nan_loss_stops_a_gan_run_with_one_message(gan_env, tmp_path):
+    _, data = gan_env
+    r = runner.invoke(app, ["train", "--model", "gan_mlp", "--data", str(data), "--epochs", "1", "--out-dir",
+                            str(tmp_path), *SMALL, "--set", "optimizer.name='sgd'", "--set", "optimizer.lr=1e30"])
+    assert r.exit_code == 2 and "the loss became" in r.output and "Traceback" not in r.output
+
+
+def test_mode_collapse_is_warned_about(cond_run, gan_env, tmp_path):
+    """A generator that draws one image whatever z is: one class takes every sample."""
+    from cnnctl import models
+    from cnnctl.tasks.generate import EpochSamples, SampleScorer
+    from cnnctl.train.judge import Judge
+    from cnnctl.train.rundir import RunDir
+
+    root, _ = gan_env
+    judge = Judge(next((root / "cache" / "judges").iterdir()))
+    gan = models.build("dcgan", num_classes=3, width=8)
+    for w in gan.generator.get_layer("to_image").weights:
+        w.assign(np.zeros(w.shape, "float32"))                # every sample is the same grey square
+    real = np.stack([np.asarray(Image.open(p)) for p in sorted((gan_env[1] / "bars").glob("*.png"))])[..., None]
+    said = []
+    callback = EpochSamples(RunDir.create(tmp_path, "collapse"), SampleScorer(judge, real, np.zeros(len(real), int)),
+                            samples=30, grid=2, log=said.append)
+    callback.set_model(gan)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert logs["top_class_share"] == 1.0 and logs["covered"] == 1
+    assert len(said) == 1 and "mode collapse" in said[0] and "100%" in said[0]
