@@ -21,6 +21,10 @@ def load_run_model(run_dir: str | Path, which: str = "model"):
 
     run = RunDir.open(run_dir)
     cfg = load_run_config(run.path)
+    if cfg.task not in ("", "classify"):
+        use = {"generate": f"cnnctl generate {run.path}", "caption": f"cnnctl caption --model {run.path} IMAGE..."}
+        raise CnnctlError(f"{run.path} is a {cfg.task} run, not a classifier",
+                          hint=f"use `{use[cfg.task]}`" if cfg.task in use else "give a classification run")
     classes = load_classes(run)
     path = run.file(f"{which}.keras")
     if not path.is_file():

@@ -181,3 +181,10 @@ def test_mode_collapse_is_warned_about(cond_run, gan_env, tmp_path):
     callback.on_epoch_end(0, logs)
     assert logs["top_class_share"] == 1.0 and logs["covered"] == 1
     assert len(said) == 1 and "mode collapse" in said[0] and "100%" in said[0]
+
+
+def test_classifier_commands_name_the_command_for_a_gan_run(cond_run):
+    run, _ = cond_run
+    for cmd in (["evaluate", str(run)], ["predict", str(run), str(run / "samples" / "epoch-001.png")]):
+        r = runner.invoke(app, cmd)
+        assert r.exit_code == 2 and "is a generate run" in r.output and "cnnctl generate" in r.output, r.output
