@@ -56,6 +56,7 @@ def main():
     ap.add_argument("--skip-train", action="store_true", help="reuse OUT/RECIPE runs")
     ap.add_argument("--plot", default="", help="write the FID-per-epoch plot here (PNG)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="passed to every run")
+    ap.add_argument("--label", default="sneaker", help="conditional runs: the class `cnnctl generate --label` draws")
     ap.add_argument("--noise-ablation", action="store_true")
     ap.add_argument("--sigma", type=float, default=0.1, help="instance noise of the ablation (G's units)")
     args = ap.parse_args()
@@ -92,6 +93,10 @@ def main():
           f"KID {first['real_floor_kid']:.2f}. Goodfellow et al. 2014, Table 1 (MNIST, not Fashion-MNIST): "
           "GAN Parzen log-likelihood 225 ± 2.")
 
+    for recipe, (_, m) in runs.items():
+        if "test_label_accuracy" in m:
+            print(f"\n{recipe}: " + label_check(out / recipe, m, args.label, args.seed))
+
     print("\n### Does the loss track sample quality? Spearman correlation with FID over epochs\n")
     print("| recipe | signal | Spearman rho | epochs |")
     print("|---|---|---:|---:|")
@@ -120,6 +125,26 @@ def main():
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.plot, dpi=100)
         print(f"\nplot: {args.plot}")
+
+
+def label_check(run: Path, metrics: dict, label: str, seed: int, n: int = 1000) -> str:
+    """``cnnctl generate RUN --label LABEL --n 1000`` as a user runs it, read back from the PNG files and
+    classified by the run's judge."""
+    import tempfile
+
+    from PIL import Image
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from cnnctl.train.judge import Judge
+
+    judge = Judge(Path(metrics["judge_run"]))
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "cnnctl", "generate", str(run), "--label", label, "--n", str(n),
+                        "--seed", str(seed), "--out", tmp], check=True, capture_output=True)
+        pixels = np.stack([np.asarray(Image.open(Path(tmp) / f"{i:06d}.png")) for i in range(n)])
+    _, probs = judge.describe(pixels[..., None] if pixels.ndim == 3 else pixels)
+    accuracy = float(np.mean(probs.argmax(axis=1) == judge.class_names.index(label)))
+    return f"`cnnctl generate --label {label} --n {n}`: the judge reads {accuracy:.1%} of them as {label}"
 
 
 def noise_ablation(args):

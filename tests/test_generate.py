@@ -80,6 +80,9 @@ def test_a_gan_run_writes_samples_and_scores_every_epoch(cond_run):
     assert m["judge_test_accuracy"] > 0.9                     # the shapes are easy: the judge is trustworthy
     assert 0 <= m["real_floor_fid"] < m["test_fid"]
     assert 0 <= m["test_covered"] <= 3 and 0 <= m["test_label_accuracy"] <= 1
+    by_class = m["test_label_accuracy_by_class"]
+    assert sorted(by_class) == ["bars", "disc", "stripes"]              # 30 samples of each class
+    assert np.mean(list(by_class.values())) == pytest.approx(m["test_label_accuracy"])
     assert math.isfinite(m["test_parzen_ll"]) and m["test_samples"] == 90
     assert "FID" in output and "D " in output                 # the epoch line shows the task's fields
 

@@ -77,7 +77,7 @@ class SampleScorer:
         self.real_labels = real_labels
         self.classes = len(judge.class_names)
 
-    def score(self, pixels: np.ndarray, labels: np.ndarray | None) -> dict[str, float]:
+    def score(self, pixels: np.ndarray, labels: np.ndarray | None, by_class: bool = False) -> dict[str, Any]:
         from cnnctl.metrics.gan import (
             class_coverage,
             frechet_distance,
@@ -93,6 +93,10 @@ class SampleScorer:
                "is": inception_score(probs)[0], **class_coverage(predicted, self.classes)}
         if labels is not None:
             out["label_accuracy"] = float(np.mean(predicted == labels))
+            if by_class:    # what `cnnctl generate --label NAME` gives, class by class
+                out["label_accuracy_by_class"] = {name: float(np.mean(predicted[labels == c] == c))
+                                                  for c, name in enumerate(self.judge.class_names)
+                                                  if np.any(labels == c)}
         return out
 
     def floor(self, seed: int = 0) -> dict[str, float]:
@@ -217,9 +221,10 @@ class GenerateTask(Task):
             return {}
         labels = balanced_labels(n, model.num_classes)
         pixels = generate(model, fixed_noise(model, n, 2), labels)
-        out = {f"test_{k}": v for k, v in self.scorer.score(pixels, labels).items()}
+        out = {f"test_{k}": v for k, v in self.scorer.score(pixels, labels, by_class=True).items()}
         out.update({f"real_floor_{k}": v for k, v in self.scorer.floor().items()})
         out["judge_test_accuracy"] = self.scorer.judge.test_accuracy
+        out["judge_run"] = str(self.scorer.judge.run)
         # Parzen windows in [0, 1] pixel units (the 2014 paper's), sigma from validation images
         val = _split_arrays(data, "val")[0] if data.val is not None and data.val is not data.test else None
         samples = pixels.reshape(len(pixels), -1) / 255.0
