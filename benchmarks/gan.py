@@ -143,7 +143,8 @@ def label_check(run: Path, metrics: dict, label: str, seed: int, n: int = 1000) 
                         "--seed", str(seed), "--out", tmp], check=True, capture_output=True)
         pixels = np.stack([np.asarray(Image.open(Path(tmp) / f"{i:06d}.png")) for i in range(n)])
     _, probs = judge.describe(pixels[..., None] if pixels.ndim == 3 else pixels)
-    accuracy = float(np.mean(probs.argmax(axis=1) == judge.class_names.index(label)))
+    index = [c.lower() for c in judge.class_names].index(label.lower())
+    accuracy = float(np.mean(probs.argmax(axis=1) == index))
     return f"`cnnctl generate --label {label} --n {n}`: the judge reads {accuracy:.1%} of them as {label}"
 
 

@@ -89,10 +89,10 @@ def test_a_gan_run_writes_samples_and_scores_every_epoch(cond_run):
 
 def test_generate_writes_files_and_respects_labels_and_seeds(cond_run, tmp_path):
     run, _ = cond_run
-    r = runner.invoke(app, ["generate", str(run), "--n", "5", "--label", "disc", "--json", "--out", str(tmp_path / "a")])
+    r = runner.invoke(app, ["generate", str(run), "--n", "5", "--label", "Disc", "--json", "--out", str(tmp_path / "a")])
     assert r.exit_code == 0, r.output
     rows = json.loads(r.output)
-    assert [x["label"] for x in rows] == ["disc"] * 5
+    assert [x["label"] for x in rows] == ["disc"] * 5                   # a label matches regardless of case
     first = [np.asarray(Image.open(x["file"])) for x in rows]
     assert all(im.shape == (28, 28) and im.dtype == np.uint8 for im in first)
     assert (tmp_path / "a" / "grid.png").is_file()

@@ -46,9 +46,11 @@ def generate(
         if not model.num_classes:
             raise CnnctlError(f"{run} is an unconditional GAN: it takes no --label",
                               hint="train a conditional model (cgan_mlp, or dcgan with --set model.conditional=true)")
-        if label not in classes:
+        # exact, else case-insensitive ("sneaker" for Fashion-MNIST's "Sneaker")
+        matches = [c for c in classes if c == label] or [c for c in classes if c.lower() == label.lower()]
+        if len(matches) != 1:
             raise CnnctlError(f"unknown label {label!r}", hint="valid labels: " + ", ".join(classes))
-        labels = np.full(n, classes.index(label))
+        labels = np.full(n, classes.index(matches[0]))
     from cnnctl.tasks.generate import balanced_labels, fixed_noise
     from cnnctl.tasks.generate import generate as draw
 

@@ -96,7 +96,7 @@ class Judge:
         path = self.run / "model.keras"
         model = load_keras_file(path, hint=f"delete {self.run} and run again: the judge is retrained")
         last = model.layers[-1]                           # the logits layer; its input is the feature
-        self.model = keras.Model(model.inputs, [last.input, keras.ops.softmax(model.output)])
+        self.model = keras.Model(model.input, [last.input, keras.ops.softmax(model.output)])
         self.input_shape = tuple(int(s) for s in model.inputs[0].shape[1:])
         try:
             self.test_accuracy = json.loads((self.run / "metrics.json").read_text()).get("test_accuracy")
