@@ -57,6 +57,7 @@ def main():
     ap.add_argument("--plot", default="", help="write the FID-per-epoch plot here (PNG)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="passed to every run")
     ap.add_argument("--label", default="sneaker", help="conditional runs: the class `cnnctl generate --label` draws")
+    ap.add_argument("--judge", default="", help="the judge run (default: the one each run's metrics.json names)")
     ap.add_argument("--noise-ablation", action="store_true")
     ap.add_argument("--sigma", type=float, default=0.1, help="instance noise of the ablation (G's units)")
     args = ap.parse_args()
@@ -95,7 +96,7 @@ def main():
 
     for recipe, (_, m) in runs.items():
         if "test_label_accuracy" in m:
-            print(f"\n{recipe}: " + label_check(out / recipe, m, args.label, args.seed))
+            print(f"\n{recipe}: " + label_check(out / recipe, args.judge or m["judge_run"], args.label, args.seed))
 
     print("\n### Does the loss track sample quality? Spearman correlation with FID over epochs\n")
     print("| recipe | signal | Spearman rho | epochs |")
@@ -127,7 +128,7 @@ def main():
         print(f"\nplot: {args.plot}")
 
 
-def label_check(run: Path, metrics: dict, label: str, seed: int, n: int = 1000) -> str:
+def label_check(run: Path, judge_run: str, label: str, seed: int, n: int = 1000) -> str:
     """``cnnctl generate RUN --label LABEL --n 1000`` as a user runs it, read back from the PNG files and
     classified by the run's judge."""
     import tempfile
@@ -137,7 +138,7 @@ def label_check(run: Path, metrics: dict, label: str, seed: int, n: int = 1000) 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from cnnctl.train.judge import Judge
 
-    judge = Judge(Path(metrics["judge_run"]))
+    judge = Judge(Path(judge_run))
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "cnnctl", "generate", str(run), "--label", label, "--n", str(n),
                         "--seed", str(seed), "--out", tmp], check=True, capture_output=True)
