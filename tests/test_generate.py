@@ -158,7 +158,7 @@ def test_a_killed_gan_run_resumes_bit_identical(gan_env, cond_run):
 
 def test_a_nan_loss_stops_a_gan_run_with_one_message(gan_env, tmp_path):
     _, data = gan_env
-    r = runner.invoke(app, ["train", "--model", "gan_mlp", "--data", str(data), "--epochs", "1", "--out-dir",
+    r = runner.invoke(app, ["train", "--model", "dcgan", "--data", str(data), "--epochs", "1", "--out-dir",
                             str(tmp_path), *SMALL, "--set", "optimizer.name='sgd'", "--set", "optimizer.lr=1e30"])
     assert r.exit_code == 2 and "the loss became" in r.output and "Traceback" not in r.output
 
