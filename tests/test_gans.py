@@ -119,3 +119,11 @@ def test_a_saved_gan_loads_with_both_networks(tmp_path):
     z = np.random.default_rng(0).normal(size=(3, 100)).astype("float32")
     assert np.array_equal(back.generator([z, y[:3]]).numpy(), gan.generator([z, y[:3]]).numpy())
     assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(back.discriminator.weights, gan.discriminator.weights))
+
+
+def test_a_last_batch_smaller_than_n_critic_still_trains_every_critic_step():
+    gan = models.build("wgan", num_classes=0, width=8, n_critic=5)
+    gan.compile(optimizer=keras.optimizers.RMSprop(5e-5), d_optimizer=keras.optimizers.RMSprop(5e-5))
+    x, y = _batch(13)
+    logs = gan.fit(x, y, batch_size=10, epochs=1, verbose=0, shuffle=False).history   # batches of 10 and 3
+    assert int(gan.d_optimizer.iterations) == 10 and all(np.isfinite(v[-1]) for v in logs.values())

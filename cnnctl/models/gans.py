@@ -445,12 +445,14 @@ class GAN(keras.Model):
         real_all = self.to_generator_range(pixels)
         y_all = ops.cast(onehot, "float32") if self.num_classes else None
         batch = ops.shape(real_all)[0]
-        m = batch // self.d_steps                 # one discriminator minibatch
+        # one discriminator minibatch; an epoch's last batch smaller than d_steps reuses its images
+        m = ops.maximum(batch // self.d_steps, 1)
         sigma = self._sigma()
         d_loss = w_dist = ops.convert_to_tensor(0.0)
         for k in range(self.d_steps):             # Algorithm 1's inner loop, unrolled
-            real = real_all[k * m:(k + 1) * m]
-            y = None if y_all is None else y_all[k * m:(k + 1) * m]
+            start = ops.minimum(k * m, batch - m)  # = k * m whenever batch >= d_steps
+            real = real_all[start:start + m]
+            y = None if y_all is None else y_all[start:start + m]
             z = self.sample_noise(m)
             fake = self.generator(self.generator_inputs(z, y), training=True)
             with tf.GradientTape() as tape:
