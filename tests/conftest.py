@@ -59,3 +59,22 @@ def make_folder(tmp_path):
 @pytest.fixture
 def pattern():
     return _pattern
+
+
+@pytest.fixture
+def kill_at_first_backup():
+    """kill_at_first_backup(process, run_dir): SIGKILL a `cnnctl train` process once its first resume
+    backup exists, then check that it had not finished."""
+    import signal
+    import time
+
+    def kill(process, run: Path, timeout: float = 300) -> None:
+        latest = Path(run) / "backup" / "LATEST"
+        deadline = time.time() + timeout
+        while not latest.exists() and time.time() < deadline and process.poll() is None:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        assert not (Path(run) / "metrics.json").exists(), "the run finished before it could be killed"
+
+    return kill

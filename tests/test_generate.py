@@ -7,10 +7,8 @@ import csv
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -126,7 +124,7 @@ def _cnnctl(*args):
                             stderr=subprocess.STDOUT, text=True)
 
 
-def test_a_killed_gan_run_resumes_bit_identical(gan_env, cond_run):
+def test_a_killed_gan_run_resumes_bit_identical(gan_env, cond_run, kill_at_first_backup):
     root, data = gan_env
     out = root / "resume"
     common = ["train", "--model", "wgan_gp", "--set", "model.n_critic=2", "--data", data, "--epochs", "2",
@@ -134,14 +132,7 @@ def test_a_killed_gan_run_resumes_bit_identical(gan_env, cond_run):
     ref = _cnnctl(*common, "--name", "ref")
     text, _ = ref.communicate(timeout=600)
     assert ref.returncode == 0, text
-    victim = _cnnctl(*common, "--name", "victim")
-    latest = out / "victim" / "backup" / "LATEST"
-    deadline = time.time() + 300
-    while not latest.exists() and time.time() < deadline and victim.poll() is None:
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate()
-    assert not (out / "victim" / "metrics.json").exists(), "the run finished before it could be killed"
+    kill_at_first_backup(_cnnctl(*common, "--name", "victim"), out / "victim")
     resumed = _cnnctl("train", "--resume", out / "victim")
     text, _ = resumed.communicate(timeout=600)
     assert resumed.returncode == 0 and "resuming" in text, text

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,9 @@ JUDGE_VERSION = 1      # bump when the recipe below changes: cached judges are k
 
 
 def _cache_root() -> Path:
-    return Path(os.environ.get("CNNCTL_CACHE") or Path.home() / ".cache" / "cnnctl") / "judges"
+    from cnnctl.data.sources import _cache_root as cnnctl_cache
+
+    return cnnctl_cache() / "judges"
 
 
 def judge_batch(train_images: int) -> int:
