@@ -144,6 +144,8 @@ class GenerateConfig:
 
     eval_samples: int = 5000      # generated images scored after each epoch (FID, KID, coverage); 0 = none
     final_samples: int = 10000    # generated images scored for metrics.json
+    inception_samples: int = 0    # samples scored at the end in Inception pool3 space (standard FID/KID;
+    #                               ~0.12 s each here, plus 2x as many real images once); 0 = none
     judge: str = ""               # a classify run whose features score the samples; "" = cnnctl trains one (cached)
     judge_epochs: int = 4         # epochs of that classifier
     grid: int = 10                # samples/epoch-NNN.png shows grid x grid images from fixed noise
@@ -180,7 +182,7 @@ POSITIVE = {"train.epochs", "train.batch_size", "caption.image_size", "caption.g
 NON_NEGATIVE = {"train.devices", "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
                 "optimizer.clipnorm", "schedule.warmup_epochs", "data.crop_padding",
                 "data.eval_resize_short", "finetune.body_lr_scale",
-                "generate.eval_samples"}
+                "generate.eval_samples", "generate.inception_samples"}
 
 
 def _field_types(cls: type) -> dict[str, Any]:

