@@ -1,7 +1,7 @@
 """DCGAN training speed on Fashion-MNIST 28x28 (batch 128): cnnctl vs PyTorch, float32 and bfloat16.
 
     pip install torch==2.13.0
-    python benchmarks/dcgan_speed.py [--steps 40] [--warmup 5] [--rounds 2]
+    python benchmarks/dcgan_speed.py [--seconds 20] [--warmup 3] [--rounds 2]
 
 Each configuration runs in its own process (precision policies are global), and the rounds are
 interleaved so that a busy or throttled machine hurts every row alike.
@@ -14,6 +14,8 @@ interleaved so that a busy or throttled machine hurts every row alike.
   match), with the same step on random tensors held in memory: no input pipeline cost at all.
   Eager and ``torch.compile``, channels_last, bf16 through autocast.
 
+Each row times as many steps as fit in about ``--seconds`` (at least 5, at most 60; bf16 steps
+here can take seconds each), after ``--warmup`` untimed ones that also give the estimate.
 Seconds per epoch = the timed seconds per step x 422 steps (54,000 training images / 128): the
 training steps alone, without the per-epoch sample scoring. A matmul microbenchmark in the same
 script gives the machine's float32 and bfloat16 peak; the GFLOP/s column counts 2 FLOP per
@@ -48,7 +50,11 @@ def step_flop(batch: int = BATCH) -> float:
     return 2.0 * macs * batch
 
 
-def run_cnnctl(precision: str, steps: int, warmup: int) -> dict:
+def timed_steps(per_step_estimate: float, seconds: float) -> int:
+    return int(min(60, max(5, round(seconds / max(per_step_estimate, 1e-3)))))
+
+
+def run_cnnctl(precision: str, seconds: float, warmup: int) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
@@ -69,11 +75,16 @@ def run_cnnctl(precision: str, steps: int, warmup: int) -> dict:
         def on_train_batch_end(self, b, logs=None):
             times.append(time.perf_counter())
 
-    model.fit(data.train_dataset(0).take(warmup + steps), epochs=1, verbose=0, callbacks=[Timer()], shuffle=False)
-    per_step = (times[-1] - times[warmup - 1]) / steps
+    ds = data.train_dataset(0)
+    t0 = time.perf_counter()
+    model.fit(ds.take(warmup), epochs=1, verbose=0, callbacks=[Timer()], shuffle=False)  # traces the step
+    steps = timed_steps((times[-1] - times[0]) / max(1, warmup - 1) if warmup > 1 else times[-1] - t0, seconds)
+    times.clear()
+    model.fit(ds.take(steps + 1), epochs=1, verbose=0, callbacks=[Timer()], shuffle=False)
+    per_step = (times[-1] - times[0]) / steps      # from the end of the first step to the end of the last
     params = model.generator.count_params() + model.discriminator.count_params()
     return {"framework": "cnnctl (Keras 3.15 / TF 2.21)", "precision": policy, "s_per_step": per_step,
-            "params": params}
+            "params": params, "steps": steps}
 
 
 def torch_dcgan():
@@ -108,7 +119,7 @@ def torch_dcgan():
     return g, d
 
 
-def run_torch(precision: str, steps: int, warmup: int, compile_: bool) -> dict:
+def run_torch(precision: str, seconds: float, warmup: int, compile_: bool) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -138,8 +149,11 @@ def run_torch(precision: str, steps: int, warmup: int, compile_: bool) -> dict:
 
     if compile_:
         step = torch.compile(step)
-    for _ in range(warmup):
+    for _ in range(warmup - 1):
         step()
+    t = time.perf_counter()
+    step()
+    steps = timed_steps(time.perf_counter() - t, seconds)
     t = time.perf_counter()
     for _ in range(steps):
         step()
@@ -148,7 +162,7 @@ def run_torch(precision: str, steps: int, warmup: int, compile_: bool) -> dict:
     params += sum(b.numel() for m in (g, d) for n, b in m.named_buffers() if "running" in n)
     return {"framework": f"PyTorch {torch.__version__}" + (" torch.compile" if compile_ else " eager")
             + ", channels_last", "precision": "bf16 autocast" if bf16 else "float32", "s_per_step": per_step,
-            "params": params}
+            "params": params, "steps": steps}
 
 
 def matmul_peak() -> dict:
@@ -177,8 +191,8 @@ CONFIGS = [("cnnctl", "float32", False), ("cnnctl", "mixed_bfloat16", False),
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--one", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -187,14 +201,14 @@ def main() -> None:
         if kind == "peak":
             result = matmul_peak()
         elif kind == "cnnctl":
-            result = run_cnnctl(precision, a.steps, a.warmup)
+            result = run_cnnctl(precision, a.seconds, a.warmup)
         else:
-            result = run_torch(precision, a.steps, a.warmup, flag)
+            result = run_torch(precision, a.seconds, a.warmup, flag)
         print("RESULT " + json.dumps(result))
         return
 
     def one(cfg):
-        p = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg), "--steps", str(a.steps),
+        p = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg), "--seconds", str(a.seconds),
                             "--warmup", str(a.warmup)], check=False, capture_output=True, text=True)
         line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
@@ -211,19 +225,20 @@ def main() -> None:
                 results[cfg].append(res)
                 print(f"round {r + 1} {cfg}: {res['s_per_step'] * 1000:.0f} ms/step", file=sys.stderr, flush=True)
     flop = step_flop()
-    print(f"\nDCGAN 28x28x1 (width 64), batch {BATCH}, {a.steps} timed steps after {a.warmup} warm-up, "
+    print(f"\nDCGAN 28x28x1 (width 64), batch {BATCH}, about {a.seconds:g} s of timed steps after {a.warmup} warm-up, "
           f"best of {a.rounds} interleaved rounds, {os.cpu_count()} CPU cores; matmul peak here: "
           f"float32 {peak['float32']:.0f} GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s\n")
-    print("| framework | precision | parameters | ms / step | s / epoch (422 steps) | GFLOP/s | % of peak |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| framework | precision | parameters | timed steps | ms / step | s / epoch (422 steps) | GFLOP/s | % of peak |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for cfg, runs in results.items():
         if not runs:
-            print(f"| {cfg[0]} | {cfg[1]} | - | not run | - | - | - |")
+            print(f"| {cfg[0]} | {cfg[1]} | - | - | not run | - | - | - |")
             continue
         best = min(runs, key=lambda x: x["s_per_step"])
         gflops = flop / best["s_per_step"] / 1e9
         top = peak["bfloat16"] if "bf" in best["precision"] else peak["float32"]
-        print(f"| {best['framework']} | {best['precision']} | {best['params']:,} | {best['s_per_step'] * 1000:.0f} | "
+        print(f"| {best['framework']} | {best['precision']} | {best['params']:,} | {best['steps']} | "
+              f"{best['s_per_step'] * 1000:.0f} | "
               f"{best['s_per_step'] * STEPS_PER_EPOCH:.0f} | {gflops:.0f} | {100 * gflops / top:.0f}% |")
 
 

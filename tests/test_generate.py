@@ -121,6 +121,9 @@ def test_generate_user_errors_are_one_message(cond_run, gan_env, tmp_path):
                             str(tmp_path), *SMALL, "--batch-size", "16"])
     assert r.exit_code == 2 and "not a multiple of the 5 discriminator steps" in r.output
     assert "Traceback" not in r.output
+    r = runner.invoke(app, ["train", "--model", "wgan_gp", "--data", str(data), "--epochs", "1", "--out-dir",
+                            str(tmp_path), *SMALL, "--batch-size", "16", "--set", "model.n_critic=3"])
+    assert r.exit_code == 2 and "not a multiple of the 3 discriminator steps" in r.output   # the recipe's n_critic
 
 
 def _cnnctl(*args):

@@ -172,6 +172,7 @@ class GenerateTask(Task):
         from cnnctl.train.judge import Judge, ensure_judge
 
         self.log, self.cfg = log, cfg
+        _check_batch(cfg, _configured_d_steps(cfg))     # before the judge and Inception set-up, not after
         gc = cfg.generate
         if not (gc.eval_samples or gc.final_samples) or data.test is None:
             return
@@ -194,10 +195,7 @@ class GenerateTask(Task):
 
         model = build_model(cfg, data.num_classes)
         model.total_steps = cfg.train.epochs * data.steps("train")
-        if cfg.train.batch_size % model.d_steps:
-            raise CnnctlError(f"train.batch_size {cfg.train.batch_size} is not a multiple of the "
-                              f"{model.d_steps} discriminator steps per generator step",
-                              hint=f"use e.g. --batch-size {model.d_steps * 64} ({model.d_steps} minibatches of 64)")
+        _check_batch(cfg, model.d_steps)
         self.progress_fields = (Field("d_loss", "D"), Field("g_loss", "G")) + (
             (Field("w_dist", "W"),) if model.wasserstein else ()) + (
             (Field("fid", "FID"),) if cfg.generate.eval_samples and self.scorer is not None else ())
@@ -251,6 +249,26 @@ class GenerateTask(Task):
     def summary_keys(self) -> tuple[str, ...]:
         return ("test_inception_fid", "real_floor_inception_fid", "test_fid", "real_floor_fid", "test_kid", "test_is", "test_covered", "test_label_accuracy",
                 "test_parzen_ll", "judge_test_accuracy")
+
+
+def _configured_d_steps(cfg) -> int:
+    """D steps per G step as the recipe sets them (``n_critic`` / ``d_steps``, else the builder's default)."""
+    import inspect
+
+    from cnnctl import models
+
+    params = inspect.signature(models.MODELS.get(cfg.model.name).fn).parameters
+    for key in ("n_critic", "d_steps"):
+        if key in params:
+            return int(cfg.model.options.get(key, params[key].default))
+    return 1
+
+
+def _check_batch(cfg, d_steps: int) -> None:
+    if d_steps >= 1 and cfg.train.batch_size % d_steps:
+        raise CnnctlError(f"train.batch_size {cfg.train.batch_size} is not a multiple of the "
+                          f"{d_steps} discriminator steps per generator step",
+                          hint=f"use e.g. --batch-size {d_steps * 64} ({d_steps} minibatches of 64)")
 
 
 def inception_scores(model, space, generated: np.ndarray | None = None) -> dict[str, float]:
