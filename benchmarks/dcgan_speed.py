@@ -36,16 +36,16 @@ BATCH = 128
 
 
 def step_flop(batch: int = BATCH) -> float:
-    """FLOP of one DCGAN train step at 28x28 (width 64), from the layer shapes.
+    """FLOP of one DCGAN train step at 28x28 (width 64), from ``cnnctl.models.count_macs`` of G and D.
 
-    G forward: project 100 -> 7*7*128, up1 (7x7x128 -> 14x14x64, 4x4), to_image (-> 28x28x1, 4x4).
-    D forward: down1 (28x28x1 -> 14x14x64, 4x4), down2 (-> 7x7x128, 4x4), logit 6272 -> 1.
-    D step: G forward (no grad) + D forward/backward on real and on fake (weights' and inputs'
-    gradients, 3x forward). G step: G forward/backward (3x) + D forward/backward (input gradients
-    only past the first layer, counted as 3x for simplicity).
+    D step: G forward (no gradients) + D forward and backward on real and on generated images.
+    G step: G forward and backward + D forward and backward. A backward pass is counted as 2x the
+    forward (input and weight gradients), so forward + backward = 3x.
     """
-    g = 100 * 6272 + 14 * 14 * 64 * 16 * 128 + 28 * 28 * 1 * 16 * 64
-    d = 14 * 14 * 64 * 16 * 1 + 7 * 7 * 128 * 16 * 64 + 6272
+    from cnnctl import models
+
+    gan = models.build("dcgan", num_classes=10)
+    g, d = models.count_macs(gan.generator), models.count_macs(gan.discriminator)
     macs = g + 2 * 3 * d + 3 * g + 3 * d
     return 2.0 * macs * batch
 
@@ -200,6 +200,8 @@ def main() -> None:
         kind, precision, flag = json.loads(a.one)
         if kind == "peak":
             result = matmul_peak()
+        elif kind == "flop":
+            result = {"flop": step_flop()}
         elif kind == "cnnctl":
             result = run_cnnctl(precision, a.seconds, a.warmup)
         else:
@@ -224,7 +226,7 @@ def main() -> None:
             if res is not None:
                 results[cfg].append(res)
                 print(f"round {r + 1} {cfg}: {res['s_per_step'] * 1000:.0f} ms/step", file=sys.stderr, flush=True)
-    flop = step_flop()
+    flop = float(one(("flop", "", False))["flop"])
     print(f"\nDCGAN 28x28x1 (width 64), batch {BATCH}, about {a.seconds:g} s of timed steps after {a.warmup} warm-up, "
           f"best of {a.rounds} interleaved rounds, {os.cpu_count()} CPU cores; matmul peak here: "
           f"float32 {peak['float32']:.0f} GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s\n")

@@ -34,6 +34,17 @@ def test_dcgan_follows_the_papers_guidelines(shape):
     assert np.std(g_convs[0].kernel.numpy()) == pytest.approx(0.02, rel=0.1)
 
 
+def test_macs_count_the_transposed_convolutions_and_both_networks():
+    gan = models.build("dcgan", num_classes=0)                       # 28x28, width 64
+    # G: project 100 x 7*7*128; up1: each of the 7x7 input pixels scatters a 4x4x64x128 kernel;
+    # to_image: each of the 14x14 input pixels a 4x4x1x64 kernel
+    g = 100 * 7 * 7 * 128 + 7 * 7 * (4 * 4 * 64 * 128) + 14 * 14 * (4 * 4 * 1 * 64)
+    # D: down1 14x14 outputs x 4x4x1x64, down2 7x7 outputs x 4x4x64x128, logit 6272
+    d = 14 * 14 * (4 * 4 * 1 * 64) + 7 * 7 * (4 * 4 * 64 * 128) + 7 * 7 * 128
+    assert models.count_macs(gan.generator) == g and models.count_macs(gan.discriminator) == d
+    assert models.count_macs(gan) == g + d
+
+
 def test_the_wgan_gp_critic_has_no_batch_norm_and_wgan_clips():
     critic = models.build("wgan_gp", num_classes=0, width=8).discriminator
     assert not _layers(critic, keras.layers.BatchNormalization) and _layers(critic, keras.layers.LayerNormalization)

@@ -73,7 +73,8 @@ def build(name: str, num_classes: int = 1000, input_shape: tuple[int, int, int] 
 
 
 def count_macs(model) -> int:
-    """Multiply-accumulates of one forward pass (Conv2D, DepthwiseConv2D, Dense, recurrent layers per step)."""
+    """Multiply-accumulates of one forward pass (Conv2D, Conv2DTranspose, DepthwiseConv2D, Dense, recurrent
+    layers per step). A GAN counts both of its networks (G's and D's forward passes)."""
     import keras
     import numpy as np
 
@@ -83,6 +84,9 @@ def count_macs(model) -> int:
             out = layer.output.shape  # (batch, h, w, filters)
             k = layer.kernel.shape    # (kh, kw, cin/groups, filters)
             total += out[1] * out[2] * k[0] * k[1] * k[2] * k[3]
+        elif isinstance(layer, keras.layers.Conv2DTranspose):
+            inp = layer.input.shape   # every input pixel scatters the whole kernel (kh, kw, filters, cin)
+            total += inp[1] * inp[2] * int(np.prod(layer.kernel.shape))
         elif isinstance(layer, keras.layers.DepthwiseConv2D):
             out = layer.output.shape
             k = layer.kernel.shape    # (kh, kw, cin, multiplier)
