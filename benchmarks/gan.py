@@ -115,7 +115,11 @@ def main():
 
     for recipe, (_, m) in runs.items():
         if "test_label_accuracy" in m:
-            print(f"\n{recipe}: " + label_check(out / recipe, args.judge or m["judge_run"], args.label, args.seed))
+            judge = args.judge or m.get("judge_run")
+            if not judge:
+                print(f"\n{recipe}: its metrics.json names no judge run; pass --judge RUN for the label check")
+                continue
+            print(f"\n{recipe}: " + label_check(out / recipe, judge, args.label, args.seed))
 
     print("\n### Does the loss track sample quality? Spearman correlation with FID over epochs\n")
     print("| recipe | signal | Spearman rho | epochs |")

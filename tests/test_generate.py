@@ -184,8 +184,23 @@ def test_mode_collapse_is_warned_about(cond_run, gan_env, tmp_path):
     assert len(said) == 1 and "mode collapse" in said[0] and "100%" in said[0]
 
 
-def test_classifier_commands_name_the_command_for_a_gan_run(cond_run):
+def test_predict_names_the_command_for_a_gan_run(cond_run):
     run, _ = cond_run
-    for cmd in (["evaluate", str(run)], ["predict", str(run), str(run / "samples" / "epoch-001.png")]):
-        r = runner.invoke(app, cmd)
-        assert r.exit_code == 2 and "is a generate run" in r.output and "cnnctl generate" in r.output, r.output
+    r = runner.invoke(app, ["predict", str(run), str(run / "samples" / "epoch-001.png")])
+    assert r.exit_code == 2 and "is a generate run" in r.output and "cnnctl generate" in r.output, r.output
+
+
+def test_evaluate_on_a_gan_run_reproduces_its_final_scores(cond_run, gan_env):
+    """`cnnctl evaluate RUN` is the task's own final evaluation: the same samples, judge and real
+    images as the run's metrics.json, so the same numbers (and Inception space on request)."""
+    run, _ = cond_run
+    r = runner.invoke(app, ["evaluate", str(run), "--json", "--inception", "6"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout[r.stdout.index("{"):])
+    want = json.loads((run / "metrics.json").read_text())
+    for key in ("test_fid", "test_kid", "test_label_accuracy", "test_parzen_ll", "real_floor_fid",
+                "test_inception_fid", "real_floor_inception_fid"):
+        assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), key
+    assert json.loads((run / "evaluation.json").read_text())["test_fid"] == got["test_fid"]
+    r = runner.invoke(app, ["evaluate", str(run), "--data", str(gan_env[1])])
+    assert r.exit_code == 2 and "--data is for classifiers" in r.output

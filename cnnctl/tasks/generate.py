@@ -247,8 +247,8 @@ class GenerateTask(Task):
         return out
 
     def summary_keys(self) -> tuple[str, ...]:
-        return ("test_inception_fid", "real_floor_inception_fid", "test_fid", "real_floor_fid", "test_kid", "test_is", "test_covered", "test_label_accuracy",
-                "test_parzen_ll", "judge_test_accuracy")
+        return ("test_inception_fid", "real_floor_inception_fid", "test_fid", "real_floor_fid", "test_kid",
+                "test_is", "test_covered", "test_label_accuracy", "test_parzen_ll", "judge_test_accuracy")
 
 
 def _configured_d_steps(cfg) -> int:
