@@ -1,0 +1,103 @@
+"""U-Net (Ronneberger, Fischer & Brox, MICCAI 2015), as Fig. 1 of the paper draws it.
+
+Fig. 1, for a 572x572 input tile and 2 classes:
+
+- contracting path: ``depth`` = 4 times two unpadded 3x3 convolutions + ReLU, then 2x2 max pooling
+  with stride 2, doubling the channels at each step (64, 128, 256, 512), then the bottom pair
+  (1024);
+- expansive path: 4 times a 2x2 up-convolution that halves the channels, concatenation with the
+  correspondingly *cropped* feature map of the contracting path ("copy and crop": the unpadded
+  convolutions lose a border), then two 3x3 convolutions + ReLU;
+- a 1x1 convolution to the classes.
+
+That is 23 convolutional layers (sec. 2), and the 572x572 tile gives a 388x388 map. Options beyond
+the figure: ``padding="same"`` (the output has the input's size; no cropping is needed),
+``base_filters``, ``depth`` and ``batch_norm`` (after every 3x3 convolution, before the ReLU).
+Weights are drawn from a Gaussian with std sqrt(2 / N), N the incoming nodes of a neuron (sec. 3,
+He initialisation).
+
+The segmentation task that trains this network is not built yet (issue 14); this module holds the
+architecture and its checks.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def _conv_pair(x, filters: int, padding: str, batch_norm: bool, name: str):
+    for i in (1, 2):
+        x = layers.Conv2D(filters, 3, padding=padding, use_bias=not batch_norm,
+                          kernel_initializer="he_normal", name=f"{name}_conv{i}")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.ReLU(name=f"{name}_relu{i}")(x)
+    return x
+
+
+def _crop_to(skip, target, name: str):
+    """Centre-crop ``skip`` (b, H, W, c) to ``target``'s spatial size (Fig. 1's "copy and crop")."""
+    dh = int(skip.shape[1]) - int(target.shape[1])
+    dw = int(skip.shape[2]) - int(target.shape[2])
+    if dh == 0 and dw == 0:
+        return skip
+    return layers.Cropping2D(((dh // 2, dh - dh // 2), (dw // 2, dw - dw // 2)), name=name)(skip)
+
+
+def output_size(input_size: int, depth: int = 4) -> int:
+    """The output side of a valid-padding U-Net for an input side: each 3x3 pair loses 4 pixels, each
+    pooling halves (the side before it must be even), each up-convolution doubles."""
+    side = input_size
+    for _ in range(depth):
+        side -= 4
+        if side <= 0 or side % 2:
+            raise ValueError(f"a {input_size}-pixel tile does not pool evenly at depth {depth}; "
+                             "valid sizes are 572, 396, 188, ... (see unet.valid_input_sizes)")
+        side //= 2
+    side -= 4
+    for _ in range(depth):
+        side = side * 2 - 4
+    if side <= 0:
+        raise ValueError(f"a {input_size}-pixel tile is too small for depth {depth}")
+    return side
+
+
+def valid_input_sizes(limit: int = 1024, depth: int = 4) -> list[int]:
+    """Tile sides up to ``limit`` that a valid-padding U-Net of this depth takes."""
+    out = []
+    for side in range(1, limit + 1):
+        try:
+            output_size(side, depth)
+        except ValueError:
+            continue
+        out.append(side)
+    return out
+
+
+def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64, depth: int = 4,
+         padding: str = "valid", batch_norm: bool = False) -> keras.Model:
+    """Fig. 1's network: (b, H, W, c) -> per-pixel class logits (b, H', W', num_classes)."""
+    if padding not in ("valid", "same"):
+        raise ValueError(f"padding must be 'valid' (the paper) or 'same', not {padding!r}")
+    h, w = int(input_shape[0]), int(input_shape[1])
+    if padding == "valid":
+        output_size(h, depth), output_size(w, depth)           # refuses sizes that do not pool evenly
+    elif h % 2**depth or w % 2**depth:
+        raise ValueError(f"a same-padding U-Net of depth {depth} needs sides divisible by {2**depth}, not {h}x{w}")
+    inputs = keras.Input(tuple(input_shape), name="image")
+    x, skips = inputs, []
+    for level in range(depth):                                  # contracting path
+        x = _conv_pair(x, base_filters * 2**level, padding, batch_norm, f"down{level + 1}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"pool{level + 1}")(x)
+    x = _conv_pair(x, base_filters * 2**depth, padding, batch_norm, "bottom")
+    for level in reversed(range(depth)):                        # expansive path
+        filters = base_filters * 2**level
+        x = layers.Conv2DTranspose(filters, 2, strides=2, kernel_initializer="he_normal",
+                                   name=f"up{level + 1}_upconv")(x)
+        skip = _crop_to(skips[level], x, f"up{level + 1}_crop")
+        x = layers.Concatenate(name=f"up{level + 1}_concat")([skip, x])
+        x = _conv_pair(x, filters, padding, batch_norm, f"up{level + 1}")
+    logits = layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
+    return keras.Model(inputs, logits, name="unet")

@@ -1,0 +1,44 @@
+"""U-Net as Fig. 1 of Ronneberger et al. 2015 draws it (the segmentation task itself is issue 14)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from cnnctl.models.unet import output_size, unet, valid_input_sizes
+
+
+def _conv(k: int, cin: int, cout: int) -> int:
+    return k * k * cin * cout + cout                    # weights + biases
+
+
+def test_the_paper_unet_has_fig_1s_shapes_layers_and_parameters():
+    model = unet(num_classes=2)
+    assert model.input_shape == (None, 572, 572, 1) and model.output_shape == (None, 388, 388, 2)
+    convs = [la for la in model.layers if isinstance(la, (keras.layers.Conv2D, keras.layers.Conv2DTranspose))]
+    assert len(convs) == 23                             # sec. 2: "In total the network has 23 convolutional layers"
+    # Fig. 1's layer table, level by level (3x3 convolutions, 2x2 up-convolutions, the 1x1 output):
+    # contracting: 1->64->64, 64->128->128, 128->256->256, 256->512->512, bottom 512->1024->1024
+    down = sum(_conv(3, a, b) + _conv(3, b, b) for a, b in [(1, 64), (64, 128), (128, 256), (256, 512), (512, 1024)])
+    # expansive: up-conv c -> c/2, then the concatenation (c/2 copied + c/2 up) c -> c/2 -> c/2
+    up = sum(_conv(2, c, c // 2) + _conv(3, c, c // 2) + _conv(3, c // 2, c // 2) for c in (1024, 512, 256, 128))
+    out = _conv(1, 64, 2)
+    assert down == 18_842_048 and up == 12_188_480 and out == 130     # = 31,030,658 in all
+    assert model.count_params() == down + up + out
+    # the crops: the 64-channel map of the first level is 568x568, cropped to 392x392 to meet the up-conv
+    assert model.get_layer("down1_relu2").output.shape[1:3] == (568, 568)
+    assert model.get_layer("up1_crop").output.shape[1:3] == (392, 392)
+
+
+def test_valid_tile_sizes_and_the_options():
+    assert output_size(572) == 388 and 572 in valid_input_sizes(600)
+    with pytest.raises(ValueError, match="does not pool evenly"):
+        unet(input_shape=(570, 570, 1))
+    same = unet(num_classes=3, input_shape=(64, 64, 3), base_filters=8, depth=3, padding="same", batch_norm=True)
+    assert same.output_shape == (None, 64, 64, 3)
+    assert len([la for la in same.layers if isinstance(la, keras.layers.BatchNormalization)]) == 2 * (2 * 3 + 1)
+    x = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32")
+    assert np.isfinite(same(x, training=False).numpy()).all()
+    with pytest.raises(ValueError, match="divisible by 8"):
+        unet(input_shape=(60, 60, 1), depth=3, padding="same")
