@@ -135,8 +135,8 @@ class _SafeUnpickler(pickle.Unpickler):
 def _resolve(obj):
     if isinstance(obj, _LazyTensor):
         return obj.materialize()
-    if isinstance(obj, ScriptNode):
-        obj.attrs = {k: _resolve(v) for k, v in obj.attrs.items()}
+    if isinstance(obj, ScriptNode):   # NEWOBJ without a BUILD leaves a node with no state
+        obj.attrs = {k: _resolve(v) for k, v in getattr(obj, "attrs", {}).items()}
         return obj
     if isinstance(obj, dict):
         return collections.OrderedDict((k, _resolve(v)) for k, v in obj.items())
