@@ -114,12 +114,8 @@ def load_pretrained(name: str, weights: str, log=print):
                               + "; or pass --weights PATH")
         model = models.build(name, num_classes=1000)
         cached = cache_dir() / f"{name}-imagenet.weights.h5"
-        if cached.is_file():
-            try:
-                model.load_weights(cached)
-                return model
-            except Exception as e:  # noqa: BLE001 - a stale or broken cache is rebuilt, never fatal
-                log(f"the cached {cached} is unreadable ({type(e).__name__}); converting again")
+        if load_cached_weights(model, cached, log):
+            return model
         source = _imagenet_source(name)
         log(f"converting the ImageNet weights of {name} from {source} (once; cached in {cached.parent})")
         _convert_into(model, name, source)
@@ -151,6 +147,19 @@ def load_pretrained(name: str, weights: str, log=print):
         raise CnnctlError(f"the weights in {path} do not fit {name} with 1000 classes ({type(e).__name__}: {e})",
                           hint="give weights saved from the same architecture") from None
     return model
+
+
+def load_cached_weights(model, cached: Path, log) -> bool:
+    """Load a converted-weights cache file into ``model``; False when absent or unreadable (then the
+    caller converts again: a stale or broken cache is rebuilt, never fatal)."""
+    if not cached.is_file():
+        return False
+    try:
+        model.load_weights(cached)
+        return True
+    except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
+        log(f"the cached {cached} is unreadable ({type(e).__name__}); converting again")
+        return False
 
 
 def _torch_num_classes(state) -> int:

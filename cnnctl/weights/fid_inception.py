@@ -152,8 +152,8 @@ def _conv_modules(node, prefix: str = "") -> dict[str, dict]:
 
 def load_fid_inception(log=print):
     """The converted pool3 network (``cnnctl.models.fid_inception.fid_inception_v3``), from the cache or made now."""
-    from cnnctl.files import atomic_write
     from cnnctl.models.fid_inception import fid_inception_v3
+    from cnnctl.weights import _save_weights, load_cached_weights
     from cnnctl.weights.convert import MismatchError
     from cnnctl.weights.torch_file import (
         TorchFileError,
@@ -163,12 +163,8 @@ def load_fid_inception(log=print):
 
     model = fid_inception_v3()
     cached = _cache() / CACHED
-    if cached.is_file():
-        try:
-            model.load_weights(cached)
-            return model
-        except Exception as e:  # noqa: BLE001 - a stale or broken cache is rebuilt, never fatal
-            log(f"the cached {cached} is unreadable ({type(e).__name__}); converting again")
+    if load_cached_weights(model, cached, log):
+        return model
     data, source = _archive_bytes(log)
     log(f"converting FID's Inception network from {source} (once; cached in {cached.parent})")
     try:
@@ -178,9 +174,5 @@ def load_fid_inception(log=print):
     except (TorchFileError, KeyError, AttributeError, MismatchError) as e:
         raise CnnctlError(f"{source} is not the Inception network FID expects ({type(e).__name__}: {e})",
                           hint="delete it and run again to fetch a fresh copy, or: " + _fetch_hint()) from None
-    try:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(cached, lambda tmp: model.save_weights(tmp), suffix=".weights.h5")
-    except (OSError, CnnctlError):
-        pass  # a read-only cache only costs a conversion next time
+    _save_weights(model, cached)       # a read-only cache only costs a conversion next time
     return model
