@@ -9,6 +9,8 @@ from cnnctl.layers.spatial_transformer import (
            affine_grid,
            bilinear_sample,
 )
+from cnnctl.layers.stride_two_conv import StrideTwoConv2D, StrideTwoConv2DTranspose
 
 __all__ = ["FusedBatchNormalization", "LocalResponseNormalization", "LocallyConnected2D", "NearestNeighbours", "SpatialTransformer",
+           "StrideTwoConv2D", "StrideTwoConv2DTranspose",
            "affine_grid", "bilinear_sample"]

@@ -23,6 +23,11 @@ import math
 import keras
 from keras import layers, ops
 
+from cnnctl.layers import (
+    FusedBatchNormalization,
+    StrideTwoConv2D,
+    StrideTwoConv2DTranspose,
+)
 from cnnctl.models.registry import register
 
 LOSSES = ("nonsaturating", "minimax", "wasserstein", "wasserstein_gp")
@@ -178,16 +183,16 @@ def _dc_generator(shape, noise_dim, classes, width, init):
     channels = width * 2 ** (ups - 1)
     h = layers.Dense(start * start * channels, use_bias=False, kernel_initializer=init, name="project")(h)
     h = layers.Reshape((start, start, channels), name="project_map")(h)
-    h = layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02), name="project_bn")(h)
+    h = FusedBatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02), name="project_bn")(h)
     h = layers.ReLU(name="project_relu")(h)
     for i in range(ups - 1):
         channels //= 2
-        h = layers.Conv2DTranspose(channels, 4, strides=2, padding="same", use_bias=False, kernel_initializer=init,
+        h = StrideTwoConv2DTranspose(channels, 4, strides=2, padding="same", use_bias=False, kernel_initializer=init,
                                    name=f"up{i + 1}")(h)
-        h = layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02),
+        h = FusedBatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02),
                                       name=f"up{i + 1}_bn")(h)
         h = layers.ReLU(name=f"up{i + 1}_relu")(h)
-    h = layers.Conv2DTranspose(shape[-1], 4, strides=2, padding="same", kernel_initializer=init, name="to_image")(h)
+    h = StrideTwoConv2DTranspose(shape[-1], 4, strides=2, padding="same", kernel_initializer=init, name="to_image")(h)
     image = layers.Activation("tanh", dtype="float32", name="image")(h)
     return _model([z, y], image, "generator")
 
@@ -205,10 +210,10 @@ def _dc_discriminator(shape, classes, width, init, norm: str):
         h = layers.Concatenate(name="image_and_label")([h, maps])
     channels = width
     for i in range(downs):
-        h = layers.Conv2D(channels, 4, strides=2, padding="same", use_bias=i == 0 or not norm,
+        h = StrideTwoConv2D(channels, 4, strides=2, padding="same", use_bias=i == 0 or not norm,
                           kernel_initializer=init, name=f"down{i + 1}")(h)
         if i > 0 and norm == "batch":      # not on D's input layer (sec. 3)
-            h = layers.BatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02),
+            h = FusedBatchNormalization(gamma_initializer=keras.initializers.RandomNormal(1.0, 0.02),
                                           name=f"down{i + 1}_bn")(h)
         elif i > 0 and norm == "layer":
             h = layers.LayerNormalization(axis=[1, 2, 3], name=f"down{i + 1}_ln")(h)
