@@ -152,6 +152,17 @@ class GenerateConfig:
 
 
 @dataclass
+class SegmentConfig:
+    """Segmentation (task = "segment"): the loss weights and how training windows are drawn."""
+
+    weight_map: bool = False      # U-Net's weight map (sec. 3): class balance + w0 exp(-(d1 + d2)^2 / 2 sigma^2)
+    class_balance: bool = False   # w_c: weight each class by n / (K n_c) (implied by weight_map)
+    w0: float = 10.0
+    sigma: float = 5.0            # pixels
+    tiles_per_epoch: int = 0      # 0 = the windows that tile every image; N = N random windows per epoch
+
+
+@dataclass
 class Config:
     task: str = ""                # classify, ...; "" = the task the model's registry entry names
     data: DataConfig = field(default_factory=DataConfig)
@@ -162,6 +173,7 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -182,7 +194,8 @@ POSITIVE = {"train.epochs", "train.batch_size", "caption.image_size", "caption.g
 NON_NEGATIVE = {"train.devices", "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
                 "optimizer.clipnorm", "schedule.warmup_epochs", "data.crop_padding",
                 "data.eval_resize_short", "finetune.body_lr_scale",
-                "generate.eval_samples", "generate.inception_samples"}
+                "generate.eval_samples", "generate.inception_samples", "segment.w0", "segment.sigma",
+                "segment.tiles_per_epoch"}
 
 
 def _field_types(cls: type) -> dict[str, Any]:

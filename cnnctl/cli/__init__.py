@@ -11,6 +11,7 @@ from cnnctl.cli import finetune as finetune_cmd
 from cnnctl.cli import generate as generate_cmd
 from cnnctl.cli import models as models_cmd
 from cnnctl.cli import predict as predict_cmd
+from cnnctl.cli import segment as segment_cmd
 from cnnctl.cli import train as train_cmd
 from cnnctl.cli import visualize as visualize_cmd
 
@@ -30,6 +31,7 @@ app.command("predict")(predict_cmd.predict)
 app.command("models")(models_cmd.models)
 app.command("caption")(caption_cmd.caption)
 app.command("generate")(generate_cmd.generate)
+app.command("segment")(segment_cmd.segment)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(visualize_cmd.app, name="visualize")
 

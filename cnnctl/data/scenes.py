@@ -1,4 +1,5 @@
-"""Fashion-MNIST ``grid`` scenes, exactly as ``shared/SCENES.md`` specifies them (captioning).
+"""Fashion-MNIST ``grid`` (captioning) and ``free`` (segmentation, detection) scenes, exactly as
+``shared/SCENES.md`` specifies them.
 
 A scene is composed of real Fashion-MNIST items (train scenes from the 60k
 training images, test scenes from the 10k test images); the layout and the
@@ -11,6 +12,14 @@ different cells chosen uniformly, each pasted unscaled with ``max`` at a
 uniform offset (dx, dy) in [0, 4] x [0, 4] inside its cell. A is the item in
 the earlier cell in reading order, B the other; the sentence is
 ``a {A} left of a {B}`` when the cells share a row, else ``a {A} above a {B}``.
+
+``free``: a 128x128 canvas with 1..5 items (uniform). Each item is resized by s ~ U[1, 2] to
+``round(28 s)`` pixels a side (bilinear: PIL's, half-pixel centres), then placed at a uniform
+position inside the canvas whose square does not overlap an earlier item's square (squares may
+touch); after 100 failed draws the item is dropped. The rest of the draw order (which this text
+leaves to the implementation): the item count, then per item its source image, s, and its
+position draws. ``free`` scenes use the random stream ``[seed, split_id, index, 1]`` so that a
+``free`` scene and a ``grid`` scene of the same index are unrelated.
 """
 
 from __future__ import annotations
@@ -73,3 +82,36 @@ def grid_scene(images: np.ndarray, labels: np.ndarray, split: str, seed: int, in
     a, b = (SCENE_CLASSES[item.label] for item in items)
     relation = "left of" if cells[0] // 2 == cells[1] // 2 else "above"
     return Scene(canvas, tuple(items), f"a {a} {relation} a {b}")
+
+
+FREE_SIDE = 128
+
+
+def _resized(item: np.ndarray, size: int) -> np.ndarray:
+    """(28, 28) uint8 -> (size, size) uint8, bilinear (PIL)."""
+    from PIL import Image
+
+    if size == item.shape[0]:
+        return item
+    return np.asarray(Image.fromarray(item).resize((size, size), Image.BILINEAR))
+
+
+def free_scene(images: np.ndarray, labels: np.ndarray, split: str, seed: int, index: int) -> Scene:
+    """``free`` scene ``index`` of ``split`` from ``images`` (n, 28, 28) uint8 / ``labels`` (n,) of that split.
+
+    The sentence is empty: free scenes carry label images and boxes, not captions."""
+    rng = np.random.default_rng([seed, _SPLIT_ID[split], index, 1])
+    canvas = np.zeros((FREE_SIDE, FREE_SIDE), np.uint8)
+    squares: list[tuple[int, int, int]] = []             # (x, y, side) of the placed items
+    items = []
+    for _ in range(int(rng.integers(1, 6))):             # 1..5 items
+        pick = int(rng.integers(0, len(images)))
+        size = round(28 * rng.uniform(1.0, 2.0))
+        for _attempt in range(100):
+            x, y = (int(v) for v in rng.integers(0, FREE_SIDE - size + 1, size=2))
+            if all(x + size <= ox or ox + oside <= x or y + size <= oy or oy + oside <= y
+                   for ox, oy, oside in squares):
+                squares.append((x, y, size))
+                items.append(_item(canvas, _resized(images[pick], size), int(labels[pick]), x, y))
+                break
+    return Scene(canvas, tuple(items), "")

@@ -31,6 +31,7 @@ from cnnctl.models import (  # noqa: F401
     resnet_cifar,
     simple,
     stn,
+    unet,
     vgg,
 )
 from cnnctl.models.registry import MODELS, register

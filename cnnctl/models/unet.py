@@ -16,8 +16,7 @@ the figure: ``padding="same"`` (the output has the input's size; no cropping is 
 Weights are drawn from a Gaussian with std sqrt(2 / N), N the incoming nodes of a neuron (sec. 3,
 He initialisation).
 
-The segmentation task that trains this network is not built yet (issue 14); this module holds the
-architecture and its checks.
+Input: raw pixels in [0, 255], scaled to [0, 1] inside the model. Output: float32 logits.
 """
 
 from __future__ import annotations
@@ -25,13 +24,17 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from cnnctl.layers import FusedBatchNormalization
+from cnnctl.models.common import pixel_input
+from cnnctl.models.registry import register
+
 
 def _conv_pair(x, filters: int, padding: str, batch_norm: bool, name: str):
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding=padding, use_bias=not batch_norm,
                           kernel_initializer="he_normal", name=f"{name}_conv{i}")(x)
         if batch_norm:
-            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+            x = FusedBatchNormalization(name=f"{name}_bn{i}")(x)
         x = layers.ReLU(name=f"{name}_relu{i}")(x)
     return x
 
@@ -75,6 +78,13 @@ def valid_input_sizes(limit: int = 1024, depth: int = 4) -> list[int]:
     return out
 
 
+def output_side(input_side: int, padding: str = "valid", depth: int = 4, **_options) -> int:
+    """The side of the label map the network gives for an input tile side (the segment task's tiling)."""
+    return input_side if padding == "same" else output_size(input_side, depth)
+
+
+@register("unet", task="segment", input_shape=(572, 572, 1), num_classes=2, output_side=output_side,
+          paper="Ronneberger, Fischer & Brox, U-Net (MICCAI 2015), Fig. 1 and sec. 2-3")
 def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64, depth: int = 4,
          padding: str = "valid", batch_norm: bool = False) -> keras.Model:
     """Fig. 1's network: (b, H, W, c) -> per-pixel class logits (b, H', W', num_classes)."""
@@ -85,8 +95,8 @@ def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64
         output_size(h, depth), output_size(w, depth)           # refuses sizes that do not pool evenly
     elif h % 2**depth or w % 2**depth:
         raise ValueError(f"a same-padding U-Net of depth {depth} needs sides divisible by {2**depth}, not {h}x{w}")
-    inputs = keras.Input(tuple(input_shape), name="image")
-    x, skips = inputs, []
+    inputs, x = pixel_input(tuple(input_shape), 0.0, 255.0, name="image")
+    skips = []
     for level in range(depth):                                  # contracting path
         x = _conv_pair(x, base_filters * 2**level, padding, batch_norm, f"down{level + 1}")
         skips.append(x)

@@ -139,6 +139,7 @@ def get(name: str) -> Task:
     # Importing the task modules registers the built-in tasks.
     import cnnctl.tasks.caption
     import cnnctl.tasks.classify
-    import cnnctl.tasks.generate  # noqa: F401
+    import cnnctl.tasks.generate
+    import cnnctl.tasks.segment  # noqa: F401
 
     return TASKS.get(name).fn()

@@ -72,6 +72,7 @@ def atomic_save_model(model, path) -> None:
 
 def default_run_name(model: str, source: str) -> str:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    source = re.sub(r"[^A-Za-z0-9_.+-]+", "-", source).strip("-")     # "scenes:free" -> "scenes-free"
     return f"{model}-{source}-{stamp}"
 
 

@@ -1,0 +1,215 @@
+"""Segmentation data: images with per-pixel class labels (and, where known, instance labels).
+
+Sources (``data.path``):
+
+- ``scenes:free`` -- Fashion-MNIST ``free`` scenes (``shared/SCENES.md``): 128x128 grey canvases of
+  1-5 real Fashion-MNIST items; label image 0 = background, ``label + 1`` on each item's mask. The
+  layout is synthetic, the objects are real. Counts and seed: ``data.scene_counts`` /
+  ``data.scene_seed``; validation scenes are train-pool scenes after the train ones.
+- a folder of image/mask pairs: ``DIR/images/NAME.png`` with ``DIR/masks/NAME.png`` (any image
+  extension; the mask a PNG of class indices, or a binary 0/255 mask), optionally split into
+  ``DIR/train``, ``DIR/val``, ``DIR/test``. ``DIR/classes.txt`` names the classes one per line,
+  background first; without it the classes are ``background`` and ``class_1`` ... up to the largest
+  mask value.
+
+A split is held in memory: ``images`` (n, H, W, c) uint8, ``labels`` (n, H, W) uint8 and, for data
+with instances, ``instances`` (n, H, W) int32 (0 = none). Problems (a missing mask, a size mismatch,
+a mask value beyond the class list, an unreadable file) are collected by path and reported together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cnnctl.errors import CnnctlError
+
+SCENE_COUNTS = (6000, 500, 500)     # free scenes: train / val / test unless data.scene_counts says otherwise
+
+
+@dataclass
+class SegSplit:
+    images: np.ndarray                    # (n, H, W, c) uint8
+    labels: np.ndarray                    # (n, H, W) uint8 class indices
+    instances: np.ndarray | None = None   # (n, H, W) int32 instance ids, 0 = no instance
+    names: list[str] = field(default_factory=list)   # one per image (file stem or scene index)
+
+    @property
+    def count(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class SegData:
+    source: str
+    class_names: list[str]                # index 0 = background
+    splits: dict[str, SegSplit | None]
+
+
+def free_scenes(counts=SCENE_COUNTS, seed: int = 0) -> SegData:
+    """``counts`` = (train, val, test) ``free`` scenes with their label images and item instances."""
+    from cnnctl.data.scenes import SCENE_CLASSES, free_scene
+    from cnnctl.data.sources import fashion_mnist
+
+    fm = fashion_mnist("")
+    pools = {"train": (fm["train"].images[..., 0], fm["train"].labels),
+             "test": (fm["test"].images[..., 0], fm["test"].labels)}
+    n_train, n_val, n_test = (int(c) for c in counts)
+
+    def make(split: str, start: int, n: int) -> SegSplit | None:
+        if n == 0:
+            return None
+        images, labels = pools[split]
+        scenes = [free_scene(images, labels, split, seed, i) for i in range(start, start + n)]
+        instances = np.zeros((n, 128, 128), np.int32)
+        for j, scene in enumerate(scenes):
+            for k, item in enumerate(scene.items):
+                instances[j][item.mask] = k + 1
+        return SegSplit(np.stack([s.image for s in scenes])[..., None],
+                        np.stack([s.label_image() for s in scenes]), instances,
+                        [f"{split}-{i:06d}" for i in range(start, start + n)])
+
+    splits = {"train": make("train", 0, n_train), "val": make("train", n_train, n_val),
+              "test": make("test", 0, n_test)}
+    return SegData("scenes:free", ["background", *SCENE_CLASSES], splits)
+
+
+# ----------------------------------------------------------------------------- image/mask folders
+def read_image(path: Path, channels: int | None = None) -> np.ndarray:
+    """An image file -> (H, W, c) uint8 (16-bit images are scaled by their 0.1-99.9 percentiles)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+        if im.mode in ("I;16", "I;16B", "I", "F"):
+            a = np.asarray(im, dtype=np.float64)
+            lo, hi = np.percentile(a, (0.1, 99.9))
+            a = np.clip((a - lo) / max(hi - lo, 1e-9) * 255.0, 0, 255)
+            a = np.rint(a).astype(np.uint8)[..., None]
+        else:
+            want = {1: "L", 3: "RGB"}.get(channels or 0) or ("L" if im.mode in ("L", "1", "P", "LA") else "RGB")
+            a = np.asarray(im.convert(want))
+            a = a[..., None] if a.ndim == 2 else a
+    if channels == 3 and a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    elif channels == 1 and a.shape[-1] == 3:
+        a = np.rint(a.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)[..., None]
+    return a
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A mask PNG -> (H, W) int64 class indices; a binary 0/255 mask becomes 0/1."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        a = np.asarray(im)
+    if a.ndim == 3:        # an RGB(A) mask must be grey in disguise (all channels equal)
+        if not (a[..., :3] == a[..., :1]).all():
+            raise ValueError("a colour mask: masks must hold class indices (a palette or grey PNG)")
+        a = a[..., 0]
+    a = a.astype(np.int64)
+    values = np.unique(a)
+    if len(values) <= 2 and values.max(initial=0) == 255:
+        a = (a == 255).astype(np.int64)
+    return a
+
+
+def _pairs(folder: Path) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]]:
+    from cnnctl.data.images import IMAGE_EXTENSIONS
+
+    images, masks = folder / "images", folder / "masks"
+    if not images.is_dir() or not masks.is_dir():
+        raise CnnctlError(f"{folder} has no images/ and masks/ folders",
+                          hint="lay the data out as DIR/images/NAME.png with DIR/masks/NAME.png")
+    by_stem = {p.stem: p for p in masks.iterdir() if p.is_file()}
+    pairs, problems = [], []
+    for p in sorted(images.iterdir()):
+        if not p.is_file() or p.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        m = by_stem.get(p.stem)
+        if m is None:
+            problems.append((str(p), f"no mask: expected {masks / (p.stem + '.png')}"))
+        else:
+            pairs.append((p, m))
+    return pairs, problems
+
+
+def _load_pairs(pairs, class_count: int | None, problems: list) -> SegSplit:
+    images, labels, names = [], [], []
+    for img_path, mask_path in pairs:
+        try:
+            img = read_image(img_path)
+        except Exception as e:  # noqa: BLE001 - every unreadable file is reported by path
+            problems.append((str(img_path), f"unreadable image: {e}"))
+            continue
+        try:
+            mask = read_mask(mask_path)
+        except Exception as e:  # noqa: BLE001
+            problems.append((str(mask_path), f"unreadable mask: {e}"))
+            continue
+        if mask.shape != img.shape[:2]:
+            problems.append((str(mask_path), (f"mask is {mask.shape[1]}x{mask.shape[0]}, "
+                                             f"its image {img.shape[1]}x{img.shape[0]}")))
+            continue
+        if class_count is not None and mask.max(initial=0) >= class_count:
+            bad = sorted(int(v) for v in np.unique(mask) if v >= class_count)
+            problems.append((str(mask_path), (f"mask values {bad[:5]} are outside the {class_count} classes "
+                                             "of classes.txt")))
+            continue
+        images.append(img)
+        labels.append(mask.astype(np.uint8))
+        names.append(img_path.stem)
+    if not images:
+        return SegSplit(np.zeros((0, 1, 1, 1), np.uint8), np.zeros((0, 1, 1), np.uint8))
+    shapes = {a.shape for a in images}
+    if len(shapes) > 1:
+        first = images[0].shape
+        for a, n in zip(images, names):
+            if a.shape != first:
+                problems.append((n, (f"image is {a.shape[1]}x{a.shape[0]}x{a.shape[2]}, the first "
+                                    f"{first[1]}x{first[0]}x{first[2]}: a folder's images must share one size")))
+    return SegSplit(np.stack([a for a in images if a.shape == images[0].shape]),
+                    np.stack([m for a, m in zip(images, labels) if a.shape == images[0].shape]),
+                    None, [n for a, n in zip(images, names) if a.shape == images[0].shape])
+
+
+def mask_folder(path: str) -> SegData:
+    root = Path(path)
+    if not root.is_dir():
+        raise CnnctlError(f"segmentation data {root} is not a folder",
+                          hint="point --data at DIR with images/ and masks/ (or train/, val/, test/ of them), "
+                               "or use scenes:free")
+    names_file = root / "classes.txt"
+    class_names = ([ln.strip() for ln in names_file.read_text().splitlines() if ln.strip()]
+                   if names_file.is_file() else None)
+    split_dirs = {s: root / s for s in ("train", "val", "test") if (root / s / "images").is_dir()}
+    if not split_dirs:
+        split_dirs = {"train": root}
+    problems: list[tuple[str, str]] = []
+    splits: dict[str, SegSplit | None] = {"train": None, "val": None, "test": None}
+    for s, d in split_dirs.items():
+        pairs, missing = _pairs(d)
+        problems += missing
+        splits[s] = _load_pairs(pairs, len(class_names) if class_names else None, problems)
+    if problems:
+        shown = "\n".join(f"  {p}: {why}" for p, why in problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise CnnctlError(f"{len(problems)} problem(s) in the segmentation data:\n{shown}{more}",
+                          hint="fix or remove those files")
+    if splits["train"] is None or splits["train"].count == 0:
+        raise CnnctlError(f"{root} has no training image/mask pairs", hint="add DIR/images and DIR/masks")
+    if class_names is None:
+        top = max(int(sp.labels.max(initial=0)) for sp in splits.values() if sp is not None and sp.count)
+        class_names = ["background", *[f"class_{i}" for i in range(1, max(top, 1) + 1)]]
+    return SegData("mask_folder", class_names, splits)
+
+
+def load_segmentation(path: str, scene_counts=(), scene_seed: int = 0) -> SegData:
+    """``scenes:free`` or a folder of image/mask pairs."""
+    if path.lower() in ("scenes:free", "scenes"):
+        return free_scenes(tuple(scene_counts) if scene_counts else SCENE_COUNTS, scene_seed)
+    if not path:
+        raise CnnctlError("segmentation needs data", hint="--data scenes:free, or a folder with images/ and masks/")
+    return mask_folder(path)

@@ -1,0 +1,284 @@
+"""Semantic segmentation (U-Net, Ronneberger et al. 2015) as a task on the one engine.
+
+Data: images with per-pixel class labels (``cnnctl.data.segmentation``), held in memory. A network
+maps an input tile of side T to a label map of side O (O = T with "same" padding; the paper's
+valid-padding U-Net gives 388 for 572). Training examples are *windows*: output squares of side O
+on an image, with the T-side input around them taken from the image mirrored at its borders (the
+paper's overlap-tile strategy, Fig. 2). By default the windows tile every image; with
+``segment.tiles_per_epoch = N`` each epoch draws N windows at random positions instead (for a few
+large images). Window order, positions and flips are functions of (seed, epoch, position), so a
+resumed run sees the batches an uninterrupted one would.
+
+Loss: per-pixel softmax cross-entropy, each pixel weighted by the paper's weight map
+(``segment.weight_map``: class balance + the border term between touching instances) or by 1;
+pixels outside the image (a window hanging over its edge) weigh 0.
+
+Evaluation: overlap-tile prediction of every test image whole -> pixel accuracy, per-class IoU,
+mIoU and Dice from the confusion matrix; with instance labels, instance F1 at IoU 0.5 and the
+DSB2018 score (``cnnctl.metrics.segmentation``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+
+from cnnctl.errors import CnnctlError
+from cnnctl.tasks.base import TASKS, Field, Task, build_model, model_input_shape
+
+PAPER_REFERENCES = {  # Ronneberger et al. 2015, Table 2 (ISBI cell tracking challenge 2015), IoU
+    "PhC-U373": 0.9203, "DIC-HeLa": 0.7756,
+}
+
+
+def output_side(cfg) -> int:
+    """The label-map side the recipe's network gives for its input tile (its registry entry says how)."""
+    from cnnctl.models import MODELS
+
+    side = model_input_shape(cfg)[0]
+    fn = MODELS.get(cfg.model.name).meta.get("output_side")
+    if fn is None:
+        return side
+    options = {k: v for k, v in cfg.model.options.items() if k != "input_shape"}
+    try:
+        return int(fn(side, **options))
+    except ValueError as e:
+        raise CnnctlError(f"{cfg.model.name}: {e}", hint="set model.input_shape to a size the network takes") from None
+
+
+class Windows:
+    """Where the windows of one split are: ``(image, y, x)`` rows of output squares of side ``out``
+    on the images, and the images/labels/weights padded so that every window's input is a slice."""
+
+    def __init__(self, images, labels, weights, in_side: int, out_side: int):
+        n, h, w = labels.shape
+        self.in_side, self.out_side, self.height, self.width = in_side, out_side, h, w
+        self.margin = (in_side - out_side) // 2
+        extra_h, extra_w = max(0, out_side - h), max(0, out_side - w)
+        m = self.margin
+        mode = "reflect" if min(h, w) > 1 else "edge"
+        self.images = np.pad(images, ((0, 0), (m, m + extra_h), (m, m + extra_w), (0, 0)), mode=mode)
+        self.labels = np.pad(labels, ((0, 0), (0, extra_h), (0, extra_w)))
+        self.weights = np.pad(weights, ((0, 0), (0, extra_h), (0, extra_w)))       # 0 beyond the image
+        self.grid = np.array([(i, y, x) for i in range(n) for y in _starts(h, out_side)
+                              for x in _starts(w, out_side)], np.int64).reshape(-1, 3)
+
+    def random(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """``count`` windows at uniform positions inside the images."""
+        n = len(self.labels)
+        i = rng.integers(0, n, count)
+        y = rng.integers(0, max(1, self.height - self.out_side + 1), count)
+        x = rng.integers(0, max(1, self.width - self.out_side + 1), count)
+        return np.stack([i, y, x], axis=1)
+
+    def batch(self, rows: np.ndarray, flips: np.ndarray | None = None):
+        """rows (b, 3) -> (inputs (b, T, T, c) uint8, labels (b, O, O) int32, weights (b, O, O) float32)."""
+        t, o = self.in_side, self.out_side
+        x = np.stack([self.images[i, y:y + t, xx:xx + t] for i, y, xx in rows])
+        y_ = np.stack([self.labels[i, y:y + o, xx:xx + o] for i, y, xx in rows]).astype(np.int32)
+        w = np.stack([self.weights[i, y:y + o, xx:xx + o] for i, y, xx in rows])
+        if flips is not None:             # (b, 2) bools: vertical, horizontal; image and labels alike
+            for j, (fv, fh) in enumerate(flips):
+                if fv:
+                    x[j], y_[j], w[j] = x[j, ::-1], y_[j, ::-1], w[j, ::-1]
+                if fh:
+                    x[j], y_[j], w[j] = x[j, :, ::-1], y_[j, :, ::-1], w[j, :, ::-1]
+        return x, y_, w
+
+
+def _starts(size: int, window: int) -> list[int]:
+    """Window origins covering [0, size): every ``window`` pixels, the last flush with the end."""
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window + 1, window))
+    return starts if starts[-1] == size - window else [*starts, size - window]
+
+
+class SegmentDataModule:
+    """The engine's data protocol for segmentation: ``train`` / ``val`` / ``test`` splits, steps, datasets."""
+
+    def __init__(self, cfg, batch_size: int, seed: int, log=print):
+        from cnnctl.data.segmentation import load_segmentation
+
+        self.cfg, self.batch_size, self.seed, self.log = cfg, batch_size, seed, log
+        raw = load_segmentation(cfg.data.path, cfg.data.scene_counts, cfg.data.scene_seed)
+        self.source, self.class_names = raw.source, raw.class_names
+        splits = dict(raw.splits)
+        if splits["val"] is None and cfg.data.val_split > 0 and splits["train"].count > 1:
+            splits["train"], splits["val"] = _hold_out(splits["train"], cfg.data.val_split, seed)
+        if splits["test"] is None and splits["val"] is not None:
+            log("no test split in the data: the validation split is used as the test set")
+            splits["test"] = splits["val"]
+        self.train, self.val, self.test = splits["train"], splits["val"], splits["test"]
+        for name in ("train", "val", "test"):
+            sp = getattr(self, name)
+            if sp is not None and sp.labels.max(initial=0) >= len(self.class_names):
+                raise CnnctlError(f"the {name} split has label {int(sp.labels.max())}, beyond the "
+                                  f"{len(self.class_names)} classes", hint="fix the masks or classes.txt")
+        self.in_side = model_input_shape(cfg)[0]
+        self.out_side = output_side(cfg)
+        channels = model_input_shape(cfg)[-1]
+        if self.train.images.shape[-1] != channels:
+            raise CnnctlError(f"the images have {self.train.images.shape[-1]} channel(s), the network takes {channels}",
+                              hint=f"set model.input_shape = [{self.in_side}, {self.in_side}, "
+                                   f"{self.train.images.shape[-1]}]")
+        sc = cfg.segment
+        self.class_weights = (_class_balance(self.train.labels, self.num_classes) if sc.class_balance or sc.weight_map
+                              else np.ones(self.num_classes))
+        self.windows = {name: self._windows(getattr(self, name), sc) for name in ("train", "val")
+                        if getattr(self, name) is not None}
+
+    def _windows(self, sp, sc) -> Windows:
+        from cnnctl.data.weight_map import weight_map
+
+        if sc.weight_map and sp.instances is None:
+            raise CnnctlError("segment.weight_map needs instance labels, and this data has none",
+                              hint="use data with instances (nuclei, scenes:free) or set segment.weight_map = false")
+        if sc.weight_map or sc.class_balance:
+            weights = np.stack([weight_map(lab, inst if sc.weight_map else None, self.class_weights, sc.w0, sc.sigma)
+                                for lab, inst in zip(sp.labels, sp.instances if sp.instances is not None
+                                                     else [None] * sp.count)])
+        else:
+            weights = np.ones(sp.labels.shape, np.float32)
+        return Windows(sp.images, sp.labels, weights, self.in_side, self.out_side)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _count(self, split: str) -> int:
+        if split == "train" and self.cfg.segment.tiles_per_epoch:
+            return self.cfg.segment.tiles_per_epoch
+        w = self.windows.get(split)
+        return 0 if w is None else len(w.grid)
+
+    def steps(self, split: str = "train") -> int:
+        return math.ceil(self._count(split) / self.batch_size)
+
+    def describe(self) -> str:
+        parts = [f"{sp.count} {s} images" for s, sp in (("train", self.train), ("val", self.val),
+                                                         ("test", self.test)) if sp is not None]
+        h, w = self.train.labels.shape[1:]
+        return (", ".join(parts) + f" of {w}x{h}, {self.num_classes} classes; tiles {self.in_side} -> "
+                f"{self.out_side}, {self._count('train')} training windows per epoch")
+
+    def _dataset(self, windows: Windows, rows: np.ndarray, epoch: int | None, skip: int):
+        import tensorflow as tf
+
+        b = self.batch_size
+        augment = self.cfg.data.augment if epoch is not None else []
+        # "flip": left-right mirror images; "vflip": also upside-down ones (microscopy has no up)
+        allowed = np.array(["vflip" in augment, "flip" in augment or "vflip" in augment])
+        starts = list(range(skip * b, len(rows), b))
+
+        def batches():
+            for s in starts:
+                pick = rows[s:s + b]
+                flips = None
+                if allowed.any():
+                    flips = (np.random.default_rng([self.seed, 0x5E6, epoch, s]).random((len(pick), 2)) < 0.5) & allowed
+                yield windows.batch(pick, flips)
+
+        t, o, c = self.in_side, self.out_side, windows.images.shape[-1]
+        spec = (tf.TensorSpec((None, t, t, c), tf.uint8), tf.TensorSpec((None, o, o), tf.int32),
+                tf.TensorSpec((None, o, o), tf.float32))
+        return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+
+    def train_dataset(self, epoch: int, skip_batches: int = 0):
+        from cnnctl.data.pipeline import epoch_permutation
+
+        w = self.windows["train"]
+        n = self.cfg.segment.tiles_per_epoch
+        rows = (w.random(n, np.random.default_rng([self.seed, 0x711E, epoch])) if n
+                else w.grid[epoch_permutation(len(w.grid), self.seed, epoch)])
+        return self._dataset(w, rows, epoch, skip_batches)
+
+    def eval_dataset(self, split: str = "val"):
+        w = self.windows.get(split)
+        return None if w is None else self._dataset(w, w.grid, None, 0)
+
+
+def _hold_out(sp, fraction: float, seed: int):
+    from cnnctl.data.segmentation import SegSplit
+
+    order = np.random.default_rng([seed, 0x5E6]).permutation(sp.count)
+    held = np.sort(order[:max(1, round(fraction * sp.count))])
+    kept = np.sort(order[len(held):])
+
+    def take(idx):
+        return SegSplit(sp.images[idx], sp.labels[idx], None if sp.instances is None else sp.instances[idx],
+                        [sp.names[i] for i in idx] if sp.names else [])
+    return take(kept), take(held)
+
+
+def _class_balance(labels, k):
+    from cnnctl.data.weight_map import class_balance
+
+    return class_balance(labels, k)
+
+
+# ----------------------------------------------------------------------------- metrics in the bar
+@keras.saving.register_keras_serializable(package="cnnctl")
+class PixelMeanIoU(keras.metrics.MeanIoU):
+    """Keras' MeanIoU over argmax of logits (b, h, w, k) against sparse labels (b, h, w)."""
+
+    def __init__(self, num_classes: int, name: str = "miou", **kwargs):
+        kwargs.pop("sparse_y_pred", None)
+        kwargs.pop("sparse_y_true", None)
+        super().__init__(num_classes=num_classes, name=name, sparse_y_true=True, sparse_y_pred=False, **kwargs)
+
+
+@TASKS.register("segment", about="semantic segmentation: per-pixel classes (U-Net), overlap-tile inference")
+class SegmentTask(Task):
+    """Per-pixel classification: ``classes.json`` (background first), pixel accuracy and mIoU."""
+
+    name = "segment"
+    progress_fields = (Field("loss", "loss"), Field("accuracy", "acc"), Field("miou", "mIoU"))
+    monitor = "val_miou"
+    modes: ClassVar[dict[str, str]] = {"loss": "min", "accuracy": "max", "miou": "max"}
+
+    def data(self, cfg, batch_size: int, log):
+        return SegmentDataModule(cfg, batch_size, cfg.train.seed, log)
+
+    def write_run_files(self, run, data) -> None:
+        run.write_json("classes.json", data.class_names)
+
+    def check_resume(self, run, data) -> None:
+        saved = run.read_json("classes.json")
+        if saved != data.class_names:
+            raise CnnctlError(f"the data's classes {data.class_names[:5]}... differ from the run's {saved[:5]}...",
+                              hint="resume with the data the run was started on")
+
+    def build(self, cfg, data, log):
+        model = build_model(cfg, data.num_classes)
+        got = tuple(model.output_shape[1:3])
+        if got != (data.out_side, data.out_side):
+            raise CnnctlError(f"{cfg.model.name} gives {got[0]}x{got[1]} maps, the task expected "
+                              f"{data.out_side}x{data.out_side}", hint="this is a bug in the model's output_side")
+        return model, []
+
+    def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                               PixelMeanIoU(data.num_classes)],
+                      jit_compile=cfg.train.jit)
+
+    def final_metrics(self, model, data) -> dict[str, Any]:
+        from cnnctl.metrics.segmentation import instance_scores, semantic_scores
+        from cnnctl.segmenter import predict_labels
+
+        if data.test is None:
+            return {}
+        predicted = predict_labels(model, data.test.images, batch=data.batch_size)
+        out = {f"test_{k}": v for k, v in semantic_scores(data.test.labels, predicted, data.class_names).items()}
+        if data.test.instances is not None:
+            out.update({f"test_{k}": v for k, v in instance_scores(data.test.instances, predicted).items()})
+        out["test_images"] = data.test.count
+        out["paper_iou_reference"] = PAPER_REFERENCES
+        return out
+
+    def summary_keys(self) -> tuple[str, ...]:
+        return ("test_miou", "test_pixel_accuracy", "test_dice", "test_instance_f1", "val_miou")

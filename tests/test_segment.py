@@ -1,0 +1,242 @@
+"""Segmentation: the free scenes of SCENES.md, U-Net's weight map, overlap-tile inference, the scores,
+the task through the engine and `cnnctl segment`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cnnctl.cli import app
+from cnnctl.data.scenes import MASK_THRESHOLD, free_scene
+from cnnctl.data.weight_map import border_term, class_balance, weight_map
+from cnnctl.metrics.segmentation import instance_scores, semantic_scores
+
+runner = CliRunner()
+
+
+# ----------------------------------------------------------------------------- free scenes
+@pytest.fixture(scope="module")
+def fashion():
+    from cnnctl.data.sources import fashion_mnist
+
+    fm = fashion_mnist("")
+    return fm["train"].images[..., 0], fm["train"].labels
+
+
+def test_free_scenes_follow_scenes_md(fashion):
+    images, labels = fashion
+    counts = []
+    for index in range(200):
+        scene = free_scene(images, labels, "train", 0, index)
+        assert scene.image.shape == (128, 128) and scene.image.dtype == np.uint8
+        counts.append(len(scene.items))
+        label_image = scene.label_image()
+        covered = np.zeros((128, 128), bool)
+        for item in scene.items:
+            ys, xs = np.nonzero(item.mask)
+            # the mask: pixels >= 32 of the pasted item, a canvas pixel belongs to one item only
+            assert (scene.image[item.mask] >= MASK_THRESHOLD).all() and not (covered & item.mask).any()
+            covered |= item.mask
+            assert item.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            assert item.box[2] - item.box[0] <= 56 and (label_image[item.mask] == item.label + 1).all()
+        # outside every mask the canvas is dark (< 32) and labelled background
+        assert (label_image[~covered] == 0).all() and (scene.image[~covered] < MASK_THRESHOLD).all()
+    assert set(counts) == {1, 2, 3, 4, 5}
+    again = free_scene(images, labels, "train", 0, 17)
+    assert np.array_equal(again.image, free_scene(images, labels, "train", 0, 17).image)   # a pure function
+
+
+def test_free_scene_items_are_resized_fashion_items_in_disjoint_squares(fashion):
+    """Rebuild a scene from its own draws: the items are bilinear resizes by s in [1, 2], pasted with max."""
+    from cnnctl.data.scenes import _resized
+
+    images, labels = fashion
+    for index in range(30):
+        rng = np.random.default_rng([0, 0, index, 1])          # the stream the module documents
+        canvas = np.zeros((128, 128), np.uint8)
+        squares = []
+        for _ in range(int(rng.integers(1, 6))):
+            pick = int(rng.integers(0, len(images)))
+            size = round(28 * rng.uniform(1.0, 2.0))
+            assert 28 <= size <= 56
+            for _attempt in range(100):
+                x, y = (int(v) for v in rng.integers(0, 128 - size + 1, size=2))
+                if all(x + size <= a or a + s <= x or y + size <= b or b + s <= y for a, b, s in squares):
+                    squares.append((x, y, size))
+                    np.maximum(canvas[y:y + size, x:x + size], _resized(images[pick], size),
+                               out=canvas[y:y + size, x:x + size])
+                    break
+        assert np.array_equal(canvas, free_scene(images, labels, "train", 0, index).image)
+
+
+# ----------------------------------------------------------------------------- weight map
+def test_weight_map_on_two_touching_discs_matches_a_hand_computation():
+    yy, xx = np.mgrid[:41, :44]
+    a = (yy - 20) ** 2 + (xx - 10) ** 2 <= 100           # disc of radius 10 at x = 10: row 20 spans x 0..20
+    b = (yy - 20) ** 2 + (xx - 32) ** 2 <= 100           # at x = 32: row 20 spans x 22..42; x = 21 is the gap
+    instances = a.astype(np.int32) + 2 * b.astype(np.int32)
+    labels = (instances > 0).astype(np.int64)
+    wc = class_balance(labels, 2)
+    n, n_bg = labels.size, int((labels == 0).sum())
+    assert wc[0] == pytest.approx(n / (2 * n_bg)) and wc[1] == pytest.approx(n / (2 * (n - n_bg)))
+    w = weight_map(labels, instances, wc, w0=10.0, sigma=5.0)
+    # the gap pixel between the discs: d1 = d2 = 1 -> w_c + 10 exp(-(1 + 1)^2 / (2 * 25))
+    assert w[20, 21] == pytest.approx(wc[0] + 10 * np.exp(-4 / 50), rel=1e-6)
+    # a corner pixel (0, 43): nearest pixel of each disc by brute force
+    pa, pb = np.argwhere(a), np.argwhere(b)
+    for y, x in [(0, 43), (5, 21), (35, 2)]:
+        d = sorted([np.sqrt(((pa - (y, x)) ** 2).sum(1)).min(), np.sqrt(((pb - (y, x)) ** 2).sum(1)).min()])
+        assert w[y, x] == pytest.approx(wc[0] + 10 * np.exp(-((d[0] + d[1]) ** 2) / 50), rel=1e-5)
+    assert np.allclose(w[a], wc[1]) and np.allclose(w[b], wc[1])       # inside the cells: class weight only
+    assert border_term(a.astype(np.int32)).max() == 0                   # one cell: no border to separate
+
+
+# ----------------------------------------------------------------------------- scores
+def test_semantic_scores_by_hand():
+    truth = np.array([[[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2]]])
+    pred = np.array([[[0, 1, 1, 1], [0, 0, 1, 1], [2, 2, 0, 0]]])
+    s = semantic_scores(truth, pred, ["bg", "a", "b"])
+    # bg: TP 3, FP 2, FN 1 -> 3/6; a: TP 4, FP 1 -> 4/5; b: TP 2, FN 2 -> 2/4
+    assert [c["iou"] for c in s["per_class"]] == pytest.approx([0.5, 0.8, 0.5])
+    assert s["miou"] == pytest.approx(0.6) and s["pixel_accuracy"] == pytest.approx(9 / 12)
+    assert s["dice"] == pytest.approx((8 / 9 + 4 / 6) / 2)            # foreground classes only
+
+
+def test_instance_scores_merge_and_split():
+    truth = np.zeros((1, 10, 20), np.int32)
+    truth[0, 2:8, 2:8] = 1
+    truth[0, 2:8, 10:16] = 2
+    exact = (truth > 0).astype(np.uint8)
+    s = instance_scores(truth, exact)
+    assert s["instance_f1"] == 1.0 and s["dsb_score"] == 1.0 and s["instances_predicted"] == 2
+    merged = exact.copy()
+    merged[0, 2:8, 8:10] = 1                              # a bridge: one component covering both (IoU 36/84)
+    s = instance_scores(truth, merged)
+    assert s["instances_predicted"] == 1 and s["instance_f1"] == 0.0 and s["dsb_score"] == 0.0
+    half = exact.copy()
+    half[0, 2:8, 13:16] = 0                               # the second cell half found: IoU 0.5, not > 0.5
+    s = instance_scores(truth, half)
+    assert s["instance_tp"] == 1 and s["instance_fp"] == 1 and s["instance_fn"] == 1
+    assert s["dsb_score"] == pytest.approx(np.mean([1 / 3] * 10))
+
+
+# ----------------------------------------------------------------------------- overlap-tile
+def test_tiled_prediction_equals_whole_image_prediction_on_a_same_padding_unet():
+    from cnnctl.models.unet import unet
+    from cnnctl.segmenter import predict_tiled
+
+    options = {"num_classes": 3, "base_filters": 4, "depth": 2, "padding": "same"}
+    whole = unet(input_shape=(160, 200, 1), **options)
+    tile = unet(input_shape=(96, 96, 1), **options)
+    rng = np.random.default_rng(0)
+    tile.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in whole.get_weights()])
+    whole.set_weights(tile.get_weights())
+    image = rng.integers(0, 256, (160, 200, 1)).astype(np.uint8)
+    want = np.asarray(whole.predict_on_batch(image[None].astype(np.float32)))[0]
+    got = predict_tiled(tile, image, margin=32)           # 3 x 4 tiles of 96 px, cores of 32
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    # a margin smaller than the receptive field (about 26 px here) shows at the seams
+    assert np.abs(predict_tiled(tile, image, margin=8) - want).max() > 1e-3
+
+
+def test_valid_unet_tiles_see_the_mirrored_image():
+    from cnnctl.models.unet import output_size, unet
+    from cnnctl.segmenter import predict_tiled
+
+    model = unet(num_classes=2, input_shape=(92, 92, 1), base_filters=4, depth=2)
+    o = output_size(92, 2)
+    m = (92 - o) // 2
+    image = np.random.default_rng(1).integers(0, 256, (o, o, 1)).astype(np.uint8)
+    want = np.asarray(model.predict_on_batch(np.pad(image, ((m, m), (m, m), (0, 0)), mode="reflect")[None]
+                                             .astype(np.float32)))[0]
+    np.testing.assert_allclose(predict_tiled(model, image), want, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the task and the command
+@pytest.fixture(scope="module")
+def scene_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("segruns")
+    r = runner.invoke(app, ["train", "segment-scenes", "--out-dir", str(out), "--epochs", "1", "--batch-size", "16",
+                            "--set", "data.scene_counts=[96, 16, 24]", "--set", "model.base_filters=4",
+                            "--set", "model.depth=3", "--precision", "float32", "--strategy", "default"])
+    assert r.exit_code == 0, r.output
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    return run
+
+
+def test_a_segment_run_writes_its_scores(scene_run):
+    metrics = json.loads((scene_run / "metrics.json").read_text())
+    assert json.loads((scene_run / "classes.json").read_text())[:2] == ["background", "t-shirt"]
+    for key in ("test_miou", "test_pixel_accuracy", "test_dice", "test_instance_f1", "test_dsb_score"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert len(metrics["test_per_class"]) == 11 and metrics["test_images"] == 24
+    assert metrics["paper_iou_reference"]["PhC-U373"] == 0.9203
+
+
+def test_cnnctl_segment_writes_masks_and_overlays(scene_run, fashion, tmp_path):
+    from cnnctl.data.segmentation import free_scenes
+    from cnnctl.metrics.segmentation import semantic_scores as scores
+    from cnnctl.segmenter import load_segmenter, predict_labels
+
+    data = free_scenes((0, 0, 6), seed=0)
+    test = data.splits["test"]
+    files = []
+    for name, im in zip(test.names, test.images):
+        Image.fromarray(im[..., 0]).save(tmp_path / f"{name}.png")
+        files.append(str(tmp_path / f"{name}.png"))
+    big = np.tile(test.images[0], (2, 3, 1))                     # 256x384: tiled
+    Image.fromarray(big[..., 0]).save(tmp_path / "big.png")
+    files.append(str(tmp_path / "big.png"))
+    r = runner.invoke(app, ["segment", *files, "--model", str(scene_run), "--out", str(tmp_path / "out"), "--json",
+                            "--instances"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    masks = [np.asarray(Image.open(row["mask"])) for row in rows]
+    assert masks[-1].shape == (256, 384) and np.asarray(Image.open(rows[-1]["overlay"])).shape == (256, 384, 3)
+    # the command's masks are the task's predictions: the same scores as predicting the arrays
+    model, _ = load_segmenter(scene_run)
+    direct = predict_labels(model, test.images)
+    assert np.array_equal(np.stack(masks[:-1]), direct)
+    assert scores(test.labels, np.stack(masks[:-1]), data.class_names)["miou"] == pytest.approx(
+        scores(test.labels, direct, data.class_names)["miou"])
+    assert all(isinstance(row["instances"], int) for row in rows)
+
+
+def test_segment_errors_are_one_clear_message(scene_run, tmp_path):
+    r = runner.invoke(app, ["segment", str(tmp_path / "nope.png"), "--model", str(scene_run)])
+    assert r.exit_code != 0 and "does not exist" in r.output and "Traceback" not in r.output
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    r = runner.invoke(app, ["segment", str(bad), "--model", str(scene_run)])
+    assert r.exit_code != 0 and "cannot read image" in r.output and "Traceback" not in r.output
+    other = tmp_path / "classify-run"
+    other.mkdir()
+    (other / "config.toml").write_text('task = "classify"\n')
+    r = runner.invoke(app, ["segment", str(bad), "--model", str(other)])
+    assert r.exit_code != 0 and "not a segmentation run (its task is 'classify')" in r.output
+
+
+def test_mask_folder_problems_are_reported_by_path(tmp_path):
+    from cnnctl.data.segmentation import mask_folder
+    from cnnctl.errors import CnnctlError
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "classes.txt").write_text("background\ncell\n")
+    for name, size, value in [("ok", (8, 8), 1), ("small", (4, 8), 1), ("odd", (8, 8), 7)]:
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / f"{name}.png")
+        Image.fromarray(np.full(size, value, np.uint8)).save(tmp_path / "masks" / f"{name}.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "lonely.png")
+    with pytest.raises(CnnctlError) as e:
+        mask_folder(str(tmp_path))
+    text = str(e.value)
+    assert "lonely.png: no mask" in text and "small.png: mask is 8x4" in text and "odd.png: mask values [7]" in text
+    for name in ("small", "odd", "lonely"):
+        (tmp_path / "images" / f"{name}.png").unlink()
+    data = mask_folder(str(tmp_path))
+    assert data.class_names == ["background", "cell"] and data.splits["train"].labels.max() == 1
