@@ -240,3 +240,36 @@ def test_mask_folder_problems_are_reported_by_path(tmp_path):
         (tmp_path / "images" / f"{name}.png").unlink()
     data = mask_folder(str(tmp_path))
     assert data.class_names == ["background", "cell"] and data.splits["train"].labels.max() == 1
+
+
+def test_nuclei_are_split_by_region_with_their_instances():
+    from cnnctl.data.segmentation import NUCLEI, nuclei, read_tiff
+
+    data = nuclei()
+    train, val, test = (data.splits[s] for s in ("train", "val", "test"))
+    assert train.images.shape == (1, 384, 384, 1) and val.images.shape == (1, 128, 384, 1)
+    assert test.images.shape == (1, 512, 128, 1)
+    whole = read_tiff(NUCLEI / "mask2d.tif.gz")
+    assert len(np.unique(whole)) - 1 == 125                       # the 125 nuclei DATA.md names
+    # the three regions tile the image without overlap: every pixel is in exactly one split
+    assert train.labels.size + val.labels.size + test.labels.size == 512 * 512
+    assert np.array_equal(test.instances[0], whole[:, 384:]) and np.array_equal(test.labels[0], whole[:, 384:] > 0)
+    assert data.class_names == ["background", "nucleus"]
+
+
+def test_instance_tiff_folders_keep_their_ids(tmp_path):
+    import tifffile
+
+    from cnnctl.data.segmentation import mask_folder
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    ids = np.zeros((20, 30), np.uint16)
+    ids[2:8, 2:8], ids[10:18, 5:25] = 7, 300
+    tifffile.imwrite(tmp_path / "images" / "a.tif", (np.arange(600).reshape(20, 30) * 50).astype(np.uint16))
+    tifffile.imwrite(tmp_path / "masks" / "a.tif", ids)
+    data = mask_folder(str(tmp_path))
+    sp = data.splits["train"]
+    assert np.array_equal(sp.instances[0], ids) and np.array_equal(sp.labels[0], ids > 0)
+    assert sp.images.dtype == np.uint8 and sp.images[0, 0, 0, 0] == 0 and sp.images[0, -1, -1, 0] == 255
+    assert data.class_names == ["background", "class_1"]

@@ -6,6 +6,13 @@ Sources (``data.path``):
   1-5 real Fashion-MNIST items; label image 0 = background, ``label + 1`` on each item's mask. The
   layout is synthetic, the objects are real. Counts and seed: ``data.scene_counts`` /
   ``data.scene_seed``; validation scenes are train-pool scenes after the train ones.
+- ``nuclei`` -- the bundled 2018 Data Science Bowl image (512x512, 125 labelled nuclei; BSD-3, see
+  ``bundled/nuclei/NOTICE``), split by region so that no test pixel is seen in training: test = the
+  right quarter (columns 384-511, 512x128), validation = the bottom quarter of the rest (rows
+  384-511 of columns 0-383), train = the top-left 384x384. Classes: background, nucleus; the
+  instance ids are kept (nuclei cut by a split line count as one instance on each side).
+- instance-label TIFFs: ``DIR/images/NAME.tif`` with ``DIR/masks/NAME.tif`` holding instance ids
+  (read with ``tifffile``): every id > 0 is the foreground class, and the ids are kept.
 - a folder of image/mask pairs: ``DIR/images/NAME.png`` with ``DIR/masks/NAME.png`` (any image
   extension; the mask a PNG of class indices, or a binary 0/255 mask), optionally split into
   ``DIR/train``, ``DIR/val``, ``DIR/test``. ``DIR/classes.txt`` names the classes one per line,
@@ -26,7 +33,8 @@ import numpy as np
 
 from cnnctl.errors import CnnctlError
 
-SCENE_COUNTS = (6000, 500, 500)     # free scenes: train / val / test unless data.scene_counts says otherwise
+SCENE_COUNTS = (6000, 500, 500)
+TIFF = (".tif", ".tiff")     # free scenes: train / val / test unless data.scene_counts says otherwise
 
 
 @dataclass
@@ -137,15 +145,22 @@ def _pairs(folder: Path) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]
 
 
 def _load_pairs(pairs, class_count: int | None, problems: list) -> SegSplit:
-    images, labels, names = [], [], []
+    images, labels, names, instances = [], [], [], []
     for img_path, mask_path in pairs:
         try:
-            img = read_image(img_path)
+            img = (to_uint8(read_tiff(img_path))[..., None] if img_path.suffix.lower() in TIFF
+                   else read_image(img_path))
+            if img.ndim != 3:
+                raise ValueError(f"a {img.ndim - 1}-D image (one 2-D page expected)")
         except Exception as e:  # noqa: BLE001 - every unreadable file is reported by path
             problems.append((str(img_path), f"unreadable image: {e}"))
             continue
         try:
-            mask = read_mask(mask_path)
+            if mask_path.suffix.lower() in TIFF:          # instance ids: every id > 0 is foreground
+                ids = read_tiff(mask_path).astype(np.int64)
+                mask = (ids > 0).astype(np.int64)
+            else:
+                ids, mask = None, read_mask(mask_path)
         except Exception as e:  # noqa: BLE001
             problems.append((str(mask_path), f"unreadable mask: {e}"))
             continue
@@ -161,6 +176,7 @@ def _load_pairs(pairs, class_count: int | None, problems: list) -> SegSplit:
         images.append(img)
         labels.append(mask.astype(np.uint8))
         names.append(img_path.stem)
+        instances.append(None if ids is None else ids.astype(np.int32))
     if not images:
         return SegSplit(np.zeros((0, 1, 1, 1), np.uint8), np.zeros((0, 1, 1), np.uint8))
     shapes = {a.shape for a in images}
@@ -170,9 +186,10 @@ def _load_pairs(pairs, class_count: int | None, problems: list) -> SegSplit:
             if a.shape != first:
                 problems.append((n, (f"image is {a.shape[1]}x{a.shape[0]}x{a.shape[2]}, the first "
                                     f"{first[1]}x{first[0]}x{first[2]}: a folder's images must share one size")))
-    return SegSplit(np.stack([a for a in images if a.shape == images[0].shape]),
-                    np.stack([m for a, m in zip(images, labels) if a.shape == images[0].shape]),
-                    None, [n for a, n in zip(images, names) if a.shape == images[0].shape])
+    keep = [i for i, a in enumerate(images) if a.shape == images[0].shape]
+    inst = (np.stack([instances[i] for i in keep]) if all(instances[i] is not None for i in keep) else None)
+    return SegSplit(np.stack([images[i] for i in keep]), np.stack([labels[i] for i in keep]), inst,
+                    [names[i] for i in keep])
 
 
 def mask_folder(path: str) -> SegData:
@@ -206,8 +223,51 @@ def mask_folder(path: str) -> SegData:
     return SegData("mask_folder", class_names, splits)
 
 
+NUCLEI = Path(__file__).resolve().parent / "bundled" / "nuclei"
+
+
+def read_tiff(path: Path) -> np.ndarray:
+    """A TIFF (optionally gzip-compressed, ``.tif.gz``) -> its first page as an array."""
+    import gzip
+    import io
+
+    import tifffile
+
+    data = path.read_bytes()
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
+    return tifffile.imread(io.BytesIO(data))
+
+
+def to_uint8(a: np.ndarray) -> np.ndarray:
+    """A grey image of any integer or float type -> uint8: unchanged when it already fits 0-255,
+    else scaled by its 0.1-99.9 percentiles."""
+    if a.dtype == np.uint8:
+        return a
+    if np.issubdtype(a.dtype, np.integer) and a.min() >= 0 and a.max() <= 255:
+        return a.astype(np.uint8)
+    lo, hi = np.percentile(a, (0.1, 99.9))
+    return np.rint(np.clip((a.astype(np.float64) - lo) / max(hi - lo, 1e-9) * 255.0, 0, 255)).astype(np.uint8)
+
+
+def nuclei() -> SegData:
+    image = to_uint8(read_tiff(NUCLEI / "img2d.tif.gz"))
+    inst = read_tiff(NUCLEI / "mask2d.tif.gz").astype(np.int32)
+
+    def region(rows, cols, name):
+        ids = inst[rows, cols]
+        return SegSplit(image[rows, cols][None, ..., None], (ids > 0).astype(np.uint8)[None], ids[None], [name])
+
+    splits = {"train": region(slice(0, 384), slice(0, 384), "nuclei-train"),
+              "val": region(slice(384, 512), slice(0, 384), "nuclei-val"),
+              "test": region(slice(0, 512), slice(384, 512), "nuclei-test")}
+    return SegData("nuclei", ["background", "nucleus"], splits)
+
+
 def load_segmentation(path: str, scene_counts=(), scene_seed: int = 0) -> SegData:
-    """``scenes:free`` or a folder of image/mask pairs."""
+    """``scenes:free``, ``nuclei`` or a folder of image/mask pairs."""
+    if path.lower() == "nuclei":
+        return nuclei()
     if path.lower() in ("scenes:free", "scenes"):
         return free_scenes(tuple(scene_counts) if scene_counts else SCENE_COUNTS, scene_seed)
     if not path:

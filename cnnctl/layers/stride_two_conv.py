@@ -1,4 +1,5 @@
-"""DCGAN's 4x4 stride-2 convolutions without TensorFlow's slow ``Conv2DBackpropInput``.
+"""Stride-2 (transposed) convolutions without TensorFlow's slow ``Conv2DBackpropInput``: DCGAN's 4x4
+and U-Net's 2x2 up-convolution.
 
 A 4x4 stride-2 "same" transposed convolution (G's fractionally-strided layers) and the input
 gradient of a 4x4 stride-2 "same" convolution (D's strided layers, back-propagated on every G and D
@@ -9,9 +10,14 @@ each of the 4 output phases (row parity a, column parity b) of the 2x-upsampled 
 stride-1 convolution of the input padded by one pixel, with the kernel taps of that phase, and
 ``depth_to_space`` interleaves the phases. Same multiply-adds, forward-convolution kernels only.
 
+A 2x2 stride-2 transposed convolution (U-Net's up-convolution) has no overlap between its windows:
+each input pixel writes its own 2x2 output block, so it is one matrix product (b h w, c_in) x
+(c_in, 4 c_out) and ``depth_to_space``, and its gradients are matrix products too.
+
 ``StrideTwoConv2DTranspose`` and ``StrideTwoConv2D`` are Keras' ``Conv2DTranspose`` and ``Conv2D``
 (same weights, same config, same results to float rounding) that use it, with hand-written
-gradients made of forward convolutions and ``Conv2DBackpropFilter``; every gradient is itself
+gradients made of forward convolutions and ``Conv2DBackpropFilter`` (when the transposed direction
+writes at least ``MIN_SUBPIXEL_CHANNELS`` channels); every gradient is itself
 differentiable (WGAN-GP's penalty differentiates through D's input gradient). Any other kernel
 size, stride, padding, dilation or data format, and backends other than TensorFlow, use Keras'
 implementation.
@@ -20,6 +26,11 @@ implementation.
 from __future__ import annotations
 
 import keras
+
+# The sub-pixel form wins when the transposed convolution writes many channels; writing one or a few
+# (DCGAN's 64 -> 1 output layer, and the input gradient of D's first layer on a grey image) it is
+# slower than TensorFlow's kernel (benchmarks/dcgan_layers.py), so those keep Keras' computation.
+MIN_SUBPIXEL_CHANNELS = 8
 
 # Output phase -> the kernel taps (along one axis) that reach it, in the order of the padded input
 # rows m, m + 1 of a 2x2 window. From out[o] = sum over (i, k) with o = 2i + k - 1 of x[i] * w[k]
@@ -44,6 +55,21 @@ def conv_transpose_4x4_stride_2(x, kernel):
     y = tf.nn.conv2d(padded, stacked, 1, "VALID")                  # (b, h + 1, w + 1, 4 c_out)
     # Phase (a, b) starts at padded row a, column b of the window grid.
     y = tf.concat([y[:, a:a + h, b:b + w, i * c_out:(i + 1) * c_out] for i, (a, b) in enumerate(phases)], axis=-1)
+    return tf.nn.depth_to_space(y, 2)
+
+
+def conv_transpose_2x2_stride_2(x, kernel):
+    """``conv2d_transpose(x, kernel, stride 2)`` for a 2x2 kernel (4, 4 -> no overlap, "same" = "valid").
+
+    x: (b, h, w, c_in); kernel: (2, 2, c_out, c_in). out[2i + a, 2j + b] = x[i, j] @ kernel[a, b].T.
+    Returns (b, 2h, 2w, c_out)."""
+    import tensorflow as tf
+
+    c_out, c_in = kernel.shape[2], kernel.shape[3]
+    # (c_in, 4 c_out), column (2a + b) c_out + o: depth_to_space's channel order
+    matrix = tf.reshape(tf.transpose(kernel, (3, 0, 1, 2)), (c_in, 4 * c_out))
+    shape = tf.shape(x)
+    y = tf.reshape(tf.matmul(tf.reshape(x, (-1, c_in)), matrix), tf.concat([shape[:3], [4 * c_out]], axis=0))
     return tf.nn.depth_to_space(y, 2)
 
 
@@ -86,9 +112,9 @@ def _conv(x, kernel):
     return op(x, kernel)
 
 
-def _applies(layer, inputs) -> bool:
-    return (keras.backend.backend() == "tensorflow" and tuple(layer.kernel_size) == (4, 4)
-            and tuple(layer.strides) == (2, 2) and layer.padding == "same" and tuple(layer.dilation_rate) == (1, 1)
+def _applies(layer, inputs, kernel=(4, 4), paddings=("same",)) -> bool:
+    return (keras.backend.backend() == "tensorflow" and tuple(layer.kernel_size) == kernel
+            and tuple(layer.strides) == (2, 2) and layer.padding in paddings and tuple(layer.dilation_rate) == (1, 1)
             and layer.data_format == "channels_last" and len(inputs.shape) == 4
             and inputs.shape[1] is not None and inputs.shape[2] is not None)
 
@@ -101,14 +127,19 @@ def _bias_and_activation(layer, outputs):
 
 @keras.saving.register_keras_serializable(package="cnnctl")
 class StrideTwoConv2DTranspose(keras.layers.Conv2DTranspose):
-    """``keras.layers.Conv2DTranspose``; a 4x4 stride-2 "same" one runs as a sub-pixel convolution."""
+    """``keras.layers.Conv2DTranspose``; a 4x4 stride-2 "same" one runs as a sub-pixel convolution, a
+    2x2 stride-2 one as a matrix product."""
 
     def call(self, inputs):
-        if self.output_padding is not None or not _applies(self, inputs):
+        if self.output_padding is not None:
             return super().call(inputs)
         import tensorflow as tf
 
-        return _bias_and_activation(self, _conv_transpose(inputs, tf.convert_to_tensor(self.kernel)))
+        if _applies(self, inputs) and self.filters >= MIN_SUBPIXEL_CHANNELS:
+            return _bias_and_activation(self, _conv_transpose(inputs, tf.convert_to_tensor(self.kernel)))
+        if _applies(self, inputs, kernel=(2, 2), paddings=("same", "valid")):
+            return _bias_and_activation(self, conv_transpose_2x2_stride_2(inputs, tf.convert_to_tensor(self.kernel)))
+        return super().call(inputs)
 
 
 @keras.saving.register_keras_serializable(package="cnnctl")
@@ -116,7 +147,8 @@ class StrideTwoConv2D(keras.layers.Conv2D):
     """``keras.layers.Conv2D``; a 4x4 stride-2 "same" one back-propagates through a sub-pixel convolution."""
 
     def call(self, inputs):
-        if self.groups != 1 or not _applies(self, inputs):
+        # the input gradient is a transposed convolution writing the input's channels
+        if self.groups != 1 or not _applies(self, inputs) or inputs.shape[-1] < MIN_SUBPIXEL_CHANNELS:
             return super().call(inputs)
         import tensorflow as tf
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cnnctl.layers import FusedBatchNormalization
+from cnnctl.layers import FusedBatchNormalization, StrideTwoConv2DTranspose
 from cnnctl.models.common import pixel_input
 from cnnctl.models.registry import register
 
@@ -104,7 +104,7 @@ def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64
     x = _conv_pair(x, base_filters * 2**depth, padding, batch_norm, "bottom")
     for level in reversed(range(depth)):                        # expansive path
         filters = base_filters * 2**level
-        x = layers.Conv2DTranspose(filters, 2, strides=2, kernel_initializer="he_normal",
+        x = StrideTwoConv2DTranspose(filters, 2, strides=2, kernel_initializer="he_normal",
                                    name=f"up{level + 1}_upconv")(x)
         skip = _crop_to(skips[level], x, f"up{level + 1}_crop")
         x = layers.Concatenate(name=f"up{level + 1}_concat")([skip, x])
