@@ -273,3 +273,26 @@ def test_instance_tiff_folders_keep_their_ids(tmp_path):
     assert np.array_equal(sp.instances[0], ids) and np.array_equal(sp.labels[0], ids > 0)
     assert sp.images.dtype == np.uint8 and sp.images[0, 0, 0, 0] == 0 and sp.images[0, -1, -1, 0] == 255
     assert data.class_names == ["background", "class_1"]
+
+
+def test_segnet_unpools_by_the_encoders_switches(tmp_path):
+    import keras
+
+    from cnnctl import models
+    from cnnctl.layers import MaxPoolWithSwitches, MaxUnpool
+
+    x = np.random.default_rng(0).normal(size=(2, 6, 8, 3)).astype(np.float32)
+    inp = keras.Input((6, 8, 3))
+    pooled, switches = MaxPoolWithSwitches(2)(inp)
+    back = keras.Model(inp, MaxUnpool()([pooled, switches, inp]))(x).numpy()
+    windows = x.reshape(2, 3, 2, 4, 2, 3)
+    is_max = windows == windows.max(axis=(2, 4), keepdims=True)
+    # each window's maximum stays where it was, everything else is zero
+    np.testing.assert_array_equal(back, np.where(is_max, windows, 0).reshape(2, 6, 8, 3))
+    model = models.build("segnet_small", num_classes=5, input_shape=(32, 32, 1), base_filters=4, depth=3)
+    assert model.output_shape == (None, 32, 32, 5)
+    assert [la.name for la in model.layers if isinstance(la, MaxUnpool)] == ["unpool3", "unpool2", "unpool1"]
+    model.save(tmp_path / "segnet.keras")
+    img = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_array_equal(keras.models.load_model(tmp_path / "segnet.keras").predict_on_batch(img),
+                                  model.predict_on_batch(img))

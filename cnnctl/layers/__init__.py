@@ -10,7 +10,18 @@ from cnnctl.layers.spatial_transformer import (
            bilinear_sample,
 )
 from cnnctl.layers.stride_two_conv import StrideTwoConv2D, StrideTwoConv2DTranspose
+from cnnctl.layers.switches import MaxPoolWithSwitches, MaxUnpool
 
-__all__ = ["FusedBatchNormalization", "LocalResponseNormalization", "LocallyConnected2D", "NearestNeighbours", "SpatialTransformer",
-           "StrideTwoConv2D", "StrideTwoConv2DTranspose",
-           "affine_grid", "bilinear_sample"]
+__all__ = [
+           "FusedBatchNormalization",
+           "LocalResponseNormalization",
+           "LocallyConnected2D",
+           "MaxPoolWithSwitches",
+           "MaxUnpool",
+           "NearestNeighbours",
+           "SpatialTransformer",
+           "StrideTwoConv2D",
+           "StrideTwoConv2DTranspose",
+           "affine_grid",
+           "bilinear_sample",
+]

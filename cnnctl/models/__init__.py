@@ -29,6 +29,7 @@ from cnnctl.models import (  # noqa: F401
     nin,
     resnet,
     resnet_cifar,
+    segnet,
     simple,
     stn,
     unet,

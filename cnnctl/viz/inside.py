@@ -25,6 +25,7 @@ import contextlib
 import numpy as np
 
 from cnnctl.errors import CnnctlError
+from cnnctl.layers.switches import max_pool_with_switches, unpool
 
 # ----------------------------------------------------------------------------- model plumbing
 
@@ -175,24 +176,6 @@ def is_chain(model) -> bool:
             return False
         prev = layer
     return True
-
-
-def max_pool_with_switches(x, size, strides, padding: str = "valid"):
-    """(pooled, switches): switches (b, h', w', c) hold the flat index (in the input) of each maximum."""
-    import tensorflow as tf
-
-    pooled, switches = tf.nn.max_pool_with_argmax(x, ksize=size, strides=strides, padding=padding.upper(),
-                                                  include_batch_in_index=True)
-    return pooled, switches
-
-
-def unpool(signal, switches, input_shape):
-    """Place each pooled value back at the position its switch recorded; zeros elsewhere."""
-    import tensorflow as tf
-
-    total = int(np.prod(input_shape))
-    flat = tf.scatter_nd(tf.reshape(switches, (-1, 1)), tf.reshape(signal, (-1,)), (total,))
-    return tf.reshape(flat, input_shape)
 
 
 def _relu_layer(layer) -> bool:

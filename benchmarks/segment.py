@@ -1,0 +1,128 @@
+"""Segmentation on real nuclei and on Fashion-MNIST free scenes: test scores per run, the nuclei
+count with and without U-Net's weight map, and overlap-tile inference speed.
+
+    python benchmarks/segment.py [--runs nuclei nuclei-no-weight-map nuclei-same scenes]
+                                 [--out checkpoints/bench-segment] [--skip-train] [--speed]
+
+Runs (each ``cnnctl train RECIPE --name RUN --seed S [--set ...]`` into OUT/RUN, unless --skip-train):
+
+- ``nuclei``: ``segment-nuclei`` (valid-padding U-Net, weight map, SGD momentum 0.99, batch 1) on the
+  bundled DSB2018 image, tested on its right quarter, which training never sees;
+- ``nuclei-no-weight-map``: the same without the weight map (``segment.weight_map = false``);
+- ``nuclei-same``: the same with a same-padding U-Net (``model.padding = "same"``, 128x128 tiles);
+- ``scenes``: ``segment-scenes``, a same-padding U-Net on Fashion-MNIST free scenes (synthetic
+  layout, real objects), 500 test scenes from Fashion-MNIST's test images.
+
+For the nuclei runs the script also counts the nuclei ``cnnctl segment --instances`` would find
+(connected components of the predicted nuclei) in the test region, against the true count there.
+
+``--speed``: megapixels per second of ``cnnctl.segmenter.predict_tiled`` on a 1024x1024 image with
+the nuclei run's network (valid padding) and the scenes run's (same padding), float32 and
+mixed_bfloat16, each in its own process, after one warm-up call.
+
+Prints markdown tables (docs/segmentation.md carries them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RUNS = {
+    "nuclei": ("segment-nuclei", []),
+    "nuclei-no-weight-map": ("segment-nuclei", ["segment.weight_map=false"]),
+    "nuclei-same": ("segment-nuclei", ["model.padding='same'", "model.input_shape=[128, 128, 1]"]),
+    "scenes": ("segment-scenes", []),
+}
+
+
+def train(out: Path, name: str, seed: int, extra: list[str]) -> float:
+    recipe, overrides = RUNS[name]
+    if (out / name).exists():
+        sys.exit(f"{out / name} exists: remove it or pass --skip-train")
+    cmd = [sys.executable, "-m", "cnnctl", "train", recipe, "--out-dir", str(out), "--name", name,
+           "--seed", str(seed)] + [x for o in overrides + extra for x in ("--set", o)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    return time.perf_counter() - t0
+
+
+def speed_one(run: str, precision: str, side: int = 1024) -> dict:
+    """In a fresh process: megapixels/s of overlap-tile prediction of a side x side image."""
+    import keras
+    import numpy as np
+
+    from cnnctl.config import load_run_config
+    from cnnctl.inference import load_keras_file
+    from cnnctl.segmenter import predict_tiled
+    from cnnctl.tasks import build_model
+
+    trained = load_keras_file(Path(run) / "model.keras")
+    keras.config.set_dtype_policy(precision)          # the recipe's network rebuilt under the policy
+    model = build_model(load_run_config(run), int(trained.output_shape[-1]))
+    model.set_weights(trained.get_weights())
+    image = np.random.default_rng(0).integers(0, 256, (side, side, int(model.input_shape[-1]))).astype(np.uint8)
+    predict_tiled(model, image[:256, :256])
+    t0 = time.perf_counter()
+    predict_tiled(model, image)
+    seconds = time.perf_counter() - t0
+    return {"mpix_per_s": side * side / 1e6 / seconds, "seconds": seconds,
+            "tile": f"{model.input_shape[1]} -> {model.output_shape[1]}"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    ap.add_argument("--out", default="checkpoints/bench-segment")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="passed to every run")
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--speed-one", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.speed_one:
+        print("RESULT " + json.dumps(speed_one(*a.speed_one)))
+        return
+    out = Path(a.out)
+    walls = {}
+    for name in a.runs:
+        if not a.skip_train:
+            walls[name] = train(out, name, a.seed, a.overrides)
+            print(f"{name}: {walls[name]:.0f} s", flush=True)
+
+    print("\n| run | data | network | epochs | wall s | test mIoU | pixel acc. | Dice (fg) | instance F1 @0.5 | "
+          "DSB score | objects found / true |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in a.runs:
+        run = out / name
+        m = json.loads((run / "metrics.json").read_text())
+        cfg = (run / "config.toml").read_text()
+        padding = "same" if "padding = \"same\"" in cfg else "valid"
+        wall = f"{walls[name]:.0f}" if name in walls else f"{m['wall_time_s']:.0f}"
+        print(f"| {name} | {RUNS[name][0].removeprefix('segment-')} | U-Net, {padding} | {m['epochs_trained']} | "
+              f"{wall} | {m['test_miou']:.3f} | {m['test_pixel_accuracy']:.3f} | {m['test_dice']:.3f} | "
+              f"{m.get('test_instance_f1', float('nan')):.3f} | {m.get('test_dsb_score', float('nan')):.3f} | "
+              f"{m.get('test_instances_predicted', '-')} / {m.get('test_instances_true', '-')} |")
+    print("\nReferences (other data, Ronneberger et al. 2015, Table 2, IoU): PhC-U373 0.9203, DIC-HeLa 0.7756.")
+
+    if a.speed:
+        print("\n| network | tile | precision | megapixels / s | seconds for 1024x1024 |")
+        print("|---|---|---|---:|---:|")
+        for name in [n for n in a.runs if n in ("nuclei", "scenes")]:
+            for precision in ("float32", "mixed_bfloat16"):
+                p = subprocess.run([sys.executable, __file__, "--speed-one", str(out / name), precision],
+                                   capture_output=True, text=True, check=False)
+                line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
+                if line is None:
+                    print(f"| {name} | - | {precision} | failed: {p.stderr.strip().splitlines()[-1:]} | - |")
+                    continue
+                r = json.loads(line[7:])
+                print(f"| {name} | {r['tile']} | {precision} | {r['mpix_per_s']:.3f} | {r['seconds']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
