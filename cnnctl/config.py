@@ -41,7 +41,7 @@ class DataConfig:
     cache: bool = True            # decode files once into memory when they fit
     cache_limit_gb: float = 4.0   # above this the pipeline streams from disk instead
     skip_bad: bool = False        # skip unreadable images instead of stopping
-    augment: list[str] = field(default_factory=list)  # "flip", "crop", "mixup", "pca_color"
+    augment: list[str] = field(default_factory=list)  # "flip", "crop", "mixup", "pca_color"; segment: "flip", "vflip"
     crop_padding: int = 4         # pixels of zero padding for "crop"
     mixup_alpha: float = 0.2
     pca_std: float = 0.1          # AlexNet's colour augmentation: alpha ~ N(0, pca_std)
@@ -296,9 +296,9 @@ def validate(cfg: Config) -> Config:
         raise CnnctlError(f"data.val_split = {cfg.data.val_split} is out of range",
                           hint="use a fraction in [0, 1), e.g. 0.1")
     for aug in cfg.data.augment:
-        if aug not in ("flip", "crop", "mixup", "pca_color"):
+        if aug not in ("flip", "vflip", "crop", "mixup", "pca_color"):
             raise CnnctlError(f"unknown augmentation {aug!r} in data.augment",
-                              hint="valid: flip, crop, mixup, pca_color")
+                              hint="valid: flip, vflip (segmentation), crop, mixup, pca_color")
     if len(cfg.data.resize_short) > 2 or any(int(s) <= 0 for s in cfg.data.resize_short) or (
             len(cfg.data.resize_short) == 2 and cfg.data.resize_short[0] > cfg.data.resize_short[1]):
         raise CnnctlError(f"data.resize_short = {cfg.data.resize_short} is not valid",

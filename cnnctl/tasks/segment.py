@@ -104,6 +104,10 @@ class SegmentDataModule:
         from cnnctl.data.segmentation import load_segmentation
 
         self.cfg, self.batch_size, self.seed, self.log = cfg, batch_size, seed, log
+        unknown = [a for a in cfg.data.augment if a not in ("flip", "vflip")]
+        if unknown:
+            raise CnnctlError(f"data.augment = {unknown} is not something segmentation does",
+                              hint="segmentation takes flip (left-right) and vflip (also upside down)")
         raw = load_segmentation(cfg.data.path, cfg.data.scene_counts, cfg.data.scene_seed)
         self.source, self.class_names = raw.source, raw.class_names
         splits = dict(raw.splits)
