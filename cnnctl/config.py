@@ -160,6 +160,7 @@ class SegmentConfig:
     w0: float = 10.0
     sigma: float = 5.0            # pixels
     tiles_per_epoch: int = 0      # 0 = the windows that tile every image; N = N random windows per epoch
+    elastic_sigma: float = 10.0   # data.augment "elastic": std (px) of the 3x3 grid's displacements (sec. 3.1)
 
 
 @dataclass
@@ -194,7 +195,7 @@ POSITIVE = {"train.epochs", "train.batch_size", "caption.image_size", "caption.g
 NON_NEGATIVE = {"train.devices", "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
                 "optimizer.clipnorm", "schedule.warmup_epochs", "data.crop_padding",
                 "data.eval_resize_short", "finetune.body_lr_scale",
-                "generate.eval_samples", "generate.inception_samples", "segment.w0", "segment.sigma",
+                "generate.eval_samples", "generate.inception_samples", "segment.w0", "segment.sigma", "segment.elastic_sigma",
                 "segment.tiles_per_epoch"}
 
 
@@ -296,9 +297,9 @@ def validate(cfg: Config) -> Config:
         raise CnnctlError(f"data.val_split = {cfg.data.val_split} is out of range",
                           hint="use a fraction in [0, 1), e.g. 0.1")
     for aug in cfg.data.augment:
-        if aug not in ("flip", "vflip", "crop", "mixup", "pca_color"):
+        if aug not in ("flip", "vflip", "elastic", "crop", "mixup", "pca_color"):
             raise CnnctlError(f"unknown augmentation {aug!r} in data.augment",
-                              hint="valid: flip, vflip (segmentation), crop, mixup, pca_color")
+                              hint="valid: flip, crop, mixup, pca_color; for segmentation flip, vflip, elastic")
     if len(cfg.data.resize_short) > 2 or any(int(s) <= 0 for s in cfg.data.resize_short) or (
             len(cfg.data.resize_short) == 2 and cfg.data.resize_short[0] > cfg.data.resize_short[1]):
         raise CnnctlError(f"data.resize_short = {cfg.data.resize_short} is not valid",

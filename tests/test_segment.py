@@ -296,3 +296,43 @@ def test_segnet_unpools_by_the_encoders_switches(tmp_path):
     img = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 1)).astype(np.float32)
     np.testing.assert_array_equal(keras.models.load_model(tmp_path / "segnet.keras").predict_on_batch(img),
                                   model.predict_on_batch(img))
+
+
+# ----------------------------------------------------------------------------- elastic deformation
+def test_elastic_field_is_bicubic_through_a_3x3_gaussian_grid():
+    from cnnctl.data.elastic import displacement_field
+
+    field = displacement_field((61, 81), np.random.default_rng([7, 1, 3]), sigma=10.0)
+    nodes = np.random.default_rng([7, 1, 3]).normal(0.0, 10.0, size=(2, 3, 3))
+    # the grid's nodes sit on the corners, the middle and the edge midpoints of the tile
+    np.testing.assert_allclose(field[:, ::30, ::40], nodes, atol=1e-4)
+    assert np.abs(np.diff(field, axis=1)).max() < 3.0          # smooth: no jumps between neighbours
+    assert np.array_equal(field, displacement_field((61, 81), np.random.default_rng([7, 1, 3])))
+    assert not np.allclose(field, displacement_field((61, 81), np.random.default_rng([7, 2, 3])))
+    assert np.abs(displacement_field((20, 20), np.random.default_rng(0), sigma=0.0)).max() == 0
+
+
+def test_windows_deform_image_labels_and_weights_together():
+    from cnnctl.data.elastic import displacement_field
+    from cnnctl.tasks.segment import Windows
+
+    yy, xx = np.mgrid[:60, :60]
+    labels = (((yy // 12) + (xx // 12)) % 3).astype(np.uint8)[None]          # a 3-class checkerboard
+    images = (labels * 100).astype(np.uint8)[..., None]
+    weights = (labels + 1).astype(np.float32)
+    w = Windows(images, labels, weights, in_side=48, out_side=32)
+    rows = np.array([[0, 10, 20]])
+    x0, y0, w0 = w.batch(rows)
+    assert np.array_equal(x0[0, 8:40, 8:40, 0], y0[0] * 100) and np.array_equal(w0[0], y0[0] + 1)
+    field = displacement_field((48, 48), np.random.default_rng(3), sigma=6.0)
+    x1, y1, w1 = w.batch(rows, fields=[field])
+    assert not np.array_equal(y1, y0)                                    # it moved
+    assert np.array_equal(w1[0], y1[0] + 1)                              # weights go with the labels
+    # away from class borders (where bilinear and nearest may disagree) the image is its labels x 100
+    img, lab = x1[0, 8:40, 8:40, 0].astype(int), y1[0].astype(int)
+    interior = np.ones_like(lab, bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            interior[1:-1, 1:-1] &= lab[1:-1, 1:-1] == lab[1 + dy:lab.shape[0] - 1 + dy, 1 + dx:lab.shape[1] - 1 + dx]
+    interior[[0, -1]] = interior[:, [0, -1]] = False
+    assert interior.mean() > 0.5 and np.abs(img - lab * 100)[interior].max() <= 1

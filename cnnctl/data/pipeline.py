@@ -218,9 +218,9 @@ class DataModule:
         if cfg.resize_short:
             self._check_resize_short()
         self.pca = None
-        if "vflip" in cfg.augment:
-            raise CnnctlError("data.augment = vflip (upside-down images) is a segmentation augmentation",
-                              hint="use flip for classification")
+        if "vflip" in cfg.augment or "elastic" in cfg.augment:
+            raise CnnctlError("data.augment: vflip and elastic are segmentation augmentations",
+                              hint="classification takes flip, crop, mixup and pca_color")
         if "pca_color" in cfg.augment:
             self.pca = self._fit_pca()
         if self.train.count == 0:

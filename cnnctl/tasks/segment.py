@@ -61,8 +61,11 @@ class Windows:
         m = self.margin
         mode = "reflect" if min(h, w) > 1 else "edge"
         self.images = np.pad(images, ((0, 0), (m, m + extra_h), (m, m + extra_w), (0, 0)), mode=mode)
-        self.labels = np.pad(labels, ((0, 0), (0, extra_h), (0, extra_w)))
-        self.weights = np.pad(weights, ((0, 0), (0, extra_h), (0, extra_w)))       # 0 beyond the image
+        # labels and weights mirrored like the image (a deformation may pull them in from the margin),
+        # then 0-weight beyond an image smaller than the window
+        edge = ((0, 0), (m, m), (m, m))
+        self.labels = np.pad(np.pad(labels, edge, mode=mode), ((0, 0), (0, extra_h), (0, extra_w)))
+        self.weights = np.pad(np.pad(weights, edge, mode=mode), ((0, 0), (0, extra_h), (0, extra_w)))
         self.grid = np.array([(i, y, x) for i in range(n) for y in _starts(h, out_side)
                               for x in _starts(w, out_side)], np.int64).reshape(-1, 3)
 
@@ -74,12 +77,24 @@ class Windows:
         x = rng.integers(0, max(1, self.width - self.out_side + 1), count)
         return np.stack([i, y, x], axis=1)
 
-    def batch(self, rows: np.ndarray, flips: np.ndarray | None = None):
-        """rows (b, 3) -> (inputs (b, T, T, c) uint8, labels (b, O, O) int32, weights (b, O, O) float32)."""
-        t, o = self.in_side, self.out_side
-        x = np.stack([self.images[i, y:y + t, xx:xx + t] for i, y, xx in rows])
-        y_ = np.stack([self.labels[i, y:y + o, xx:xx + o] for i, y, xx in rows]).astype(np.int32)
-        w = np.stack([self.weights[i, y:y + o, xx:xx + o] for i, y, xx in rows])
+    def batch(self, rows: np.ndarray, flips: np.ndarray | None = None, fields: list | None = None):
+        """rows (b, 3) -> (inputs (b, T, T, c) uint8, labels (b, O, O) int32, weights (b, O, O) float32).
+
+        ``fields``: per row a (2, T, T) elastic displacement field (or None): the input tile, its
+        labels and its weights move together (bilinear for the image, nearest for the others)."""
+        from cnnctl.data.elastic import warp
+
+        t, o, m = self.in_side, self.out_side, self.margin
+        xs, ys, ws = [], [], []
+        for j, (i, y, xx) in enumerate(rows):
+            img, lab, wt = (a[i, y:y + t, xx:xx + t] for a in (self.images, self.labels, self.weights))
+            if fields is not None and fields[j] is not None:
+                img = warp(img, fields[j], order=1)
+                lab, wt = warp(lab, fields[j], order=0), warp(wt, fields[j], order=0)
+            xs.append(img)
+            ys.append(lab[m:m + o, m:m + o])
+            ws.append(wt[m:m + o, m:m + o])
+        x, y_, w = np.stack(xs), np.stack(ys).astype(np.int32), np.stack(ws)
         if flips is not None:             # (b, 2) bools: vertical, horizontal; image and labels alike
             for j, (fv, fh) in enumerate(flips):
                 if fv:
@@ -104,10 +119,10 @@ class SegmentDataModule:
         from cnnctl.data.segmentation import load_segmentation
 
         self.cfg, self.batch_size, self.seed, self.log = cfg, batch_size, seed, log
-        unknown = [a for a in cfg.data.augment if a not in ("flip", "vflip")]
+        unknown = [a for a in cfg.data.augment if a not in ("flip", "vflip", "elastic")]
         if unknown:
             raise CnnctlError(f"data.augment = {unknown} is not something segmentation does",
-                              hint="segmentation takes flip (left-right) and vflip (also upside down)")
+                              hint="segmentation takes flip (left-right), vflip (also upside down) and elastic")
         raw = load_segmentation(cfg.data.path, cfg.data.scene_counts, cfg.data.scene_seed)
         self.source, self.class_names = raw.source, raw.class_names
         splits = dict(raw.splits)
@@ -176,15 +191,22 @@ class SegmentDataModule:
         augment = self.cfg.data.augment if epoch is not None else []
         # "flip": left-right mirror images; "vflip": also upside-down ones (microscopy has no up)
         allowed = np.array(["vflip" in augment, "flip" in augment or "vflip" in augment])
+        elastic = "elastic" in augment
         starts = list(range(skip * b, len(rows), b))
+        t, sigma = self.in_side, self.cfg.segment.elastic_sigma
 
         def batches():
+            from cnnctl.data.elastic import displacement_field
+
             for s in starts:
                 pick = rows[s:s + b]
-                flips = None
+                flips = fields = None
                 if allowed.any():
                     flips = (np.random.default_rng([self.seed, 0x5E6, epoch, s]).random((len(pick), 2)) < 0.5) & allowed
-                yield windows.batch(pick, flips)
+                if elastic:       # one field per window, a function of (seed, epoch, position)
+                    fields = [displacement_field((t, t), np.random.default_rng([self.seed, 0xE1A5, epoch, s + j]),
+                                                 sigma) for j in range(len(pick))]
+                yield windows.batch(pick, flips, fields)
 
         t, o, c = self.in_side, self.out_side, windows.images.shape[-1]
         spec = (tf.TensorSpec((None, t, t, c), tf.uint8), tf.TensorSpec((None, o, o), tf.int32),
