@@ -177,6 +177,11 @@ class SegmentDataModule:
     def steps(self, split: str = "train") -> int:
         return math.ceil(self._count(split) / self.batch_size)
 
+    @property
+    def train_examples(self) -> int:
+        """What the engine's images/s counts: training windows per epoch."""
+        return self._count("train")
+
     def describe(self) -> str:
         parts = [f"{sp.count} {s} images" for s, sp in (("train", self.train), ("val", self.val),
                                                          ("test", self.test)) if sp is not None]

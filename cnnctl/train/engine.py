@@ -216,7 +216,8 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
                     hint="lower the learning rate (--set optimizer.lr=...), clip gradients (--clipnorm 1.0) "
                          "or check the data for broken labels; the last good checkpoint is kept: "
                          f"continue with `cnnctl train --resume {run.path} --set optimizer.lr=...`")
-            images = min(data.train.count, (steps - first) * tc.batch_size)
+            # examples an epoch trains on: images, or what the data counts instead (segmentation: windows)
+            images = min(getattr(data, "train_examples", data.train.count), (steps - first) * tc.batch_size)
             fit_time += seconds
             fit_images += images
             row = {"epoch": epoch + 1, **{k: float(v[-1]) for k, v in fit_hist.history.items()},
