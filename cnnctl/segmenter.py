@@ -108,19 +108,20 @@ def _tiled_same(model, image, c: int, batch: int) -> np.ndarray:
     return out[:h, :w]
 
 
-def predict_labels(model, images: np.ndarray, batch: int = 32, margin: int | None = None) -> np.ndarray:
-    """(n, H, W, c) uint8 -> (n, H, W) uint8 class labels. Images of exactly the network's tile size on
-    a same-padding network go through in batches, whole; others tile by tile."""
+def predict_labels(model, images, batch: int = 32, margin: int | None = None):
+    """(n, H, W, c) uint8 (or a list of (H_i, W_i, c)) -> (n, H, W) uint8 class labels (or a list).
+    Images of exactly the network's tile size on a same-padding network go through in batches,
+    whole; others tile by tile."""
     t, o = _sides(model)
-    n, h, w = images.shape[:3]
-    if t == o and (h, w) == (t, t):
-        out = np.zeros((n, h, w), np.uint8)
-        for s in range(0, n, batch):
+    if isinstance(images, np.ndarray) and t == o and images.shape[1:3] == (t, t):
+        out = np.zeros(images.shape[:3], np.uint8)
+        for s in range(0, len(images), batch):
             logits = np.asarray(model.predict_on_batch(images[s:s + batch].astype(np.float32)))
             out[s:s + batch] = logits.argmax(axis=-1)
         return out
-    return np.stack([predict_tiled(model, im, margin, batch=max(1, batch // 4)).argmax(axis=-1).astype(np.uint8)
-                     for im in images])
+    labels = [predict_tiled(model, im, margin, batch=max(1, batch // 4)).argmax(axis=-1).astype(np.uint8)
+              for im in images]
+    return np.stack(labels) if isinstance(images, np.ndarray) else labels
 
 
 # ----------------------------------------------------------------------------- a run, files out

@@ -369,3 +369,33 @@ def test_a_killed_segment_run_resumes_bit_identical(tmp_path, kill_at_first_back
     assert len(a) == len(b) > 10 and all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a, b))
     ma, mb = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("ref", "victim"))
     assert ma["test_miou"] == mb["test_miou"]
+
+
+def test_a_folder_of_images_of_various_sizes_trains_and_scores(tmp_path):
+    """Real folders mix sizes (and grey with colour): windows, prediction and scores work per image."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "data"
+    for split, sizes in (("train", [(40, 56), (24, 24), (64, 48)]), ("test", [(36, 70), (20, 30)])):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for k, (h, w) in enumerate(sizes):
+            mask = np.zeros((h, w), np.uint8)
+            mask[h // 4:3 * h // 4, w // 3:2 * w // 3] = 1 + k % 2
+            image = (rng.integers(0, 40, (h, w)) + mask * 100).astype(np.uint8)
+            if k == 0:
+                Image.fromarray(np.stack([image] * 3, axis=-1)).save(root / split / "images" / f"{k}.png")
+            else:
+                Image.fromarray(image).save(root / split / "images" / f"{k}.png")
+            Image.fromarray(mask).save(root / split / "masks" / f"{k}.png")
+    (root / "classes.txt").write_text("background\nbox\nother box\n")
+    r = runner.invoke(app, ["train", "--model", "unet", "--data", str(root), "--out-dir", str(tmp_path / "runs"),
+                            "--name", "mixed", "--epochs", "2", "--batch-size", "2", "--precision", "float32",
+                            "--strategy", "default", "--set", "task='segment'", "--set", "model.input_shape=[32, 32, 3]",
+                            "--set", "model.padding='same'", "--set", "model.base_filters=4", "--set", "model.depth=2",
+                            "--set", "data.val_split=0.0", "--set", "optimizer.name='adam'"])
+    assert r.exit_code == 0, r.output
+    assert "various sizes" in r.output
+    m = json.loads((tmp_path / "runs" / "mixed" / "metrics.json").read_text())
+    # every test pixel is scored once: 36 x 70 + 20 x 30
+    assert sum(c["pixels"] for c in m["test_per_class"]) == 36 * 70 + 20 * 30
+    assert 0.0 <= m["test_miou"] <= 1.0

@@ -20,8 +20,9 @@ Sources (``data.path``):
   mask value.
 
 A split is held in memory: ``images`` (n, H, W, c) uint8, ``labels`` (n, H, W) uint8 and, for data
-with instances, ``instances`` (n, H, W) int32 (0 = none). Problems (a missing mask, a size mismatch,
-a mask value beyond the class list, an unreadable file) are collected by path and reported together.
+with instances, ``instances`` (n, H, W) int32 (0 = none); images of various sizes are lists of
+per-image arrays. Problems (a missing mask, a mask whose size differs from its image's, a mask
+value beyond the class list, an unreadable file) are collected by path and reported together.
 """
 
 from __future__ import annotations
@@ -33,15 +34,16 @@ import numpy as np
 
 from cnnctl.errors import CnnctlError
 
-SCENE_COUNTS = (6000, 500, 500)
-TIFF = (".tif", ".tiff")     # free scenes: train / val / test unless data.scene_counts says otherwise
+SCENE_COUNTS = (6000, 500, 500)     # free scenes: train / val / test unless data.scene_counts says otherwise
+TIFF = (".tif", ".tiff")
 
 
 @dataclass
 class SegSplit:
-    images: np.ndarray                    # (n, H, W, c) uint8
-    labels: np.ndarray                    # (n, H, W) uint8 class indices
-    instances: np.ndarray | None = None   # (n, H, W) int32 instance ids, 0 = no instance
+    # One size: arrays. Images of various sizes: lists of per-image arrays of the same layouts.
+    images: np.ndarray | list             # (n, H, W, c) uint8
+    labels: np.ndarray | list             # (n, H, W) uint8 class indices
+    instances: np.ndarray | list | None = None   # (n, H, W) int32 instance ids, 0 = no instance
     names: list[str] = field(default_factory=list)   # one per image (file stem or scene index)
 
     @property
@@ -179,17 +181,13 @@ def _load_pairs(pairs, class_count: int | None, problems: list) -> SegSplit:
         instances.append(None if ids is None else ids.astype(np.int32))
     if not images:
         return SegSplit(np.zeros((0, 1, 1, 1), np.uint8), np.zeros((0, 1, 1), np.uint8))
-    shapes = {a.shape for a in images}
-    if len(shapes) > 1:
-        first = images[0].shape
-        for a, n in zip(images, names):
-            if a.shape != first:
-                problems.append((n, (f"image is {a.shape[1]}x{a.shape[0]}x{a.shape[2]}, the first "
-                                    f"{first[1]}x{first[0]}x{first[2]}: a folder's images must share one size")))
-    keep = [i for i, a in enumerate(images) if a.shape == images[0].shape]
-    inst = (np.stack([instances[i] for i in keep]) if all(instances[i] is not None for i in keep) else None)
-    return SegSplit(np.stack([images[i] for i in keep]), np.stack([labels[i] for i in keep]), inst,
-                    [names[i] for i in keep])
+    channels = {a.shape[-1] for a in images}
+    if len(channels) > 1:                 # grey and colour images mixed: all become colour
+        images = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in images]
+    with_ids = all(i is not None for i in instances)
+    if len({a.shape for a in images}) == 1:       # one size: arrays; else lists of per-image arrays
+        return SegSplit(np.stack(images), np.stack(labels), np.stack(instances) if with_ids else None, names)
+    return SegSplit(images, labels, instances if with_ids else None, names)
 
 
 def mask_folder(path: str) -> SegData:
@@ -218,7 +216,7 @@ def mask_folder(path: str) -> SegData:
     if splits["train"] is None or splits["train"].count == 0:
         raise CnnctlError(f"{root} has no training image/mask pairs", hint="add DIR/images and DIR/masks")
     if class_names is None:
-        top = max(int(sp.labels.max(initial=0)) for sp in splits.values() if sp is not None and sp.count)
+        top = max(int(lab.max(initial=0)) for sp in splits.values() if sp is not None for lab in sp.labels)
         class_names = ["background", *[f"class_{i}" for i in range(1, max(top, 1) + 1)]]
     return SegData("mask_folder", class_names, splits)
 

@@ -18,10 +18,16 @@ import numpy as np
 DSB_THRESHOLDS = np.arange(0.5, 1.0, 0.05)
 
 
-def confusion(labels: np.ndarray, predicted: np.ndarray, k: int) -> np.ndarray:
-    """(k, k) int64 counts, rows = true class, columns = predicted class."""
-    t = labels.reshape(-1).astype(np.int64)
-    p = predicted.reshape(-1).astype(np.int64)
+def _flat(a) -> np.ndarray:
+    """An array, or a list of arrays of different shapes (images of various sizes) -> 1-D int64."""
+    if isinstance(a, np.ndarray):
+        return a.reshape(-1).astype(np.int64)
+    return np.concatenate([x.reshape(-1) for x in a]).astype(np.int64)
+
+
+def confusion(labels, predicted, k: int) -> np.ndarray:
+    """(k, k) int64 counts, rows = true class, columns = predicted class (arrays or lists of them)."""
+    t, p = _flat(labels), _flat(predicted)
     return np.bincount(t * k + p, minlength=k * k).reshape(k, k)
 
 

@@ -54,27 +54,30 @@ class Windows:
     on the images, and the images/labels/weights padded so that every window's input is a slice."""
 
     def __init__(self, images, labels, weights, in_side: int, out_side: int):
-        n, h, w = labels.shape
-        self.in_side, self.out_side, self.height, self.width = in_side, out_side, h, w
-        self.margin = (in_side - out_side) // 2
-        extra_h, extra_w = max(0, out_side - h), max(0, out_side - w)
-        m = self.margin
-        mode = "reflect" if min(h, w) > 1 else "edge"
-        self.images = np.pad(images, ((0, 0), (m, m + extra_h), (m, m + extra_w), (0, 0)), mode=mode)
-        # labels and weights mirrored like the image (a deformation may pull them in from the margin),
-        # then 0-weight beyond an image smaller than the window
-        edge = ((0, 0), (m, m), (m, m))
-        self.labels = np.pad(np.pad(labels, edge, mode=mode), ((0, 0), (0, extra_h), (0, extra_w)))
-        self.weights = np.pad(np.pad(weights, edge, mode=mode), ((0, 0), (0, extra_h), (0, extra_w)))
-        self.grid = np.array([(i, y, x) for i in range(n) for y in _starts(h, out_side)
+        """images: (n, H, W, c) or a list of (H_i, W_i, c); labels, weights: the same without c."""
+        self.in_side, self.out_side = in_side, out_side
+        self.margin = m = (in_side - out_side) // 2
+        self.sizes = [lab.shape for lab in labels]                      # (H_i, W_i) per image
+        self.images, self.labels, self.weights = [], [], []
+        for img, lab, wt in zip(images, labels, weights):
+            h, w = lab.shape
+            extra_h, extra_w = max(0, out_side - h), max(0, out_side - w)
+            mode = "reflect" if min(h, w) > 1 else "edge"
+            self.images.append(np.pad(img, ((m, m + extra_h), (m, m + extra_w), (0, 0)), mode=mode))
+            # labels and weights mirrored like the image (a deformation may pull them in from the
+            # margin), then 0-weight beyond an image smaller than the window
+            edge = ((m, m), (m, m))
+            self.labels.append(np.pad(np.pad(lab, edge, mode=mode), ((0, extra_h), (0, extra_w))))
+            self.weights.append(np.pad(np.pad(wt, edge, mode=mode), ((0, extra_h), (0, extra_w))))
+        self.grid = np.array([(i, y, x) for i, (h, w) in enumerate(self.sizes) for y in _starts(h, out_side)
                               for x in _starts(w, out_side)], np.int64).reshape(-1, 3)
 
     def random(self, count: int, rng: np.random.Generator) -> np.ndarray:
-        """``count`` windows at uniform positions inside the images."""
-        n = len(self.labels)
-        i = rng.integers(0, n, count)
-        y = rng.integers(0, max(1, self.height - self.out_side + 1), count)
-        x = rng.integers(0, max(1, self.width - self.out_side + 1), count)
+        """``count`` windows at uniform positions inside the images (images drawn uniformly)."""
+        i = rng.integers(0, len(self.sizes), count)
+        room = np.array([(max(1, h - self.out_side + 1), max(1, w - self.out_side + 1)) for h, w in self.sizes])
+        y = (rng.random(count) * room[i, 0]).astype(np.int64)
+        x = (rng.random(count) * room[i, 1]).astype(np.int64)
         return np.stack([i, y, x], axis=1)
 
     def batch(self, rows: np.ndarray, flips: np.ndarray | None = None, fields: list | None = None):
@@ -87,7 +90,7 @@ class Windows:
         t, o, m = self.in_side, self.out_side, self.margin
         xs, ys, ws = [], [], []
         for j, (i, y, xx) in enumerate(rows):
-            img, lab, wt = (a[i, y:y + t, xx:xx + t] for a in (self.images, self.labels, self.weights))
+            img, lab, wt = (a[i][y:y + t, xx:xx + t] for a in (self.images, self.labels, self.weights))
             if fields is not None and fields[j] is not None:
                 img = warp(img, fields[j], order=1)
                 lab, wt = warp(lab, fields[j], order=0), warp(wt, fields[j], order=0)
@@ -134,16 +137,18 @@ class SegmentDataModule:
         self.train, self.val, self.test = splits["train"], splits["val"], splits["test"]
         for name in ("train", "val", "test"):
             sp = getattr(self, name)
-            if sp is not None and sp.labels.max(initial=0) >= len(self.class_names):
-                raise CnnctlError(f"the {name} split has label {int(sp.labels.max())}, beyond the "
+            top = max((int(lab.max(initial=0)) for lab in sp.labels), default=0) if sp is not None else 0
+            if top >= len(self.class_names):
+                raise CnnctlError(f"the {name} split has label {top}, beyond the "
                                   f"{len(self.class_names)} classes", hint="fix the masks or classes.txt")
         self.in_side = model_input_shape(cfg)[0]
         self.out_side = output_side(cfg)
         channels = model_input_shape(cfg)[-1]
-        if self.train.images.shape[-1] != channels:
-            raise CnnctlError(f"the images have {self.train.images.shape[-1]} channel(s), the network takes {channels}",
+        have = self.train.images[0].shape[-1]
+        if have != channels:
+            raise CnnctlError(f"the images have {have} channel(s), the network takes {channels}",
                               hint=f"set model.input_shape = [{self.in_side}, {self.in_side}, "
-                                   f"{self.train.images.shape[-1]}]")
+                                   f"{have}]")
         sc = cfg.segment
         self.class_weights = (_class_balance(self.train.labels, self.num_classes) if sc.class_balance or sc.weight_map
                               else np.ones(self.num_classes))
@@ -157,11 +162,10 @@ class SegmentDataModule:
             raise CnnctlError("segment.weight_map needs instance labels, and this data has none",
                               hint="use data with instances (nuclei, scenes:free) or set segment.weight_map = false")
         if sc.weight_map or sc.class_balance:
-            weights = np.stack([weight_map(lab, inst if sc.weight_map else None, self.class_weights, sc.w0, sc.sigma)
-                                for lab, inst in zip(sp.labels, sp.instances if sp.instances is not None
-                                                     else [None] * sp.count)])
+            weights = [weight_map(lab, inst if sc.weight_map else None, self.class_weights, sc.w0, sc.sigma)
+                       for lab, inst in zip(sp.labels, sp.instances if sp.instances is not None else [None] * sp.count)]
         else:
-            weights = np.ones(sp.labels.shape, np.float32)
+            weights = [np.ones(lab.shape, np.float32) for lab in sp.labels]
         return Windows(sp.images, sp.labels, weights, self.in_side, self.out_side)
 
     @property
@@ -185,8 +189,9 @@ class SegmentDataModule:
     def describe(self) -> str:
         parts = [f"{sp.count} {s} images" for s, sp in (("train", self.train), ("val", self.val),
                                                          ("test", self.test)) if sp is not None]
-        h, w = self.train.labels.shape[1:]
-        return (", ".join(parts) + f" of {w}x{h}, {self.num_classes} classes; tiles {self.in_side} -> "
+        sizes = {lab.shape for lab in self.train.labels}
+        size = "{1}x{0}".format(*next(iter(sizes))) if len(sizes) == 1 else "various sizes"
+        return (", ".join(parts) + f" of {size}, {self.num_classes} classes; tiles {self.in_side} -> "
                 f"{self.out_side}, {self._count('train')} training windows per epoch")
 
     def _dataset(self, windows: Windows, rows: np.ndarray, epoch: int | None, skip: int):
@@ -213,7 +218,7 @@ class SegmentDataModule:
                                                  sigma) for j in range(len(pick))]
                 yield windows.batch(pick, flips, fields)
 
-        t, o, c = self.in_side, self.out_side, windows.images.shape[-1]
+        t, o, c = self.in_side, self.out_side, windows.images[0].shape[-1]
         spec = (tf.TensorSpec((None, t, t, c), tf.uint8), tf.TensorSpec((None, o, o), tf.int32),
                 tf.TensorSpec((None, o, o), tf.float32))
         return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
@@ -240,7 +245,8 @@ def _hold_out(sp, fraction: float, seed: int):
     kept = np.sort(order[len(held):])
 
     def take(idx):
-        return SegSplit(sp.images[idx], sp.labels[idx], None if sp.instances is None else sp.instances[idx],
+        pick = (lambda a: a[idx]) if isinstance(sp.images, np.ndarray) else (lambda a: [a[i] for i in idx])
+        return SegSplit(pick(sp.images), pick(sp.labels), None if sp.instances is None else pick(sp.instances),
                         [sp.names[i] for i in idx] if sp.names else [])
     return take(kept), take(held)
 
@@ -248,7 +254,7 @@ def _hold_out(sp, fraction: float, seed: int):
 def _class_balance(labels, k):
     from cnnctl.data.weight_map import class_balance
 
-    return class_balance(labels, k)
+    return class_balance(np.concatenate([lab.reshape(-1) for lab in labels]), k)
 
 
 # ----------------------------------------------------------------------------- metrics in the bar
