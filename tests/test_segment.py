@@ -399,3 +399,32 @@ def test_a_folder_of_images_of_various_sizes_trains_and_scores(tmp_path):
     # every test pixel is scored once: 36 x 70 + 20 x 30
     assert sum(c["pixels"] for c in m["test_per_class"]) == 36 * 70 + 20 * 30
     assert 0.0 <= m["test_miou"] <= 1.0
+
+
+def test_the_oxford_pet_trimap_layout(tmp_path):
+    from cnnctl.data.segmentation import load_segmentation
+    from cnnctl.errors import CnnctlError
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations" / "trimaps").mkdir(parents=True)
+    trimaps = {}
+    for name, (h, w) in (("Abyssinian_1", (30, 40)), ("beagle_2", (25, 20)), ("pug_3", (16, 16))):
+        Image.fromarray(np.full((h, w, 3), 120, np.uint8)).save(tmp_path / "images" / f"{name}.jpg")
+        tri = np.full((h, w), 2, np.uint8)                  # background
+        tri[5:12, 5:12] = 1                                  # the pet
+        tri[4, 4:13] = 3                                     # its border
+        trimaps[name] = tri
+        Image.fromarray(tri).save(tmp_path / "annotations" / "trimaps" / f"{name}.png")
+    (tmp_path / "annotations" / "trainval.txt").write_text("Abyssinian_1 1 1 1\nbeagle_2 13 2 1\n")
+    (tmp_path / "annotations" / "test.txt").write_text("pug_3 28 2 2\n")
+    data = load_segmentation(str(tmp_path))
+    assert data.source == "pet" and data.class_names == ["background", "pet", "border"]
+    train, test = data.splits["train"], data.splits["test"]
+    assert train.names == ["Abyssinian_1", "beagle_2"] and test.names == ["pug_3"]
+    assert isinstance(train.labels, list)                   # two sizes
+    want = np.select([trimaps["beagle_2"] == 2, trimaps["beagle_2"] == 1], [0, 1], 2)
+    assert np.array_equal(train.labels[1], want)
+    bad = np.full((16, 16), 7, np.uint8)
+    Image.fromarray(bad).save(tmp_path / "annotations" / "trimaps" / "pug_3.png")
+    with pytest.raises(CnnctlError, match="pug_3.png: unreadable mask: values \\[7\\]"):
+        load_segmentation(str(tmp_path))

@@ -13,6 +13,9 @@ Sources (``data.path``):
   instance ids are kept (nuclei cut by a split line count as one instance on each side).
 - instance-label TIFFs: ``DIR/images/NAME.tif`` with ``DIR/masks/NAME.tif`` holding instance ids
   (read with ``tifffile``): every id > 0 is the foreground class, and the ids are kept.
+- the Oxford-IIIT Pet layout: ``DIR/images/NAME.jpg`` with ``DIR/annotations/trimaps/NAME.png``
+  (1 = pet, 2 = background, 3 = border), split by ``DIR/annotations/trainval.txt`` and ``test.txt``
+  when they exist. Classes: background, pet, border.
 - a folder of image/mask pairs: ``DIR/images/NAME.png`` with ``DIR/masks/NAME.png`` (any image
   extension; the mask a PNG of class indices, or a binary 0/255 mask), optionally split into
   ``DIR/train``, ``DIR/val``, ``DIR/test``. ``DIR/classes.txt`` names the classes one per line,
@@ -109,8 +112,8 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray:
     return a
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """A mask PNG -> (H, W) int64 class indices; a binary 0/255 mask becomes 0/1."""
+def read_mask(path: Path, binary: bool = True) -> np.ndarray:
+    """A mask PNG -> (H, W) int64 class indices; a binary 0/255 mask becomes 0/1 (``binary``)."""
     from PIL import Image
 
     with Image.open(path) as im:
@@ -121,7 +124,7 @@ def read_mask(path: Path) -> np.ndarray:
         a = a[..., 0]
     a = a.astype(np.int64)
     values = np.unique(a)
-    if len(values) <= 2 and values.max(initial=0) == 255:
+    if binary and len(values) <= 2 and values.max(initial=0) == 255:
         a = (a == 255).astype(np.int64)
     return a
 
@@ -146,7 +149,7 @@ def _pairs(folder: Path) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]
     return pairs, problems
 
 
-def _load_pairs(pairs, class_count: int | None, problems: list) -> SegSplit:
+def _load_pairs(pairs, class_count: int | None, problems: list, remap: dict[int, int] | None = None) -> SegSplit:
     images, labels, names, instances = [], [], [], []
     for img_path, mask_path in pairs:
         try:
@@ -161,6 +164,12 @@ def _load_pairs(pairs, class_count: int | None, problems: list) -> SegSplit:
             if mask_path.suffix.lower() in TIFF:          # instance ids: every id > 0 is foreground
                 ids = read_tiff(mask_path).astype(np.int64)
                 mask = (ids > 0).astype(np.int64)
+            elif remap is not None:                       # a coded mask (Pet trimaps): values -> classes
+                ids, raw = None, read_mask(mask_path, binary=False)
+                unknown = sorted(set(np.unique(raw).tolist()) - set(remap))
+                if unknown:
+                    raise ValueError(f"values {unknown[:5]} are not among {sorted(remap)}")
+                mask = np.vectorize(remap.get, otypes=[np.int64])(raw) if raw.size else raw
             else:
                 ids, mask = None, read_mask(mask_path)
         except Exception as e:  # noqa: BLE001
@@ -208,11 +217,7 @@ def mask_folder(path: str) -> SegData:
         pairs, missing = _pairs(d)
         problems += missing
         splits[s] = _load_pairs(pairs, len(class_names) if class_names else None, problems)
-    if problems:
-        shown = "\n".join(f"  {p}: {why}" for p, why in problems[:10])
-        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise CnnctlError(f"{len(problems)} problem(s) in the segmentation data:\n{shown}{more}",
-                          hint="fix or remove those files")
+    _raise_problems(problems)
     if splits["train"] is None or splits["train"].count == 0:
         raise CnnctlError(f"{root} has no training image/mask pairs", hint="add DIR/images and DIR/masks")
     if class_names is None:
@@ -262,12 +267,56 @@ def nuclei() -> SegData:
     return SegData("nuclei", ["background", "nucleus"], splits)
 
 
+PET_TRIMAP = {2: 0, 1: 1, 3: 2}          # the trimap's values -> background 0, pet 1, border 2
+
+
+def pet_trimaps(root: Path) -> SegData:
+    """The Oxford-IIIT Pet layout (images/, annotations/trimaps/, annotations/{trainval,test}.txt)."""
+    from cnnctl.data.images import IMAGE_EXTENSIONS
+
+    trimaps = root / "annotations" / "trimaps"
+    names_in = {}
+    for split, file in (("train", "trainval.txt"), ("test", "test.txt")):
+        listing = root / "annotations" / file
+        if listing.is_file():
+            names_in[split] = [ln.split()[0] for ln in listing.read_text().splitlines()
+                               if ln.strip() and not ln.startswith("#")]
+    images = {p.stem: p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
+    if not names_in:
+        names_in = {"train": sorted(images)}
+    problems: list[tuple[str, str]] = []
+    splits: dict[str, SegSplit | None] = {"train": None, "val": None, "test": None}
+    for split, names in names_in.items():
+        pairs = []
+        for n in names:
+            if n not in images:
+                problems.append((str(root / "images" / f"{n}.jpg"), "listed in annotations/ but missing"))
+            elif not (trimaps / f"{n}.png").is_file():
+                problems.append((str(images[n]), f"no trimap: expected {trimaps / (n + '.png')}"))
+            else:
+                pairs.append((images[n], trimaps / f"{n}.png"))
+        splits[split] = _load_pairs(pairs, None, problems, remap=PET_TRIMAP)
+    _raise_problems(problems)
+    return SegData("pet", ["background", "pet", "border"], splits)
+
+
+def _raise_problems(problems: list[tuple[str, str]]) -> None:
+    """One error naming every problem by path (the first 10), or nothing."""
+    if problems:
+        shown = "\n".join(f"  {p}: {why}" for p, why in problems[:10])
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise CnnctlError(f"{len(problems)} problem(s) in the segmentation data:\n{shown}{more}",
+                          hint="fix or remove those files")
+
+
 def load_segmentation(path: str, scene_counts=(), scene_seed: int = 0) -> SegData:
-    """``scenes:free``, ``nuclei`` or a folder of image/mask pairs."""
+    """``scenes:free``, ``nuclei``, the Oxford-IIIT Pet layout or a folder of image/mask pairs."""
     if path.lower() == "nuclei":
         return nuclei()
     if path.lower() in ("scenes:free", "scenes"):
         return free_scenes(tuple(scene_counts) if scene_counts else SCENE_COUNTS, scene_seed)
     if not path:
         raise CnnctlError("segmentation needs data", hint="--data scenes:free, or a folder with images/ and masks/")
+    if (Path(path) / "annotations" / "trimaps").is_dir():
+        return pet_trimaps(Path(path))
     return mask_folder(path)
