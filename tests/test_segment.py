@@ -428,3 +428,30 @@ def test_the_oxford_pet_trimap_layout(tmp_path):
     Image.fromarray(bad).save(tmp_path / "annotations" / "trimaps" / "pug_3.png")
     with pytest.raises(CnnctlError, match="pug_3.png: unreadable mask: values \\[7\\]"):
         load_segmentation(str(tmp_path))
+
+
+def test_coco_polygons_and_rle_become_label_and_instance_maps(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    from cnnctl.data.segmentation import load_segmentation
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "images" / "a.png")
+    square = np.zeros((20, 30), np.uint8, order="F")
+    square[10:15, 20:28] = 1
+    rle = mask_utils.encode(square)
+    rle["counts"] = rle["counts"].decode()
+    doc = {"images": [{"id": 7, "file_name": "a.png", "height": 20, "width": 30}],
+           "categories": [{"id": 3, "name": "dog"}, {"id": 1, "name": "cat"}],
+           "annotations": [
+               {"id": 1, "image_id": 7, "category_id": 3, "iscrowd": 0,
+                "segmentation": [[2, 2, 12, 2, 12, 8, 2, 8]]},        # polygon, x/y pixel corners
+               {"id": 2, "image_id": 7, "category_id": 1, "iscrowd": 0, "segmentation": rle}]}
+    (tmp_path / "instances.json").write_text(json.dumps(doc))
+    data = load_segmentation(str(tmp_path / "instances.json"))
+    assert data.class_names == ["background", "cat", "dog"]          # categories in id order
+    sp = data.splits["train"]
+    lab, ids = sp.labels[0], sp.instances[0]
+    poly = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([[2, 2, 12, 2, 12, 8, 2, 8]], 20, 30))) > 0
+    assert np.array_equal(lab == 2, poly) and np.array_equal(lab == 1, square > 0)
+    assert set(np.unique(ids).tolist()) == {0, 1, 2} and np.array_equal(ids == 2, square > 0)

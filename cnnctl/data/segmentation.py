@@ -16,6 +16,10 @@ Sources (``data.path``):
 - the Oxford-IIIT Pet layout: ``DIR/images/NAME.jpg`` with ``DIR/annotations/trimaps/NAME.png``
   (1 = pet, 2 = background, 3 = border), split by ``DIR/annotations/trainval.txt`` and ``test.txt``
   when they exist. Classes: background, pet, border.
+- a COCO instances file (``--data DIR/instances.json``): polygon and RLE masks, decoded with
+  ``pycocotools``; classes = background + the categories in id order; later annotations paint over
+  earlier ones; ``iscrowd`` regions are kept as their class (no instance id). Images are found
+  beside the JSON file or in ``images/`` beside it; all of them go into the training split.
 - a folder of image/mask pairs: ``DIR/images/NAME.png`` with ``DIR/masks/NAME.png`` (any image
   extension; the mask a PNG of class indices, or a binary 0/255 mask), optionally split into
   ``DIR/train``, ``DIR/val``, ``DIR/test``. ``DIR/classes.txt`` names the classes one per line,
@@ -309,14 +313,93 @@ def _raise_problems(problems: list[tuple[str, str]]) -> None:
                           hint="fix or remove those files")
 
 
+def _coco_mask(segmentation, h: int, w: int) -> np.ndarray:
+    """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) -> (h, w) bool."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):                    # polygons [[x1, y1, x2, y2, ...], ...]
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, h, w))
+    elif isinstance(segmentation.get("counts"), list):    # uncompressed RLE
+        rle = mask_utils.frPyObjects(segmentation, h, w)
+    else:                                                 # compressed RLE
+        rle = dict(segmentation)
+        if isinstance(rle["counts"], str):
+            rle["counts"] = rle["counts"].encode()
+    return mask_utils.decode(rle).astype(bool)
+
+
+def coco_instances(path: Path) -> SegData:
+    import json
+
+    try:
+        doc = json.loads(path.read_text())
+        categories = sorted(doc["categories"], key=lambda c: c["id"])
+        images, annotations = doc["images"], doc.get("annotations", [])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CnnctlError(f"{path} is not a COCO instances file: {e}",
+                          hint="give a JSON with images, annotations and categories") from None
+    class_of = {c["id"]: i + 1 for i, c in enumerate(categories)}
+    by_image: dict[int, list] = {}
+    for a in annotations:
+        by_image.setdefault(a["image_id"], []).append(a)
+    problems: list[tuple[str, str]] = []
+    imgs, labels, instances, names = [], [], [], []
+    for info in images:
+        candidates = [path.parent / info["file_name"], path.parent / "images" / info["file_name"]]
+        file = next((c for c in candidates if c.is_file()), None)
+        if file is None:
+            problems.append((str(candidates[0]), "image listed in the COCO file is missing"))
+            continue
+        try:
+            img = read_image(file)
+        except Exception as e:  # noqa: BLE001
+            problems.append((str(file), f"unreadable image: {e}"))
+            continue
+        h, w = img.shape[:2]
+        if (info.get("height", h), info.get("width", w)) != (h, w):
+            problems.append((str(file), f"image is {w}x{h}, the COCO file says {info['width']}x{info['height']}"))
+            continue
+        lab = np.zeros((h, w), np.uint8)
+        ids = np.zeros((h, w), np.int32)
+        for k, a in enumerate(by_image.get(info["id"], [])):
+            if a.get("category_id") not in class_of:
+                problems.append((str(path), f"annotation {a.get('id')} has an unknown category {a.get('category_id')}"))
+                continue
+            try:
+                m = _coco_mask(a["segmentation"], h, w)
+            except Exception as e:  # noqa: BLE001
+                problems.append((str(path), f"annotation {a.get('id')}: unreadable segmentation: {e}"))
+                continue
+            lab[m] = class_of[a["category_id"]]
+            if not a.get("iscrowd", 0):
+                ids[m] = k + 1
+        imgs.append(img)
+        labels.append(lab)
+        instances.append(ids)
+        names.append(Path(info["file_name"]).stem)
+    _raise_problems(problems)
+    if not imgs:
+        raise CnnctlError(f"{path} lists no images", hint="give a COCO file with images and annotations")
+    if len({a.shape[-1] for a in imgs}) > 1:
+        imgs = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in imgs]
+    same = len({a.shape for a in imgs}) == 1
+    split = (SegSplit(np.stack(imgs), np.stack(labels), np.stack(instances), names) if same
+             else SegSplit(imgs, labels, instances, names))
+    return SegData("coco", ["background", *[c["name"] for c in categories]],
+                   {"train": split, "val": None, "test": None})
+
+
 def load_segmentation(path: str, scene_counts=(), scene_seed: int = 0) -> SegData:
-    """``scenes:free``, ``nuclei``, the Oxford-IIIT Pet layout or a folder of image/mask pairs."""
+    """``scenes:free``, ``nuclei``, a COCO instances file, the Oxford-IIIT Pet layout or a folder of
+    image/mask pairs."""
     if path.lower() == "nuclei":
         return nuclei()
     if path.lower() in ("scenes:free", "scenes"):
         return free_scenes(tuple(scene_counts) if scene_counts else SCENE_COUNTS, scene_seed)
     if not path:
         raise CnnctlError("segmentation needs data", hint="--data scenes:free, or a folder with images/ and masks/")
+    if path.lower().endswith(".json"):
+        return coco_instances(Path(path))
     if (Path(path) / "annotations" / "trimaps").is_dir():
         return pet_trimaps(Path(path))
     return mask_folder(path)
