@@ -66,7 +66,7 @@ def speed_one(run: str, precision: str, side: int = 1024) -> dict:
     from cnnctl.segmenter import predict_tiled
     from cnnctl.tasks import build_model
 
-    trained = load_keras_file(Path(run) / "model.keras")
+    trained = load_keras_file(Path(run) / "model.keras", hint="train the run again")
     keras.config.set_dtype_policy(precision)          # the recipe's network rebuilt under the policy
     model = build_model(load_run_config(run), int(trained.output_shape[-1]))
     model.set_weights(trained.get_weights())
