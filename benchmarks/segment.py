@@ -10,6 +10,9 @@ Runs (each ``cnnctl train RECIPE --name RUN --seed S [--set ...]`` into OUT/RUN,
   bundled DSB2018 image, tested on its right quarter, which training never sees;
 - ``nuclei-no-weight-map``: the same without the weight map (``segment.weight_map = false``);
 - ``nuclei-same``: the same with a same-padding U-Net (``model.padding = "same"``, 128x128 tiles);
+- ``nuclei-segnet``: ``segment-nuclei-segnet``, the same data, weights and optimiser with
+  ``segnet_small`` (decoder: unpooling by the encoder's switches, no skip connections) on 128x128
+  windows: SegNet against ``nuclei-same``'s U-Net at the same number of epochs;
 - ``scenes``: ``segment-scenes``, a same-padding U-Net on Fashion-MNIST free scenes (synthetic
   layout, real objects), 500 test scenes from Fashion-MNIST's test images.
 
@@ -41,6 +44,7 @@ RUNS = {
     "nuclei": ("segment-nuclei", []),
     "nuclei-no-weight-map": ("segment-nuclei", ["segment.weight_map=false"]),
     "nuclei-same": ("segment-nuclei", ["model.padding='same'", "model.input_shape=[128, 128, 1]"]),
+    "nuclei-segnet": ("segment-nuclei-segnet", []),
     "scenes": ("segment-scenes", []),
 }
 
@@ -140,8 +144,9 @@ def main() -> None:
         m = json.loads((run / "metrics.json").read_text())
         cfg = (run / "config.toml").read_text()
         padding = "same" if "padding = \"same\"" in cfg else "valid"
+        network = "SegNet (small)" if "segnet_small" in cfg else f"U-Net, {padding}"
         wall = f"{walls[name]:.0f}" if name in walls else f"{m['wall_time_s']:.0f}"
-        print(f"| {name} | {RUNS[name][0].removeprefix('segment-')} | U-Net, {padding} | {m['epochs_trained']} | "
+        print(f"| {name} | {RUNS[name][0].removeprefix('segment-').split('-')[0]} | {network} | {m['epochs_trained']} | "
               f"{wall} | {m['test_miou']:.3f} | {m['test_pixel_accuracy']:.3f} | {m['test_dice']:.3f} | "
               f"{m.get('test_instance_f1', float('nan')):.3f} | {m.get('test_dsb_score', float('nan')):.3f} | "
               f"{m.get('test_instances_predicted', '-')} / {m.get('test_instances_true', '-')} |")
