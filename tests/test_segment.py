@@ -232,11 +232,14 @@ def test_mask_folder_problems_are_reported_by_path(tmp_path):
         Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / f"{name}.png")
         Image.fromarray(np.full(size, value, np.uint8)).save(tmp_path / "masks" / f"{name}.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "lonely.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / "wide.png")
+    Image.fromarray(np.full((8, 8), 300, np.uint16)).save(tmp_path / "masks" / "wide.png")   # 16-bit ids
     with pytest.raises(CnnctlError) as e:
         mask_folder(str(tmp_path))
     text = str(e.value)
     assert "lonely.png: no mask" in text and "small.png: mask is 8x4" in text and "odd.png: mask values [7]" in text
-    for name in ("small", "odd", "lonely"):
+    assert "wide.png: mask value 300 is above 255" in text           # not silently wrapped to 44
+    for name in ("small", "odd", "lonely", "wide"):
         (tmp_path / "images" / f"{name}.png").unlink()
     data = mask_folder(str(tmp_path))
     assert data.class_names == ["background", "cell"] and data.splits["train"].labels.max() == 1

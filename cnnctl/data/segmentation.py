@@ -183,6 +183,10 @@ def _load_pairs(pairs, class_count: int | None, problems: list, remap: dict[int,
             problems.append((str(mask_path), (f"mask is {mask.shape[1]}x{mask.shape[0]}, "
                                              f"its image {img.shape[1]}x{img.shape[0]}")))
             continue
+        if mask.max(initial=0) > 255:
+            problems.append((str(mask_path), (f"mask value {int(mask.max())} is above 255: class masks hold "
+                                             "class indices (instance ids belong in a TIFF mask)")))
+            continue
         if class_count is not None and mask.max(initial=0) >= class_count:
             bad = sorted(int(v) for v in np.unique(mask) if v >= class_count)
             problems.append((str(mask_path), (f"mask values {bad[:5]} are outside the {class_count} classes "
