@@ -118,6 +118,22 @@ class Task:
         return ()
 
 
+class ClassNamesRunFile:
+    """Mixin for tasks whose data has ``class_names``: the run keeps them in ``classes.json`` and a
+    resume must bring the same ones."""
+
+    def write_run_files(self, run, data) -> None:
+        run.write_json("classes.json", data.class_names)
+
+    def check_resume(self, run, data) -> None:
+        from cnnctl.errors import CnnctlError
+
+        saved = run.read_json("classes.json")
+        if saved != data.class_names:
+            raise CnnctlError(f"the data's classes {data.class_names[:5]}... differ from the run's {saved[:5]}...",
+                              hint="resume with the data the run was started on")
+
+
 def model_input_shape(cfg) -> tuple[int, ...]:
     """The recipe's input shape: ``model.input_shape``, else the architecture's default."""
     from cnnctl import models

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import keras
 
-from cnnctl.tasks.base import TASKS, Field, Task
+from cnnctl.tasks.base import TASKS, ClassNamesRunFile, Field, Task
 
 
 @keras.saving.register_keras_serializable(package="cnnctl")
@@ -87,24 +87,13 @@ def evaluate_predictions(labels, probs, class_names: list[str]) -> dict:
 
 
 @TASKS.register("classify", about="image classification: softmax (or hinge) over class folders")
-class ClassifyTask(Task):
+class ClassifyTask(ClassNamesRunFile, Task):
     """Image classification: one label per image, ``classes.json`` in the run, accuracy and top-5."""
 
     name = "classify"
     progress_fields = (Field("loss", "loss"), Field("accuracy", "acc"))
     monitor = "val_accuracy"
     modes: ClassVar[dict[str, str]] = {"loss": "min", "accuracy": "max", "top5": "max"}
-
-    def write_run_files(self, run, data) -> None:
-        run.write_json("classes.json", data.class_names)
-
-    def check_resume(self, run, data) -> None:
-        from cnnctl.errors import CnnctlError
-
-        saved = run.read_json("classes.json")
-        if saved != data.class_names:
-            raise CnnctlError(f"the data's classes {data.class_names[:5]}... differ from the run's {saved[:5]}...",
-                              hint="resume with the data the run was started on")
 
     def build(self, cfg, data, log):
         if not cfg.finetune.freeze:

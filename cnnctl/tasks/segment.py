@@ -27,7 +27,14 @@ import keras
 import numpy as np
 
 from cnnctl.errors import CnnctlError
-from cnnctl.tasks.base import TASKS, Field, Task, build_model, model_input_shape
+from cnnctl.tasks.base import (
+    TASKS,
+    ClassNamesRunFile,
+    Field,
+    Task,
+    build_model,
+    model_input_shape,
+)
 
 PAPER_REFERENCES = {  # Ronneberger et al. 2015, Table 2 (ISBI cell tracking challenge 2015), IoU
     "PhC-U373": 0.9203, "DIC-HeLa": 0.7756,
@@ -120,6 +127,7 @@ class SegmentDataModule:
 
     def __init__(self, cfg, batch_size: int, seed: int, log=print):
         from cnnctl.data.segmentation import load_segmentation
+        from cnnctl.data.weight_map import class_balance
 
         self.cfg, self.batch_size, self.seed, self.log = cfg, batch_size, seed, log
         unknown = [a for a in cfg.data.augment if a not in ("flip", "vflip", "elastic")]
@@ -150,7 +158,8 @@ class SegmentDataModule:
                               hint=f"set model.input_shape = [{self.in_side}, {self.in_side}, "
                                    f"{have}]")
         sc = cfg.segment
-        self.class_weights = (_class_balance(self.train.labels, self.num_classes) if sc.class_balance or sc.weight_map
+        self.class_weights = (class_balance(np.concatenate([lab.reshape(-1) for lab in self.train.labels]),
+                                            self.num_classes) if sc.class_balance or sc.weight_map
                               else np.ones(self.num_classes))
         self.windows = {name: self._windows(getattr(self, name), sc) for name in ("train", "val")
                         if getattr(self, name) is not None}
@@ -251,12 +260,6 @@ def _hold_out(sp, fraction: float, seed: int):
     return take(kept), take(held)
 
 
-def _class_balance(labels, k):
-    from cnnctl.data.weight_map import class_balance
-
-    return class_balance(np.concatenate([lab.reshape(-1) for lab in labels]), k)
-
-
 # ----------------------------------------------------------------------------- metrics in the bar
 @keras.saving.register_keras_serializable(package="cnnctl")
 class PixelMeanIoU(keras.metrics.MeanIoU):
@@ -269,7 +272,7 @@ class PixelMeanIoU(keras.metrics.MeanIoU):
 
 
 @TASKS.register("segment", about="semantic segmentation: per-pixel classes (U-Net), overlap-tile inference")
-class SegmentTask(Task):
+class SegmentTask(ClassNamesRunFile, Task):
     """Per-pixel classification: ``classes.json`` (background first), pixel accuracy and mIoU."""
 
     name = "segment"
@@ -279,15 +282,6 @@ class SegmentTask(Task):
 
     def data(self, cfg, batch_size: int, log):
         return SegmentDataModule(cfg, batch_size, cfg.train.seed, log)
-
-    def write_run_files(self, run, data) -> None:
-        run.write_json("classes.json", data.class_names)
-
-    def check_resume(self, run, data) -> None:
-        saved = run.read_json("classes.json")
-        if saved != data.class_names:
-            raise CnnctlError(f"the data's classes {data.class_names[:5]}... differ from the run's {saved[:5]}...",
-                              hint="resume with the data the run was started on")
 
     def build(self, cfg, data, log):
         model = build_model(cfg, data.num_classes)
