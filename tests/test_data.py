@@ -372,7 +372,8 @@ def test_inspect_exits_0_on_a_trainable_folder_with_thumbs_db_desktop_ini_and_ds
     (root / "stripes" / "desktop.ini").write_text("[.ShellClassInfo]\nIconResource=x\n")
     (root / "stripes" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(30))
     (root / "stripes" / "[draft] notes.txt").write_text("a path that rich would read as markup")
-    r = CliRunner().invoke(app, ["data", "inspect", str(root)])
+    # a wide terminal: the table must not wrap the name, whatever the length of the temporary path
+    r = CliRunner().invoke(app, ["data", "inspect", str(root)], env={"COLUMNS": "300"})
     assert r.exit_code == 0, r.output
     assert "Thumbs.db" in r.output and "desktop.ini" in r.output and "not an image file" in r.output
     assert "[draft] notes.txt" in r.output                      # printed escaped, not eaten as markup
