@@ -88,35 +88,14 @@ class EncoderSpec:
 
     def _network(self, log):
         """The whole pretrained network at its own input size."""
-        if ":" in self.name and not Path(self.name).exists():
-            net, _, weights = self.name.partition(":")
-            from cnnctl.weights import load_pretrained
-
-            return load_pretrained(net, weights, log=log)
-        run = Path(self.name)
-        which = "best" if (run / "best.keras").is_file() else "model"
-        if not (run / f"{which}.keras").is_file():
-            raise CnnctlError(f"caption.encoder = {self.name!r} is neither NAME:WEIGHTS nor a trained run",
-                              hint="use efficientnet_lite0:imagenet, fashion_cnn:fashion_mnist, or a run folder")
-        from cnnctl.inference import load_keras_file
-
-        return load_keras_file(run / f"{which}.keras", hint="give a run trained by cnnctl")
+        return pretrained_network(self.name, log, "caption.encoder")
 
     def _trunk(self, log):
         """The network up to its last 4-d feature map, at ``image_size``."""
         import keras
 
-        from cnnctl import models
-
-        trained = self._network(log)
-        if ":" in self.name and not Path(self.name).exists():
-            net = self.name.partition(":")[0]
-            channels = int(trained.inputs[0].shape[-1])
-            model = models.build(net, num_classes=int(trained.outputs[0].shape[-1]),
-                                 input_shape=(self.image_size, self.image_size, channels))
-            _copy_feature_layers(trained, model)
-        else:
-            model = _rebuilt_at(self, Path(self.name), trained)
+        model = network_at(self.name, (self.image_size, self.image_size), log, "caption.encoder",
+                           size_hint="caption.image_size")
         from cnnctl.models.backbone import pyramid_outputs
 
         try:
@@ -126,25 +105,51 @@ class EncoderSpec:
         return keras.Model(model.inputs[0], deepest, name="encoder_trunk")
 
 
-def _rebuilt_at(spec: EncoderSpec, run: Path, trained):
-    """``trained`` (a run's network) at ``spec.image_size``: the run's architecture is built again at that
-    input size and every layer up to the last feature map takes the trained weights (convolutions do not
-    depend on the input size), so a network trained on 28x28 items can look at a 64x64 scene."""
-    size = (spec.image_size, spec.image_size)
+def pretrained_network(name: str, log=print, option: str = "model.encoder"):
+    """The whole pretrained network ``name`` at its own input size: ``NAME:WEIGHTS`` (a registered network
+    with its ImageNet or bundled weights) or the folder of a cnnctl run (its best.keras, else model.keras)."""
+    if ":" in name and not Path(name).exists():
+        net, _, weights = name.partition(":")
+        from cnnctl.weights import load_pretrained
+
+        return load_pretrained(net, weights, log=log)
+    run = Path(name)
+    which = "best" if (run / "best.keras").is_file() else "model"
+    if not (run / f"{which}.keras").is_file():
+        raise CnnctlError(f"{option} = {name!r} is neither NAME:WEIGHTS nor a trained run",
+                          hint="use efficientnet_lite0:imagenet, fashion_cnn:fashion_mnist, or a run folder")
+    from cnnctl.inference import load_keras_file
+
+    return load_keras_file(run / f"{which}.keras", hint="give a run trained by cnnctl")
+
+
+def network_at(name: str, size: tuple[int, int], log=print, option: str = "model.encoder",
+               size_hint: str = "model.input_shape"):
+    """The pretrained network ``name`` built again for ``size`` (h, w) inputs (its own channels): every
+    layer up to the last feature map takes the trained weights (convolutions do not depend on the input
+    size), so a network trained on 28x28 items can look at a 128x128 scene. Its classifier, whose shapes
+    change, keeps fresh weights: only the feature maps are meant to be used."""
+    from cnnctl import models
+
+    trained = pretrained_network(name, log, option)
+    size = (int(size[0]), int(size[1]))
     if tuple(trained.inputs[0].shape[1:3]) == size:
         return trained
-    from cnnctl import models
-    from cnnctl.config import load_run_config
-
-    cfg = load_run_config(run)
-    options = {k: v for k, v in cfg.model.options.items() if k != "input_shape"}
     channels = int(trained.inputs[0].shape[-1])
+    if ":" in name and not Path(name).exists():
+        net, options, where = name.partition(":")[0], {}, name
+    else:
+        from cnnctl.config import load_run_config
+
+        cfg = load_run_config(Path(name))
+        net, where = cfg.model.name, f"the encoder run's {cfg.model.name}"
+        options = {k: v for k, v in cfg.model.options.items() if k != "input_shape"}
     try:
-        model = models.build(cfg.model.name, num_classes=int(trained.outputs[0].shape[-1]),
+        model = models.build(net, num_classes=int(trained.outputs[0].shape[-1]),
                              input_shape=(*size, channels), **options)
     except CnnctlError as e:
-        raise CnnctlError(f"the encoder run's {cfg.model.name} cannot take {size[0]}x{size[1]} images ({e.message})",
-                          hint=f"set caption.image_size = {trained.inputs[0].shape[1]}") from None
+        raise CnnctlError(f"{where} cannot take {size[0]}x{size[1]} images ({e.message})",
+                          hint=f"set {size_hint} to {trained.inputs[0].shape[1]}") from None
     _copy_feature_layers(trained, model)
     return model
 

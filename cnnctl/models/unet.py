@@ -12,7 +12,12 @@ Fig. 1, for a 572x572 input tile and 2 classes:
 
 That is 23 convolutional layers (sec. 2), and the 572x572 tile gives a 388x388 map. Options beyond
 the figure: ``padding="same"`` (the output has the input's size; no cropping is needed),
-``base_filters``, ``depth`` and ``batch_norm`` (after every 3x3 convolution, before the ReLU).
+``base_filters``, ``depth`` and ``batch_norm`` (after every 3x3 convolution, before the ReLU), and
+``encoder``: a pretrained network (``NAME:WEIGHTS`` such as ``efficientnet_lite0:imagenet`` or
+``fashion_cnn:fashion_mnist``, or a cnnctl run folder) whose feature maps at strides 2, 4, ...
+(``cnnctl.models.backbone.pyramid_outputs``) replace the contracting path's levels, as in TernausNet
+(Iglovikov & Shvets 2018) and the segmentation_models family; the segment task freezes it by
+``finetune.freeze`` as ``cnnctl finetune`` does.
 Weights are drawn from a Gaussian with std sqrt(2 / N), N the incoming nodes of a neuron (sec. 3,
 He initialisation).
 
@@ -83,13 +88,51 @@ def output_side(input_side: int, padding: str = "valid", depth: int = 4, **_opti
     return input_side if padding == "same" else output_size(input_side, depth)
 
 
+def _encoder_levels(inputs, x, encoder: str, depth: int, base_filters: int, batch_norm: bool):
+    """The contracting path from a pretrained network: -> (skips at levels 0..depth-1, the bottom map).
+
+    Level 0 (full resolution) is a new conv pair on the scaled image ``x``, for exact boundaries; level k
+    (stride 2^k) is the encoder's deepest map at that stride; levels the encoder lacks (a 28x28
+    classifier stops at stride 4) are the paper's pool + conv pair. The encoder is one nested layer,
+    ``encoder``, so that freeze modes name its own layers."""
+    from cnnctl.models.backbone import pyramid_outputs
+    from cnnctl.models.encoders import network_at
+
+    h, w, c = (int(d) for d in inputs.shape[1:])
+    net = network_at(encoder, (h, w), log=lambda *a: None)
+    pyramid = pyramid_outputs(net)
+    levels = [k for k in range(1, depth + 1) if f"P{k}" in pyramid]
+    levels = levels[: next((i for i, k in enumerate(levels) if k != i + 1), len(levels))]   # contiguous 1..n
+    if not levels:
+        raise ValueError(f"{encoder} has no feature map at stride 2 to start a U-Net's levels")
+    trunk = keras.Model(net.inputs[0], [pyramid[f"P{k}"] for k in levels], name="encoder")
+    wants = int(net.inputs[0].shape[-1])
+    raw = inputs
+    if wants == 3 and c == 1:                                   # grey images into an RGB network
+        raw = layers.Concatenate(name="grey_to_rgb")([inputs, inputs, inputs])
+    elif wants != c:
+        raise ValueError(f"{encoder} takes {wants}-channel images, the data has {c}")
+    features = trunk(raw)
+    features = features if isinstance(features, (list, tuple)) else [features]
+    skips = [_conv_pair(x, base_filters, "same", batch_norm, "down1")] + list(features)
+    x = skips.pop()                                              # the deepest encoder map
+    for level in range(len(levels) + 1, depth + 1):              # levels the encoder lacks
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
+        x = _conv_pair(x, base_filters * 2**level, "same", batch_norm,
+                       "bottom" if level == depth else f"down{level + 1}")
+    return skips, x
+
+
 @register("unet", task="segment", input_shape=(572, 572, 1), num_classes=2, output_side=output_side,
           paper="Ronneberger, Fischer & Brox, U-Net (MICCAI 2015), Fig. 1 and sec. 2-3")
 def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64, depth: int = 4,
-         padding: str = "valid", batch_norm: bool = False) -> keras.Model:
+         padding: str = "valid", batch_norm: bool = False, encoder: str = "") -> keras.Model:
     """Fig. 1's network: (b, H, W, c) -> per-pixel class logits (b, H', W', num_classes)."""
     if padding not in ("valid", "same"):
         raise ValueError(f"padding must be 'valid' (the paper) or 'same', not {padding!r}")
+    if encoder and padding != "same":
+        raise ValueError("a pretrained encoder pads its convolutions: use padding = 'same' with it")
     h, w = int(input_shape[0]), int(input_shape[1])
     if padding == "valid":
         output_size(h, depth), output_size(w, depth)           # refuses sizes that do not pool evenly
@@ -97,11 +140,14 @@ def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64
         raise ValueError(f"a same-padding U-Net of depth {depth} needs sides divisible by {2**depth}, not {h}x{w}")
     inputs, x = pixel_input(tuple(input_shape), 0.0, 255.0, name="image")
     skips = []
-    for level in range(depth):                                  # contracting path
-        x = _conv_pair(x, base_filters * 2**level, padding, batch_norm, f"down{level + 1}")
-        skips.append(x)
-        x = layers.MaxPooling2D(2, name=f"pool{level + 1}")(x)
-    x = _conv_pair(x, base_filters * 2**depth, padding, batch_norm, "bottom")
+    if encoder:
+        skips, x = _encoder_levels(inputs, x, encoder, depth, base_filters, batch_norm)
+    else:
+        for level in range(depth):                              # contracting path
+            x = _conv_pair(x, base_filters * 2**level, padding, batch_norm, f"down{level + 1}")
+            skips.append(x)
+            x = layers.MaxPooling2D(2, name=f"pool{level + 1}")(x)
+        x = _conv_pair(x, base_filters * 2**depth, padding, batch_norm, "bottom")
     for level in reversed(range(depth)):                        # expansive path
         filters = base_filters * 2**level
         x = StrideTwoConv2DTranspose(filters, 2, strides=2, kernel_initializer="he_normal",

@@ -246,6 +246,32 @@ class SegmentDataModule:
         return None if w is None else self._dataset(w, w.grid, None, 0)
 
 
+def freeze_encoder(model, cfg, log) -> list[str]:
+    """Apply ``finetune.freeze`` to a pretrained encoder (the nested ``encoder`` layer of a U-Net built with
+    ``model.encoder``), as ``cnnctl finetune`` does to a classifier's body -> the variable paths of its
+    unfrozen layers, which train at ``finetune.body_lr_scale`` x lr. The decoder always trains in full."""
+    from cnnctl.train.finetune import frozen_layers
+
+    mode = cfg.finetune.freeze
+    encoder = next((layer for layer in model.layers if layer.name == "encoder"), None)
+    if encoder is None:
+        if mode:
+            raise CnnctlError(f"finetune.freeze = {mode!r} needs a pretrained encoder to freeze",
+                              hint="set model.encoder (e.g. efficientnet_lite0:imagenet or a run folder)")
+        return []
+    if mode == "features":
+        raise CnnctlError("finetune.freeze = 'features' does not apply to segmentation: the decoder reads the "
+                          "encoder's maps at every level, and augmentation changes them every epoch",
+                          hint="use conv (the encoder frozen), partial:N, until:LAYER or none")
+    frozen = frozen_layers(encoder, mode or "none", set())
+    for layer in frozen:
+        layer.trainable = False
+    body = [w.path for layer in encoder.layers if layer.trainable for w in layer.trainable_weights]
+    log(f"encoder {cfg.model.options.get('encoder')}: {len(frozen)} layer(s) frozen ({mode or 'none'}), "
+        f"{len(body)} variable(s) at lr x {cfg.finetune.body_lr_scale}")
+    return body
+
+
 def _hold_out(sp, fraction: float, seed: int):
     from cnnctl.data.segmentation import SegSplit
 
@@ -289,7 +315,7 @@ class SegmentTask(ClassNamesRunFile, Task):
         if got != (data.out_side, data.out_side):
             raise CnnctlError(f"{cfg.model.name} gives {got[0]}x{got[1]} maps, the task expected "
                               f"{data.out_side}x{data.out_side}", hint="this is a bug in the model's output_side")
-        return model, []
+        return model, freeze_encoder(model, cfg, log)
 
     def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
         model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -138,13 +138,28 @@ def build(ft, num_classes: int, log=print, source: Source | None = None) -> Plan
         block.insert(0, layer)
     head_names = {layer.name for layer in block} | {head_name}
     features = block[0].input if block else features
-    mode = ft.freeze
+    frozen = frozen_layers(model, ft.freeze, head_names)
+    for layer in frozen:
+        layer.trainable = False
+    frozen_names = {layer.name for layer in frozen}
+    body_paths = [w.path for layer in model.layers if layer.name not in head_names | frozen_names
+                  for w in layer.trainable_weights]
+    return Plan(model, sorted(head_names), sorted(frozen_names), body_paths, new_head, features)
+
+
+def frozen_layers(model, mode: str, exclude: set[str]) -> list:
+    """The layers of ``model`` that freeze mode ``mode`` freezes (``exclude``: the new head's layer names,
+    which train in every mode): conv / features -> every other layer with weights; partial:N -> the first
+    N stages; until:LAYER -> up to and including LAYER; none -> nothing."""
     frozen: list = []
     if mode in ("conv", "features"):
-        frozen = [layer for layer in model.layers if layer.name not in head_names and layer.weights]
+        frozen = [layer for layer in model.layers if layer.name not in exclude and layer.weights]
     elif mode.startswith("partial:"):
-        n = int(mode.split(":", 1)[1])
-        groups = stages(model, head_names)
+        try:
+            n = int(mode.split(":", 1)[1])
+        except ValueError:
+            raise CnnctlError(f"--freeze {mode}: N must be a whole number of stages", hint="e.g. partial:2") from None
+        groups = stages(model, exclude)
         if n > len(groups):
             raise CnnctlError(f"--freeze {mode}: the network has only {len(groups)} stages",
                               hint="stages: " + ", ".join(name for name, _ in groups))
@@ -164,9 +179,4 @@ def build(ft, num_classes: int, log=print, source: Source | None = None) -> Plan
         frozen = [layer for layer in model.layers[: upto + 1] if layer.weights]
     elif mode != "none":
         raise CnnctlError(f"unknown --freeze {mode!r}", hint="choose conv, features, partial:N, until:LAYER or none")
-    for layer in frozen:
-        layer.trainable = False
-    frozen_names = {layer.name for layer in frozen}
-    body_paths = [w.path for layer in model.layers if layer.name not in head_names | frozen_names
-                  for w in layer.trainable_weights]
-    return Plan(model, sorted(head_names), sorted(frozen_names), body_paths, new_head, features)
+    return frozen
