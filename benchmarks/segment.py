@@ -19,6 +19,12 @@ Runs (each ``cnnctl train RECIPE --name RUN --seed S [--set ...]`` into OUT/RUN,
 For the nuclei runs the script also counts the nuclei ``cnnctl segment --instances`` would find
 (connected components of the predicted nuclei) in the test region, against the true count there.
 
+``--independent N``: N test scenes built by ``benchmarks/independent_scenes.py`` (written from
+shared/SCENES.md alone: its own random stream, resize and placement) are written as an image/mask
+folder, segmented with the ``scenes`` run's network as ``cnnctl segment --model RUN`` does
+(``cnnctl.segmenter``), and scored beside the run's own test scenes, each mIoU with its bootstrap
+standard error over scenes: "scenes built elsewhere score the same".
+
 ``--picture PNG``: the nuclei run on the held-out quarter, three panels side by side: the image,
 the true nuclei, the predicted ones (each instance its own colour; predicted instances are the
 connected components ``cnnctl segment --instances`` finds).
@@ -83,6 +89,40 @@ def speed_one(run: str, precision: str, side: int = 1024) -> dict:
             "tile": f"{model.input_shape[1]} -> {model.output_shape[1]}"}
 
 
+def independent_row(run: Path, count: int, folder: Path) -> None:
+    """The scenes run on cnnctl's test scenes and on independently built ones, mIoU +- bootstrap SE."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import independent_scenes
+    from PIL import Image
+
+    from cnnctl.data.segmentation import SegSplit, free_scenes
+    from cnnctl.metrics.segmentation import confusion
+    from cnnctl.segmenter import load_segmenter, predict_labels
+
+    independent_scenes.write(folder, count, "test", 0)
+    model, _ = load_segmenter(run)
+    ours = free_scenes((0, 0, count)).splits["test"]
+    files = sorted((folder / "images").glob("*.png"))       # read as `cnnctl segment` reads them: PNG files
+    theirs = SegSplit(np.stack([np.asarray(Image.open(f))[..., None] for f in files]),
+                      np.stack([np.asarray(Image.open(folder / "masks" / f.name)) for f in files]))
+    print(f"\n| test scenes ({count}) | built by | mIoU | bootstrap SE |\n|---|---|---:|---:|")
+    for name, split in (("scenes:free (cnnctl.data.scenes)", ours), ("benchmarks/independent_scenes.py", theirs)):
+        labels = np.asarray(split.labels)
+        predicted = predict_labels(model, np.asarray(split.images), batch=50)
+        per_scene = np.stack([confusion(labels[i], predicted[i], 11) for i in range(len(labels))])
+
+        def miou(m):
+            tp = np.diag(m).astype(float)
+            union = m.sum(0) + m.sum(1) - tp
+            return float((tp[union > 0] / union[union > 0]).mean())
+        rng = np.random.default_rng(0)
+        boot = [miou(per_scene[rng.integers(0, len(labels), len(labels))].sum(0)) for _ in range(200)]
+        print(f"| {name} | {'cnnctl' if 'cnnctl' in name else 'independent'} | {miou(per_scene.sum(0)):.3f} | "
+              f"{np.std(boot):.3f} |")
+
+
 def _instance_colours(ids, image):
     import numpy as np
 
@@ -123,6 +163,7 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="passed to every run")
     ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--independent", type=int, default=0, help="score the scenes run on N independently built scenes")
     ap.add_argument("--picture", default="", help="write the nuclei test-region picture here (PNG)")
     ap.add_argument("--speed-one", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -151,6 +192,9 @@ def main() -> None:
               f"{m.get('test_instance_f1', float('nan')):.3f} | {m.get('test_dsb_score', float('nan')):.3f} | "
               f"{m.get('test_instances_predicted', '-')} / {m.get('test_instances_true', '-')} |")
     print("\nReferences (other data, Ronneberger et al. 2015, Table 2, IoU): PhC-U373 0.9203, DIC-HeLa 0.7756.")
+
+    if a.independent:
+        independent_row(out / "scenes", a.independent, out / "independent-scenes")
 
     if a.picture:
         picture(out / "nuclei", Path(a.picture))
