@@ -137,6 +137,25 @@ def openclipart(
     build_openclipart(out, size, log=lambda m: console().print(m, markup=False))
 
 
+@app.command("labelme")
+@report_errors
+def labelme(
+    out: str = typer.Argument(..., help="Folder to write voc/ and coco/ into."),
+):
+    """Fetch labelme's annotated example photos (three Pascal VOC 2011 photos, in the VOC segmentation
+    layout and as a COCO instances file) from the labelme source distribution on PyPI, once; real
+    photos with real masks for evaluation and loader tests.
+
+    Example:
+
+        cnnctl data labelme checkpoints/data/labelme && cnnctl data inspect checkpoints/data/labelme/voc
+    """
+    from cnnctl.data.labelme import fetch_labelme_examples
+
+    for name, path in fetch_labelme_examples(out, log=lambda m: console().print(m, markup=False)).items():
+        console().print(f"{name}: {path}", markup=False)
+
+
 @app.command("tuxpaint")
 @report_errors
 def tuxpaint(

@@ -41,6 +41,10 @@ import numpy as np
 
 from cnnctl.errors import CnnctlError
 
+VOID = 255                          # Pascal VOC's "void" (object borders, unlabelled): never trained on or scored
+VOC_CLASSES = ("background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
+               "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+               "train", "tvmonitor")
 SCENE_COUNTS = (6000, 500, 500)     # free scenes: train / val / test unless data.scene_counts says otherwise
 TIFF = (".tif", ".tiff")
 
@@ -153,7 +157,10 @@ def _pairs(folder: Path) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]
     return pairs, problems
 
 
-def _load_pairs(pairs, class_count: int | None, problems: list, remap: dict[int, int] | None = None) -> SegSplit:
+def _load_pairs(pairs, class_count: int | None, problems: list, remap: dict[int, int] | None = None,
+                void: bool = False, objects: dict[str, Path] | None = None) -> SegSplit:
+    """``void``: mask value 255 marks pixels to ignore (Pascal VOC); ``objects``: image stem -> an
+    instance-id PNG (VOC's SegmentationObject, 255 = void)."""
     images, labels, names, instances = [], [], [], []
     for img_path, mask_path in pairs:
         try:
@@ -175,7 +182,10 @@ def _load_pairs(pairs, class_count: int | None, problems: list, remap: dict[int,
                     raise ValueError(f"values {unknown[:5]} are not among {sorted(remap)}")
                 mask = np.vectorize(remap.get, otypes=[np.int64])(raw) if raw.size else raw
             else:
-                ids, mask = None, read_mask(mask_path)
+                ids, mask = None, read_mask(mask_path, binary=not void)
+            if objects is not None:
+                ids = read_mask(objects[img_path.stem], binary=False)
+                ids[ids == VOID] = 0
         except Exception as e:  # noqa: BLE001
             problems.append((str(mask_path), f"unreadable mask: {e}"))
             continue
@@ -187,8 +197,8 @@ def _load_pairs(pairs, class_count: int | None, problems: list, remap: dict[int,
             problems.append((str(mask_path), (f"mask value {int(mask.max())} is above 255: class masks hold "
                                              "class indices (instance ids belong in a TIFF mask)")))
             continue
-        if class_count is not None and mask.max(initial=0) >= class_count:
-            bad = sorted(int(v) for v in np.unique(mask) if v >= class_count)
+        if class_count is not None and mask[mask != VOID if void else slice(None)].max(initial=0) >= class_count:
+            bad = sorted(int(v) for v in np.unique(mask) if v >= class_count and not (void and v == VOID))
             problems.append((str(mask_path), (f"mask values {bad[:5]} are outside the {class_count} classes "
                                              "of classes.txt")))
             continue
@@ -308,6 +318,45 @@ def pet_trimaps(root: Path) -> SegData:
     return SegData("pet", ["background", "pet", "border"], splits)
 
 
+def voc_folder(root: Path) -> SegData:
+    """The Pascal VOC segmentation layout: ``JPEGImages/NAME.jpg``, ``SegmentationClass/NAME.png``
+    (palette PNG of class indices, 255 = void), optionally ``SegmentationObject/NAME.png`` (instance
+    ids) and ``ImageSets/Segmentation/{train,val,test}.txt``; classes from ``class_names.txt``
+    (labelme's ``labelme2voc.py`` writes one, ``_background_`` first), else VOC's 21."""
+    from cnnctl.data.images import IMAGE_EXTENSIONS
+
+    names_file = root / "class_names.txt"
+    class_names = list(VOC_CLASSES)
+    if names_file.is_file():
+        class_names = [ln.strip() for ln in names_file.read_text().splitlines() if ln.strip()]
+        class_names[0] = "background" if class_names[0] in ("_background_", "__background__") else class_names[0]
+    images = {p.stem: p for p in (root / "JPEGImages").iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS}
+    masks = root / "SegmentationClass"
+    sets = root / "ImageSets" / "Segmentation"
+    names_in = {split: [ln.strip() for ln in (sets / f"{split}.txt").read_text().splitlines() if ln.strip()]
+                for split in ("train", "val", "test") if (sets / f"{split}.txt").is_file()}
+    if not names_in:                                       # no split lists: every image with a mask
+        names_in = {"train": sorted(p.stem for p in masks.iterdir() if p.suffix.lower() == ".png")}
+    object_dir = root / "SegmentationObject"
+    problems: list[tuple[str, str]] = []
+    splits: dict[str, SegSplit | None] = {"train": None, "val": None, "test": None}
+    for split, names in names_in.items():
+        pairs = []
+        for n in names:
+            if n not in images:
+                problems.append((str(root / "JPEGImages" / f"{n}.jpg"), "listed or masked, but no image"))
+            elif not (masks / f"{n}.png").is_file():
+                problems.append((str(images[n]), f"no mask: expected {masks / (n + '.png')}"))
+            else:
+                pairs.append((images[n], masks / f"{n}.png"))
+        objects = ({p.stem: object_dir / f"{p.stem}.png" for p, _ in pairs}
+                   if object_dir.is_dir() and all((object_dir / f"{p.stem}.png").is_file() for p, _ in pairs)
+                   else None)
+        splits[split] = _load_pairs(pairs, len(class_names), problems, void=True, objects=objects)
+    _raise_problems(problems)
+    return SegData("voc", class_names, splits)
+
+
 def _raise_problems(problems: list[tuple[str, str]]) -> None:
     """One error naming every problem by path (the first 10), or nothing."""
     if problems:
@@ -342,6 +391,8 @@ def coco_instances(path: Path) -> SegData:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CnnctlError(f"{path} is not a COCO instances file: {e}",
                           hint="give a JSON with images, annotations and categories") from None
+    # labelme2coco writes the background as a category of its own ("_background_", no annotations)
+    categories = [c for c in categories if c.get("name") not in ("_background_", "__background__")]
     class_of = {c["id"]: i + 1 for i, c in enumerate(categories)}
     by_image: dict[int, list] = {}
     for a in annotations:
@@ -394,8 +445,8 @@ def coco_instances(path: Path) -> SegData:
 
 
 def load_segmentation(path: str, scene_counts=(), scene_seed: int = 0) -> SegData:
-    """``scenes:free``, ``nuclei``, a COCO instances file, the Oxford-IIIT Pet layout or a folder of
-    image/mask pairs."""
+    """``scenes:free``, ``nuclei``, a COCO instances file, the Oxford-IIIT Pet layout, the Pascal VOC
+    segmentation layout or a folder of image/mask pairs."""
     if path.lower() == "nuclei":
         return nuclei()
     if path.lower() in ("scenes:free", "scenes"):
@@ -406,4 +457,6 @@ def load_segmentation(path: str, scene_counts=(), scene_seed: int = 0) -> SegDat
         return coco_instances(Path(path))
     if (Path(path) / "annotations" / "trimaps").is_dir():
         return pet_trimaps(Path(path))
+    if (Path(path) / "JPEGImages").is_dir() and (Path(path) / "SegmentationClass").is_dir():
+        return voc_folder(Path(path))
     return mask_folder(path)

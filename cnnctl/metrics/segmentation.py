@@ -26,8 +26,11 @@ def _flat(a) -> np.ndarray:
 
 
 def confusion(labels, predicted, k: int) -> np.ndarray:
-    """(k, k) int64 counts, rows = true class, columns = predicted class (arrays or lists of them)."""
+    """(k, k) int64 counts, rows = true class, columns = predicted class (arrays or lists of them).
+    Pixels whose true label is 255 (Pascal VOC's void) are not counted."""
     t, p = _flat(labels), _flat(predicted)
+    keep = t != 255
+    t, p = t[keep], p[keep]
     return np.bincount(t * k + p, minlength=k * k).reshape(k, k)
 
 

@@ -126,7 +126,7 @@ class SegmentDataModule:
     """The engine's data protocol for segmentation: ``train`` / ``val`` / ``test`` splits, steps, datasets."""
 
     def __init__(self, cfg, batch_size: int, seed: int, log=print):
-        from cnnctl.data.segmentation import load_segmentation
+        from cnnctl.data.segmentation import VOID, load_segmentation
         from cnnctl.data.weight_map import class_balance
 
         self.cfg, self.batch_size, self.seed, self.log = cfg, batch_size, seed, log
@@ -145,7 +145,7 @@ class SegmentDataModule:
         self.train, self.val, self.test = splits["train"], splits["val"], splits["test"]
         for name in ("train", "val", "test"):
             sp = getattr(self, name)
-            top = max((int(lab.max(initial=0)) for lab in sp.labels), default=0) if sp is not None else 0
+            top = max((int(lab[lab != VOID].max(initial=0)) for lab in sp.labels), default=0) if sp is not None else 0
             if top >= len(self.class_names):
                 raise CnnctlError(f"the {name} split has label {top}, beyond the "
                                   f"{len(self.class_names)} classes", hint="fix the masks or classes.txt")
@@ -158,24 +158,28 @@ class SegmentDataModule:
                               hint=f"set model.input_shape = [{self.in_side}, {self.in_side}, "
                                    f"{have}]")
         sc = cfg.segment
-        self.class_weights = (class_balance(np.concatenate([lab.reshape(-1) for lab in self.train.labels]),
-                                            self.num_classes) if sc.class_balance or sc.weight_map
+        labelled = np.concatenate([lab[lab != VOID] for lab in self.train.labels])
+        self.class_weights = (class_balance(labelled, self.num_classes) if sc.class_balance or sc.weight_map
                               else np.ones(self.num_classes))
         self.windows = {name: self._windows(getattr(self, name), sc) for name in ("train", "val")
                         if getattr(self, name) is not None}
 
     def _windows(self, sp, sc) -> Windows:
+        from cnnctl.data.segmentation import VOID
         from cnnctl.data.weight_map import weight_map
 
         if sc.weight_map and sp.instances is None:
             raise CnnctlError("segment.weight_map needs instance labels, and this data has none",
                               hint="use data with instances (nuclei, scenes:free) or set segment.weight_map = false")
+        # void pixels (Pascal VOC's 255) become background with weight 0: never trained on
+        labels = [np.where(lab == VOID, 0, lab).astype(np.uint8) for lab in sp.labels]
         if sc.weight_map or sc.class_balance:
             weights = [weight_map(lab, inst if sc.weight_map else None, self.class_weights, sc.w0, sc.sigma)
-                       for lab, inst in zip(sp.labels, sp.instances if sp.instances is not None else [None] * sp.count)]
+                       for lab, inst in zip(labels, sp.instances if sp.instances is not None else [None] * sp.count)]
         else:
-            weights = [np.ones(lab.shape, np.float32) for lab in sp.labels]
-        return Windows(sp.images, sp.labels, weights, self.in_side, self.out_side)
+            weights = [np.ones(lab.shape, np.float32) for lab in labels]
+        weights = [np.where(raw == VOID, 0, w).astype(np.float32) for raw, w in zip(sp.labels, weights)]
+        return Windows(sp.images, labels, weights, self.in_side, self.out_side)
 
     @property
     def num_classes(self) -> int:
