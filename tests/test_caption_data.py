@@ -277,3 +277,30 @@ def test_tuxpaint_stamps_become_plain_and_photo_captioned_images(tmp_path):
     data = load_captions(str(csv_path))
     assert not data.problems
     assert sum(len(s.images) for s in data.splits.values() if s is not None) == 6
+
+
+def test_tuxpaint_composites_carry_exact_masks_for_segmentation(tmp_path):
+    from PIL import Image
+
+    from cnnctl.data.clipart import split_of
+    from cnnctl.data.tuxpaint import build_tuxpaint
+
+    src = tmp_path / "stamps"
+    backgrounds = _tux_stamps(src)
+    build_tuxpaint(tmp_path / "out", size=64, composites=3, seed=0, source=src, backgrounds=backgrounds,
+                   log=lambda m: None, segmentation=True)
+    root = tmp_path / "out" / "tuxpaint-segment"
+    assert (root / "classes.txt").read_text().split("\n")[:2] == ["background", "animals"]
+    split = "test" if split_of("A brown hen.") == "test" else "train"
+    for k in range(3):
+        image = (root / split / "images" / f"animals__hen-{k}.png").read_bytes()
+        # the segmentation image is the caption composite itself
+        assert image == (tmp_path / "out" / "tuxpaint" / "photo" / f"animals__hen-{k}.png").read_bytes()
+        mask = np.asarray(Image.open(root / split / "masks" / f"animals__hen-{k}.png"))
+        assert set(np.unique(mask)) == {0, 1}                     # background and the stamp's folder
+        # the hen's opaque part is a 60x40 rectangle: the mask is that rectangle, scaled, and nothing else
+        ys, xs = np.nonzero(mask)
+        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        assert mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all() and mask.sum() == h * w
+        assert abs(w / h - 1.5) < 0.15
+    assert not (root / split / "images" / "animals__ball-0.png").exists()     # drawings make no composites

@@ -165,6 +165,9 @@ def tuxpaint(
     seed: int = typer.Option(0, "--seed", help="Seed of the crops, scales and places of the composites."),
     backgrounds: str = typer.Option("", "--backgrounds",
                                     help="Folder of your own background photos (default: scikit-image/-learn's)."),
+    segmentation: bool = typer.Option(False, "--segmentation",
+                                      help="Also write OUT/tuxpaint-segment/: the composites with exact masks "
+                                           "from the cut-outs' alpha, classes = the stamp folders."),
 ):
     """Build a caption data set from Tux Paint's stamps (Debian tuxpaint-stamps-default, GPL-2): each
     stamp on white with its human-written sentence, and each photo cut-out pasted onto real photos
@@ -186,4 +189,5 @@ def tuxpaint(
         photos = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not photos:
             raise CnnctlError(f"--backgrounds {backgrounds}: no .jpg or .png photos there")
-    build_tuxpaint(out, size, composites, seed, backgrounds=photos, log=lambda m: console().print(m, markup=False))
+    build_tuxpaint(out, size, composites, seed, backgrounds=photos, log=lambda m: console().print(m, markup=False),
+                   segmentation=segmentation)

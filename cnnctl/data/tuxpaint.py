@@ -112,9 +112,10 @@ def on_white(stamp, size: int):
     return canvas
 
 
-def on_photo(stamp, photo, size: int, rng: np.random.Generator):
+def on_photo(stamp, photo, size: int, rng: np.random.Generator, mask: bool = False):
     """The stamp pasted onto a random square crop of ``photo`` (40-100% of its shorter side),
-    scaled to 45-90% of ``size``, at a random place, mirrored half the time."""
+    scaled to 45-90% of ``size``, at a random place, mirrored half the time. With ``mask``:
+    (image, (size, size) bool mask of the pixels where the pasted stamp's alpha is >= 128)."""
     from PIL import Image, ImageOps
 
     side = min(photo.size)
@@ -124,13 +125,24 @@ def on_photo(stamp, photo, size: int, rng: np.random.Generator):
     s = _fit(stamp, int(size * rng.uniform(0.45, 0.9)))
     if rng.random() < 0.5:
         s = ImageOps.mirror(s)
-    canvas.paste(s, (int(rng.integers(0, size - s.width + 1)), int(rng.integers(0, size - s.height + 1))), s)
-    return canvas
+    place = (int(rng.integers(0, size - s.width + 1)), int(rng.integers(0, size - s.height + 1)))
+    canvas.paste(s, place, s)
+    if not mask:
+        return canvas
+    alpha = Image.new("L", (size, size), 0)
+    alpha.paste(s.getchannel("A"), place)
+    return canvas, np.asarray(alpha) >= 128
 
 
 def build_tuxpaint(out: str | os.PathLike, size: int = 224, composites: int = 4, seed: int = 0,
-                   source: Path = TUXPAINT, backgrounds: list[Path] | None = None, log=print) -> Path:
-    """Write the stamps (and their photo composites) into ``out`` -> the path of ``captions.csv``."""
+                   source: Path = TUXPAINT, backgrounds: list[Path] | None = None, log=print,
+                   segmentation: bool = False) -> Path:
+    """Write the stamps (and their photo composites) into ``out`` -> the path of ``captions.csv``.
+
+    ``segmentation``: also a segmentation data set of the composites in ``out/tuxpaint-segment/``
+    (``images/NAME.png``, ``masks/NAME.png``, ``classes.txt``): the cut-out's exact mask from its
+    alpha channel, labelled with its category (the stamp's folder: mammals, birds, fruit, ...),
+    background 0; split by the caption split into ``train/`` and ``test/`` (``val`` joins train)."""
 
     from PIL import Image
 
@@ -156,7 +168,9 @@ def build_tuxpaint(out: str | os.PathLike, size: int = 224, composites: int = 4,
         except OSError as e:
             raise CnnctlError(f"cannot read background photo {p}: {e}", hint="give JPEG or PNG photos") from None
     rows, unreadable, cutouts = [], 0, 0
-    for i, txt in enumerate(sorted(source.rglob("*.txt"))):
+    stamps = sorted(source.rglob("*.txt"))
+    categories = sorted({txt.parent.name for txt in stamps})      # the stamps' folders: the mask classes
+    for i, txt in enumerate(stamps):
         sentence = sentence_of(txt)
         picture = next((p for p in (txt.with_suffix(".png"), txt.with_suffix(".svg")) if p.is_file()), None)
         if sentence is None or picture is None:
@@ -178,9 +192,26 @@ def build_tuxpaint(out: str | os.PathLike, size: int = 224, composites: int = 4,
                 path = out / "tuxpaint" / "photo" / f"{name}-{k}.png"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 photo = backgrounds[int(rng.integers(len(backgrounds)))]
-                on_photo(stamp, photo, size, rng).save(path)
+                image, where = on_photo(stamp, photo, size, rng, mask=True)
+                image.save(path)
                 rows.append((path.relative_to(out).as_posix(), sentence, split))
+                if segmentation:
+                    _write_segment_pair(out / "tuxpaint-segment" / ("test" if split == "test" else "train"),
+                                        f"{name}-{k}", image, where, 1 + categories.index(txt.parent.name))
+    if segmentation:
+        (out / "tuxpaint-segment").mkdir(parents=True, exist_ok=True)
+        (out / "tuxpaint-segment" / "classes.txt").write_text("\n".join(["background", *categories]) + "\n")
     union = write_built_source(out, "tuxpaint.csv", rows)
     log(f"{len(rows)} images from {len(rows) - cutouts * composites} stamps ({cutouts} photo cut-outs x "
         f"{composites} photos from {len(backgrounds)} backgrounds; {unreadable} unreadable) -> {out / 'tuxpaint.csv'}")
     return union
+
+
+def _write_segment_pair(folder: Path, name: str, image, where: np.ndarray, label: int) -> None:
+    """``folder/images/NAME.png`` and ``folder/masks/NAME.png`` (uint8: 0 background, ``label`` on the mask)."""
+    from PIL import Image
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    image.save(folder / "images" / f"{name}.png")
+    Image.fromarray(np.where(where, label, 0).astype(np.uint8)).save(folder / "masks" / f"{name}.png")
