@@ -14,7 +14,9 @@ Runs (each ``cnnctl train RECIPE --name RUN --seed S [--set ...]`` into OUT/RUN,
   ``segnet_small`` (decoder: unpooling by the encoder's switches, no skip connections) on 128x128
   windows: SegNet against ``nuclei-same``'s U-Net at the same number of epochs;
 - ``scenes``: ``segment-scenes``, a same-padding U-Net on Fashion-MNIST free scenes (synthetic
-  layout, real objects), 500 test scenes from Fashion-MNIST's test images.
+  layout, real objects), 500 test scenes from Fashion-MNIST's test images;
+- ``scenes-segnet``: ``segment-scenes-segnet``, ``segnet_small`` on the same scenes with the same
+  optimiser and epochs: SegNet against ``scenes``' U-Net.
 
 For the nuclei runs the script also counts the nuclei ``cnnctl segment --instances`` would find
 (connected components of the predicted nuclei) in the test region, against the true count there.
@@ -52,6 +54,7 @@ RUNS = {
     "nuclei-same": ("segment-nuclei", ["model.padding='same'", "model.input_shape=[128, 128, 1]"]),
     "nuclei-segnet": ("segment-nuclei-segnet", []),
     "scenes": ("segment-scenes", []),
+    "scenes-segnet": ("segment-scenes-segnet", []),
 }
 
 
@@ -87,6 +90,14 @@ def speed_one(run: str, precision: str, side: int = 1024) -> dict:
     seconds = time.perf_counter() - t0
     return {"mpix_per_s": side * side / 1e6 / seconds, "seconds": seconds,
             "tile": f"{model.input_shape[1]} -> {model.output_shape[1]}"}
+
+
+def encoder(cfg_text: str) -> str:
+    """", encoder NAME" when the run's U-Net sat on a pretrained encoder."""
+    import tomllib
+
+    name = tomllib.loads(cfg_text).get("model", {}).get("encoder", "")
+    return f", encoder {name}" if name else ""
 
 
 def independent_row(run: Path, count: int, folder: Path) -> None:
@@ -187,7 +198,7 @@ def main() -> None:
         padding = "same" if "padding = \"same\"" in cfg else "valid"
         network = "SegNet (small)" if "segnet_small" in cfg else f"U-Net, {padding}"
         wall = f"{walls[name]:.0f}" if name in walls else f"{m['wall_time_s']:.0f}"
-        print(f"| {name} | {RUNS[name][0].removeprefix('segment-').split('-')[0]} | {network} | {m['epochs_trained']} | "
+        print(f"| {name} | {RUNS[name][0].removeprefix('segment-').split('-')[0]} | {network}{encoder(cfg)} | {m['epochs_trained']} | "
               f"{wall} | {m['test_miou']:.3f} | {m['test_pixel_accuracy']:.3f} | {m['test_dice']:.3f} | "
               f"{m.get('test_instance_f1', float('nan')):.3f} | {m.get('test_dsb_score', float('nan')):.3f} | "
               f"{m.get('test_instances_predicted', '-')} / {m.get('test_instances_true', '-')} |")
