@@ -16,7 +16,10 @@ Runs (each ``cnnctl train RECIPE --name RUN --seed S [--set ...]`` into OUT/RUN,
 - ``scenes``: ``segment-scenes``, a same-padding U-Net on Fashion-MNIST free scenes (synthetic
   layout, real objects), 500 test scenes from Fashion-MNIST's test images;
 - ``scenes-segnet``: ``segment-scenes-segnet``, ``segnet_small`` on the same scenes with the same
-  optimiser and epochs: SegNet against ``scenes``' U-Net.
+  optimiser and epochs: SegNet against ``scenes``' U-Net;
+- ``scenes-encoder``: ``segment-scenes`` with its U-Net on the bundled Fashion-MNIST classifier's
+  convolutions (``model.encoder = "fashion_cnn:fashion_mnist"``, strides 2 and 4; the rest of the
+  contracting path new): a pretrained encoder against ``scenes``' U-Net trained from scratch.
 
 For the nuclei runs the script also counts the nuclei ``cnnctl segment --instances`` would find
 (connected components of the predicted nuclei) in the test region, against the true count there.
@@ -55,6 +58,7 @@ RUNS = {
     "nuclei-segnet": ("segment-nuclei-segnet", []),
     "scenes": ("segment-scenes", []),
     "scenes-segnet": ("segment-scenes-segnet", []),
+    "scenes-encoder": ("segment-scenes", ["model.encoder='fashion_cnn:fashion_mnist'"]),
 }
 
 
