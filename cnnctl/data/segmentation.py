@@ -305,17 +305,25 @@ def pet_trimaps(root: Path) -> SegData:
     problems: list[tuple[str, str]] = []
     splits: dict[str, SegSplit | None] = {"train": None, "val": None, "test": None}
     for split, names in names_in.items():
-        pairs = []
-        for n in names:
-            if n not in images:
-                problems.append((str(root / "images" / f"{n}.jpg"), "listed in annotations/ but missing"))
-            elif not (trimaps / f"{n}.png").is_file():
-                problems.append((str(images[n]), f"no trimap: expected {trimaps / (n + '.png')}"))
-            else:
-                pairs.append((images[n], trimaps / f"{n}.png"))
+        pairs = _listed_pairs(names, images, root / "images", trimaps, "trimap", "listed in annotations/ but missing",
+                              problems)
         splits[split] = _load_pairs(pairs, None, problems, remap=PET_TRIMAP)
     _raise_problems(problems)
     return SegData("pet", ["background", "pet", "border"], splits)
+
+
+def _listed_pairs(names, images: dict, image_dir: Path, mask_dir: Path, mask_word: str, no_image: str,
+                  problems: list) -> list[tuple[Path, Path]]:
+    """(image, ``mask_dir/NAME.png``) for each listed name; a name with no image or no mask is a problem."""
+    pairs = []
+    for n in names:
+        if n not in images:
+            problems.append((str(image_dir / f"{n}.jpg"), no_image))
+        elif not (mask_dir / f"{n}.png").is_file():
+            problems.append((str(images[n]), f"no {mask_word}: expected {mask_dir / (n + '.png')}"))
+        else:
+            pairs.append((images[n], mask_dir / f"{n}.png"))
+    return pairs
 
 
 def voc_folder(root: Path) -> SegData:
@@ -341,14 +349,8 @@ def voc_folder(root: Path) -> SegData:
     problems: list[tuple[str, str]] = []
     splits: dict[str, SegSplit | None] = {"train": None, "val": None, "test": None}
     for split, names in names_in.items():
-        pairs = []
-        for n in names:
-            if n not in images:
-                problems.append((str(root / "JPEGImages" / f"{n}.jpg"), "listed or masked, but no image"))
-            elif not (masks / f"{n}.png").is_file():
-                problems.append((str(images[n]), f"no mask: expected {masks / (n + '.png')}"))
-            else:
-                pairs.append((images[n], masks / f"{n}.png"))
+        pairs = _listed_pairs(names, images, root / "JPEGImages", masks, "mask", "listed or masked, but no image",
+                              problems)
         objects = ({p.stem: object_dir / f"{p.stem}.png" for p, _ in pairs}
                    if object_dir.is_dir() and all((object_dir / f"{p.stem}.png").is_file() for p, _ in pairs)
                    else None)
