@@ -458,3 +458,25 @@ def test_coco_polygons_and_rle_become_label_and_instance_maps(tmp_path):
     poly = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([[2, 2, 12, 2, 12, 8, 2, 8]], 20, 30))) > 0
     assert np.array_equal(lab == 2, poly) and np.array_equal(lab == 1, square > 0)
     assert set(np.unique(ids).tolist()) == {0, 1, 2} and np.array_equal(ids == 2, square > 0)
+
+
+def test_255_in_a_class_mask_is_void_and_a_0_255_mask_is_binary(tmp_path):
+    from cnnctl.data.segmentation import VOID, mask_folder
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    coded = np.zeros((8, 8), np.uint8)
+    coded[:4] = 2
+    coded[4:, :2] = VOID
+    binary = np.zeros((8, 8), np.uint8)
+    binary[2:5, 2:5] = 255
+    for name, mask in (("coded", coded), ("binary", binary)):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / f"{name}.png")
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{name}.png")
+    data = mask_folder(str(tmp_path))
+    assert data.class_names == ["background", "class_1", "class_2"]          # 255 is no class
+    labels = dict(zip(data.splits["train"].names, data.splits["train"].labels))
+    np.testing.assert_array_equal(labels["coded"], coded)                     # void kept for the task and scores
+    np.testing.assert_array_equal(labels["binary"], binary // 255)            # a 0/255 mask: 255 is the object
+    (tmp_path / "classes.txt").write_text("background\na\nb\n")
+    assert mask_folder(str(tmp_path)).class_names == ["background", "a", "b"]  # 255 passes the class check

@@ -158,8 +158,9 @@ def _pairs(folder: Path) -> tuple[list[tuple[Path, Path]], list[tuple[str, str]]
 
 
 def _load_pairs(pairs, class_count: int | None, problems: list, remap: dict[int, int] | None = None,
-                void: bool = False, objects: dict[str, Path] | None = None) -> SegSplit:
-    """``void``: mask value 255 marks pixels to ignore (Pascal VOC); ``objects``: image stem -> an
+                void: bool = False, binary: bool = True, objects: dict[str, Path] | None = None) -> SegSplit:
+    """``void``: mask value 255 marks pixels to ignore (Pascal VOC's convention), unless ``binary`` and
+    the mask holds only 0 and 255 (a binary mask: 255 is the object); ``objects``: image stem -> an
     instance-id PNG (VOC's SegmentationObject, 255 = void)."""
     images, labels, names, instances = [], [], [], []
     for img_path, mask_path in pairs:
@@ -182,7 +183,7 @@ def _load_pairs(pairs, class_count: int | None, problems: list, remap: dict[int,
                     raise ValueError(f"values {unknown[:5]} are not among {sorted(remap)}")
                 mask = np.vectorize(remap.get, otypes=[np.int64])(raw) if raw.size else raw
             else:
-                ids, mask = None, read_mask(mask_path, binary=not void)
+                ids, mask = None, read_mask(mask_path, binary=binary)
             if objects is not None:
                 ids = read_mask(objects[img_path.stem], binary=False)
                 ids[ids == VOID] = 0
@@ -234,12 +235,13 @@ def mask_folder(path: str) -> SegData:
     for s, d in split_dirs.items():
         pairs, missing = _pairs(d)
         problems += missing
-        splits[s] = _load_pairs(pairs, len(class_names) if class_names else None, problems)
+        splits[s] = _load_pairs(pairs, len(class_names) if class_names else None, problems, void=True)
     _raise_problems(problems)
     if splits["train"] is None or splits["train"].count == 0:
         raise CnnctlError(f"{root} has no training image/mask pairs", hint="add DIR/images and DIR/masks")
     if class_names is None:
-        top = max(int(lab.max(initial=0)) for sp in splits.values() if sp is not None for lab in sp.labels)
+        top = max(int(lab[lab != VOID].max(initial=0)) for sp in splits.values() if sp is not None
+                  for lab in sp.labels)
         class_names = ["background", *[f"class_{i}" for i in range(1, max(top, 1) + 1)]]
     return SegData("mask_folder", class_names, splits)
 
@@ -354,7 +356,7 @@ def voc_folder(root: Path) -> SegData:
         objects = ({p.stem: object_dir / f"{p.stem}.png" for p, _ in pairs}
                    if object_dir.is_dir() and all((object_dir / f"{p.stem}.png").is_file() for p, _ in pairs)
                    else None)
-        splits[split] = _load_pairs(pairs, len(class_names), problems, void=True, objects=objects)
+        splits[split] = _load_pairs(pairs, len(class_names), problems, void=True, binary=False, objects=objects)
     _raise_problems(problems)
     return SegData("voc", class_names, splits)
 
