@@ -4,6 +4,7 @@ from cnnctl.layers.batch_norm import FusedBatchNormalization
 from cnnctl.layers.locally_connected import LocallyConnected2D
 from cnnctl.layers.lrn import LocalResponseNormalization
 from cnnctl.layers.neighbours import NearestNeighbours
+from cnnctl.layers.roi_pool import RoIPool, roi_pool
 from cnnctl.layers.spatial_transformer import (
            SpatialTransformer,
            affine_grid,
@@ -19,9 +20,11 @@ __all__ = [
            "MaxPoolWithSwitches",
            "MaxUnpool",
            "NearestNeighbours",
+           "RoIPool",
            "SpatialTransformer",
            "StrideTwoConv2D",
            "StrideTwoConv2DTranspose",
            "affine_grid",
            "bilinear_sample",
+           "roi_pool",
 ]

@@ -1,0 +1,95 @@
+"""Fast R-CNN's RoI max pooling (Girshick 2015, sec. 2.1): each region of interest on the shared
+feature map is divided into a fixed H x W grid of sub-windows, and each sub-window is max-pooled.
+
+The arithmetic is the released Caffe layer's: the RoI's corners are rounded to feature cells
+(``round(coordinate * spatial_scale)``, far corner inclusive), bin (i, j) covers rows
+``floor(i * h / H) .. ceil((i + 1) * h / H)`` (exclusive) of the RoI's h rows, likewise columns. One
+deliberate difference: a RoI reaching past the map is clipped to it before it is divided (Caffe
+divides the whole RoI and clips the bins, leaving some empty); proposals and ground truth lie inside
+the image, so this changes nothing in training or testing, and no bin is ever empty. The backward pass routes each output's gradient to the cell that was its
+maximum (sec. 2.3, eq. 4).
+
+Implementation: every bin spans at most ``k = ceil(feature side / H) + 1`` cells per axis, so each bin
+reads a fixed k x k set of cell positions spread over it (a bin narrower than k repeats cells, which
+changes neither the max nor, once the gather's gradient sums the repeats, the gradient). That makes
+the whole layer one ``gather_nd`` and a ``reduce_max`` with static shapes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+
+def roi_pool(features, rois, image_index, output_size=(7, 7), spatial_scale: float = 1.0 / 16):
+    """features (b, fh, fw, c); rois (n, 4) (y0, x0, y1, x1) in image pixels, far edges exclusive;
+    image_index (n,) int: which image each RoI is on. -> (n, H, W, c)."""
+    import tensorflow as tf
+
+    out_h, out_w = output_size
+    fh, fw = features.shape[1], features.shape[2]
+    if fh is None or fw is None:
+        raise ValueError("roi_pool needs a feature map of static height and width")
+    rois = tf.convert_to_tensor(rois, tf.float32)
+    image_index = tf.cast(tf.reshape(image_index, (-1,)), tf.int32)
+
+    def axis_positions(start, stop, side, bins):
+        """start/stop (n,) image pixels, stop exclusive -> (n, bins, k) int32 cells covering each bin."""
+        # RoIs are clipped to the map first (proposals and ground truth lie inside the image anyway), so a
+        # bin never spans more than k cells
+        # floor(v + 0.5): C's round() for v >= 0 (tf.round rounds halves to even)
+        first = tf.clip_by_value(tf.floor(start * spatial_scale + 0.5), 0.0, side - 1.0)
+        last = tf.clip_by_value(tf.floor((stop - 1.0) * spatial_scale + 0.5), 0.0, side - 1.0)  # inclusive, as Caffe's x2
+        first, last = tf.cast(first, tf.int32), tf.cast(last, tf.int32)
+        length = last - first + 1                                    # (n,) cells the RoI spans, >= 1
+        # bin i covers [floor(i * length / bins), ceil((i + 1) * length / bins)), in integers: Caffe's
+        # float version of the same rounding can land one cell off when (i + 1) * length / bins is whole
+        i = tf.range(bins)[None, :]                                  # (1, bins)
+        lo = first[:, None] + (i * length[:, None]) // bins
+        hi = first[:, None] - ((-(i + 1) * length[:, None]) // bins)
+        k = math.ceil(side / bins) + 1
+        steps = tf.range(k)[None, None, :]                           # (1, 1, k)
+        span = (hi - lo)[..., None]                                  # (n, bins, 1), 1 <= span <= k
+        cells = lo[..., None] + (steps * span) // k                  # (n, bins, k), covers [lo, hi)
+        return cells
+
+    rows = axis_positions(rois[:, 0], rois[:, 2], fh, out_h)   # (n, H, kh)
+    cols = axis_positions(rois[:, 1], rois[:, 3], fw, out_w)   # (n, W, kw)
+    n = tf.shape(rois)[0]
+    kh, kw = rows.shape[-1], cols.shape[-1]
+    shape = tf.stack([n, out_h, kh, out_w, kw])
+    r = tf.broadcast_to(rows[:, :, :, None, None], shape)
+    c = tf.broadcast_to(cols[:, None, None, :, :], shape)
+    b = tf.broadcast_to(image_index[:, None, None, None, None], shape)
+    gathered = tf.gather_nd(features, tf.stack([b, r, c], axis=-1))         # (n, H, kh, W, kw, ch)
+    return tf.reduce_max(gathered, axis=[2, 4])                             # (n, H, W, ch)
+
+
+@keras.saving.register_keras_serializable(package="cnnctl")
+class RoIPool(keras.layers.Layer):
+    """[features (b, fh, fw, c), rois (b, r, 4)] -> (b, r, H, W, c): the same number of RoIs per image,
+    as Fast R-CNN's minibatches (2 images x 64 RoIs) and the RPN's top-N proposals have. See
+    ``roi_pool``; ``spatial_scale`` is 1 / the feature map's stride (1/16 for VGG16's conv5_3)."""
+
+    def __init__(self, output_size=(7, 7), spatial_scale: float = 1.0 / 16, **kwargs):
+        super().__init__(**kwargs)
+        self.output_size = tuple(int(v) for v in output_size)
+        self.spatial_scale = float(spatial_scale)
+
+    def call(self, inputs):
+        import tensorflow as tf
+
+        features, rois = inputs
+        b, r = tf.shape(rois)[0], tf.shape(rois)[1]
+        index = tf.repeat(tf.range(b), r)                                        # (b * r,)
+        pooled = roi_pool(features, tf.reshape(rois, (-1, 4)), index, self.output_size, self.spatial_scale)
+        return tf.reshape(pooled, tf.concat([[b, r], tf.shape(pooled)[1:]], 0))
+
+    def compute_output_shape(self, input_shapes):
+        features, rois = input_shapes
+        return (rois[0], rois[1], *self.output_size, features[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "output_size": list(self.output_size),
+                "spatial_scale": self.spatial_scale}
