@@ -299,7 +299,8 @@ def validate(cfg: Config) -> Config:
     for aug in cfg.data.augment:
         if aug not in ("flip", "vflip", "elastic", "crop", "mixup", "pca_color"):
             raise CnnctlError(f"unknown augmentation {aug!r} in data.augment",
-                              hint="valid: flip, crop, mixup, pca_color; for segmentation flip, vflip, elastic")
+                              hint="valid: flip, crop, mixup, pca_color; for segmentation flip, vflip, elastic; "
+                                   "for detection flip")
     if len(cfg.data.resize_short) > 2 or any(int(s) <= 0 for s in cfg.data.resize_short) or (
             len(cfg.data.resize_short) == 2 and cfg.data.resize_short[0] > cfg.data.resize_short[1]):
         raise CnnctlError(f"data.resize_short = {cfg.data.resize_short} is not valid",

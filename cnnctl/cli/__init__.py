@@ -6,6 +6,7 @@ import typer
 
 from cnnctl.cli import caption as caption_cmd
 from cnnctl.cli import data as data_cmd
+from cnnctl.cli import detect as detect_cmd
 from cnnctl.cli import evaluate as evaluate_cmd
 from cnnctl.cli import finetune as finetune_cmd
 from cnnctl.cli import generate as generate_cmd
@@ -32,6 +33,7 @@ app.command("models")(models_cmd.models)
 app.command("caption")(caption_cmd.caption)
 app.command("generate")(generate_cmd.generate)
 app.command("segment")(segment_cmd.segment)
+app.command("detect")(detect_cmd.detect)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(visualize_cmd.app, name="visualize")
 

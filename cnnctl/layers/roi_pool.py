@@ -6,13 +6,14 @@ The arithmetic is the released Caffe layer's: the RoI's corners are rounded to f
 ``floor(i * h / H) .. ceil((i + 1) * h / H)`` (exclusive) of the RoI's h rows, likewise columns. One
 deliberate difference: a RoI reaching past the map is clipped to it before it is divided (Caffe
 divides the whole RoI and clips the bins, leaving some empty); proposals and ground truth lie inside
-the image, so this changes nothing in training or testing, and no bin is ever empty. The backward pass routes each output's gradient to the cell that was its
-maximum (sec. 2.3, eq. 4).
+the image, so this changes nothing in training or testing, and no bin is ever empty. The backward
+pass routes each output's gradient to the cell that was its maximum (sec. 2.3, eq. 4).
 
-Implementation: every bin spans at most ``k = ceil(feature side / H) + 1`` cells per axis, so each bin
-reads a fixed k x k set of cell positions spread over it (a bin narrower than k repeats cells, which
-changes neither the max nor, once the gather's gradient sums the repeats, the gradient). That makes
-the whole layer one ``gather_nd`` and a ``reduce_max`` with static shapes.
+Implementation: a bin spans at most ``k = ceil(side / H) + 1`` cells per axis. The map is max-pooled
+(stride 1) once for every window size ``(sh, sw)`` up to ``(kh, kw)``; a bin of ``sh x sw`` cells
+starting at ``(y, x)`` is then the single value of the ``(sh, sw)`` map at ``(y, x)``. The whole layer
+is ``kh * kw`` ``max_pool2d`` calls and one ``gather_nd`` of the output's size, and its gradient is
+max pooling's (to the cell that was the maximum) followed by the gather's scatter.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ def roi_pool(features, rois, image_index, output_size=(7, 7), spatial_scale: flo
     rois = tf.convert_to_tensor(rois, tf.float32)
     image_index = tf.cast(tf.reshape(image_index, (-1,)), tf.int32)
 
-    def axis_positions(start, stop, side, bins):
-        """start/stop (n,) image pixels, stop exclusive -> (n, bins, k) int32 cells covering each bin."""
+    def bins_along(start, stop, side, bins):
+        """start/stop (n,) image pixels, stop exclusive -> first cell (n, bins), cells spanned (n, bins)."""
         # RoIs are clipped to the map first (proposals and ground truth lie inside the image anyway), so a
-        # bin never spans more than k cells
+        # bin never spans more than ceil(side / bins) + 1 cells
         # floor(v + 0.5): C's round() for v >= 0 (tf.round rounds halves to even)
         first = tf.clip_by_value(tf.floor(start * spatial_scale + 0.5), 0.0, side - 1.0)
         last = tf.clip_by_value(tf.floor((stop - 1.0) * spatial_scale + 0.5), 0.0, side - 1.0)  # inclusive, as Caffe's x2
@@ -48,22 +49,22 @@ def roi_pool(features, rois, image_index, output_size=(7, 7), spatial_scale: flo
         i = tf.range(bins)[None, :]                                  # (1, bins)
         lo = first[:, None] + (i * length[:, None]) // bins
         hi = first[:, None] - ((-(i + 1) * length[:, None]) // bins)
-        k = math.ceil(side / bins) + 1
-        steps = tf.range(k)[None, None, :]                           # (1, 1, k)
-        span = (hi - lo)[..., None]                                  # (n, bins, 1), 1 <= span <= k
-        cells = lo[..., None] + (steps * span) // k                  # (n, bins, k), covers [lo, hi)
-        return cells
+        return lo, hi - lo
 
-    rows = axis_positions(rois[:, 0], rois[:, 2], fh, out_h)   # (n, H, kh)
-    cols = axis_positions(rois[:, 1], rois[:, 3], fw, out_w)   # (n, W, kw)
-    n = tf.shape(rois)[0]
-    kh, kw = rows.shape[-1], cols.shape[-1]
-    shape = tf.stack([n, out_h, kh, out_w, kw])
-    r = tf.broadcast_to(rows[:, :, :, None, None], shape)
-    c = tf.broadcast_to(cols[:, None, None, :, :], shape)
-    b = tf.broadcast_to(image_index[:, None, None, None, None], shape)
-    gathered = tf.gather_nd(features, tf.stack([b, r, c], axis=-1))         # (n, H, kh, W, kw, ch)
-    return tf.reduce_max(gathered, axis=[2, 4])                             # (n, H, W, ch)
+    y, sh = bins_along(rois[:, 0], rois[:, 2], fh, out_h)          # (n, H) each
+    x, sw = bins_along(rois[:, 1], rois[:, 3], fw, out_w)          # (n, W) each
+    kh, kw = min(math.ceil(fh / out_h) + 1, fh), min(math.ceil(fw / out_w) + 1, fw)
+    pooled = []                                                    # kh * kw maps (b, fh, fw, c)
+    for a in range(1, kh + 1):
+        for c in range(1, kw + 1):
+            m = tf.nn.max_pool2d(features, (a, c), 1, "VALID") if (a, c) != (1, 1) else features
+            pooled.append(tf.pad(m, [[0, 0], [0, a - 1], [0, c - 1], [0, 0]]))   # (b, fh, fw, c); pad never read
+    stack = tf.stack(pooled)                                       # (kh * kw, b, fh, fw, c)
+    shape = tf.stack([tf.shape(rois)[0], out_h, out_w])
+    which = (sh[:, :, None] - 1) * kw + (sw[:, None, :] - 1)       # (n, H, W): the map of the bin's size
+    index = tf.stack([which, tf.broadcast_to(image_index[:, None, None], shape),
+                      tf.broadcast_to(y[:, :, None], shape), tf.broadcast_to(x[:, None, :], shape)], axis=-1)
+    return tf.gather_nd(stack, index)                              # (n, H, W, c)
 
 
 @keras.saving.register_keras_serializable(package="cnnctl")

@@ -27,6 +27,7 @@ from cnnctl.models import (  # noqa: F401
     inception_v4,
     lenet,
     nin,
+    rcnn,
     resnet,
     resnet_cifar,
     segnet,

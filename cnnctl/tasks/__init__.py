@@ -1,5 +1,5 @@
 """Tasks: what a model is trained to do. ``base.Task`` is the engine's one plug-in point; each
-family registers one (``classify``, ``caption``; GANs, segmentation and detection to come)."""
+family registers one (``classify``, ``caption``, ``generate``, ``segment``, ``detect``)."""
 
 from cnnctl.tasks.base import TASKS, Field, Task, build_model, get, model_input_shape
 

@@ -61,7 +61,7 @@ class Task:
     def epoch_line(self, row: dict[str, float], epochs: int) -> str:
         """One line per finished epoch: the task's fields, their validation values, lr, time, speed."""
         parts = [f"epoch {int(row['epoch'])}/{epochs}"]
-        parts += [f"{f.label} {row.get(f.key, float('nan')):.4f}" for f in self.progress_fields]
+        parts += [f"{f.label} {row[f.key]:.4f}" for f in self.progress_fields if f.key in row]   # some are val-only
         parts += [f"val_{f.label} {row['val_' + f.key]:.4f}" for f in self.progress_fields if f"val_{f.key}" in row]
         parts += [f"lr {row['lr']:.3g}", f"{row['seconds']:.1f} s", f"{row['images_per_s']:.0f} img/s"]
         return "  ".join(parts)
@@ -155,6 +155,7 @@ def get(name: str) -> Task:
     # Importing the task modules registers the built-in tasks.
     import cnnctl.tasks.caption
     import cnnctl.tasks.classify
+    import cnnctl.tasks.detect
     import cnnctl.tasks.generate
     import cnnctl.tasks.segment  # noqa: F401
 
