@@ -17,7 +17,12 @@ from typer.testing import CliRunner
 from cnnctl.cli import app
 from cnnctl.data.detection import load_detection
 from cnnctl.errors import CnnctlError
-from cnnctl.metrics.detection import average_precision, coco_map, proposal_recall, voc_ap
+from cnnctl.metrics.detection import (
+    average_precision,
+    coco_map,
+    proposal_recall,
+    voc_ap,
+)
 
 runner = CliRunner()
 TINY = ["--set", "data.scene_counts=[48, 8, 8]", "--set", "train.batch_size=8", "--set", "model.widths=[8, 16, 16, 32]",
@@ -229,6 +234,59 @@ def test_faster_rcnn_learns_a_fixed_batch_and_round_trips(tmp_path):
         np.testing.assert_allclose(other[key].numpy(), det[key].numpy(), atol=1e-5)
 
 
+def test_selective_search_is_a_function_of_the_image_and_finds_the_scene_objects():
+    from cnnctl.detection import selective_search as ss
+
+    data = load_detection("scenes:free", (6, 0, 0))
+    sp = data.splits["train"]
+    found = [ss.selective_search(img) for img in sp.images]
+    ss._CACHE.clear()                                           # OpenCV orders its regions at random: recomputed,
+    again = [ss.selective_search(img) for img in sp.images]     # the proposals come in the same order
+    for a, b, img in zip(found, again, sp.images):
+        np.testing.assert_array_equal(a, b)
+        assert len(a) > 5 and (a[:, 2] > a[:, 0]).all() and (a[:, 3] > a[:, 1]).all()
+        assert a.min() >= 0 and a[:, 2].max() <= img.shape[0] and a[:, 3].max() <= img.shape[1]
+    # objects on a black background: every one is a region of the first segmentation (x/y swapped or
+    # (x, y, w, h) read as corners would miss most of them)
+    assert proposal_recall(sp.boxes, found, 0.7) == 1.0
+    cut = ss.selective_search(sp.images[0], max_proposals=4)
+    np.testing.assert_array_equal(cut, found[0][:4])
+
+
+def test_fast_rcnn_learns_a_fixed_batch_on_selective_search_and_round_trips(tmp_path):
+    import keras
+
+    from cnnctl import models
+
+    data = load_detection("scenes:free", (4, 0, 0))
+    sp = data.splits["train"]
+    x = np.stack(sp.images)
+    boxes = -np.ones((4, 5, 4), np.float32)
+    classes = np.zeros((4, 5), np.int32)
+    for j in range(4):
+        boxes[j, :len(sp.boxes[j])], classes[j, :len(sp.boxes[j])] = sp.boxes[j], sp.classes[j]
+    keras.utils.set_random_seed(0)
+    # no batch norm: 30 steps leave BN's moving averages (which test_on_batch uses) near their start
+    model = models.build("fast_rcnn", num_classes=10, input_shape=(128, 128, 1), widths=[8, 16, 16, 32],
+                         head_width=64, batch_norm=False)
+    assert model.metric_keys() == ("loss", "cls", "box") and not hasattr(model, "rpn")
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    first = model.test_on_batch(x, boxes, classes, return_dict=True)
+    for _ in range(30):
+        model.train_on_batch(x, boxes, classes)
+    after = model.test_on_batch(x, boxes, classes, return_dict=True)
+    assert after["cls"] < 0.8 * first["cls"], (first, after)
+    proposals, valid = model.propose(x[:2])
+    from cnnctl.detection.selective_search import selective_search
+
+    np.testing.assert_array_equal(proposals[0, :int(valid[0])].numpy(), selective_search(x[0]))
+    det = model(x[:2])
+    model.save(tmp_path / "m.keras")
+    other = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)(x[:2])
+    for key in ("boxes", "scores", "classes", "count"):
+        np.testing.assert_allclose(other[key].numpy(), det[key].numpy(), atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
 def scene_run(tmp_path_factory):
@@ -271,6 +329,27 @@ def test_cnnctl_detect_writes_boxes_and_json(scene_run, tmp_path):
             x0, y0, x1, y1 = d["box"]
             assert 0 <= x0 <= x1 <= w and 0 <= y0 <= y1 <= h and d["label"] in classes and 0 <= d["score"] <= 1
     assert (tmp_path / "out" / "scene.boxes.png").is_file() and (tmp_path / "out" / "big.boxes.png").is_file()
+
+
+def test_a_fast_rcnn_run_scores_selective_search_proposals_and_detects(tmp_path):
+    from cnnctl.data.scenes import free_scene
+    from cnnctl.data.sources import fashion_mnist
+
+    r = runner.invoke(app, ["train", "detect-scenes-fast", "--epochs", "1", "--out-dir", str(tmp_path), "--name", "fast",
+                            "--set", "data.scene_counts=[16, 4, 8]", "--set", "model.widths=[8, 16, 16, 32]",
+                            "--set", "model.head_width=64"])
+    assert r.exit_code == 0, r.output
+    assert "rpn_cls" not in r.output and "cls" in r.output
+    metrics = json.loads((tmp_path / "fast" / "metrics.json").read_text())
+    # selective search finds every object of a scene (see the selective search test): its recall is the
+    # proposals', whatever the network learnt in one epoch
+    assert metrics["test_proposal_recall70"] == 1.0 and metrics["test_proposals_per_image"] > 5
+    test = fashion_mnist("")["test"]
+    scene = tmp_path / "scene.png"
+    Image.fromarray(free_scene(test.images[..., 0], test.labels, "test", 0, 0).image).save(scene)
+    r = runner.invoke(app, ["detect", str(scene), "--model", str(tmp_path / "fast"), "--score", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)[0]["image"] == str(scene)
 
 
 def test_detect_user_errors_are_one_message(scene_run, tmp_path):

@@ -10,10 +10,11 @@ the image, so this changes nothing in training or testing, and no bin is ever em
 pass routes each output's gradient to the cell that was its maximum (sec. 2.3, eq. 4).
 
 Implementation: a bin spans at most ``k = ceil(side / H) + 1`` cells per axis. The map is max-pooled
-(stride 1) once for every window size ``(sh, sw)`` up to ``(kh, kw)``; a bin of ``sh x sw`` cells
-starting at ``(y, x)`` is then the single value of the ``(sh, sw)`` map at ``(y, x)``. The whole layer
-is ``kh * kw`` ``max_pool2d`` calls and one ``gather_nd`` of the output's size, and its gradient is
-max pooling's (to the cell that was the maximum) followed by the gather's scatter.
+(stride 1) once for every window of ``2^i x 2^j`` cells up to ``k`` (a sparse table: 4 x 4 maps for
+k <= 15); a bin of ``sh x sw`` cells starting at ``(y, x)`` is the max of four such windows that
+together cover it exactly (``2^i <= sh < 2^(i + 1)`` placed at ``y`` and at ``y + sh - 2^i``, likewise
+across). The layer is a few ``max_pool2d`` calls and four ``gather_nd`` of the output's size; its
+gradient is max pooling's (to the cell that was the maximum) through the gathers.
 """
 
 from __future__ import annotations
@@ -54,17 +55,28 @@ def roi_pool(features, rois, image_index, output_size=(7, 7), spatial_scale: flo
     y, sh = bins_along(rois[:, 0], rois[:, 2], fh, out_h)          # (n, H) each
     x, sw = bins_along(rois[:, 1], rois[:, 3], fw, out_w)          # (n, W) each
     kh, kw = min(math.ceil(fh / out_h) + 1, fh), min(math.ceil(fw / out_w) + 1, fw)
-    pooled = []                                                    # kh * kw maps (b, fh, fw, c)
-    for a in range(1, kh + 1):
-        for c in range(1, kw + 1):
+    levels_h, levels_w = kh.bit_length(), kw.bit_length()          # windows 2^0 .. 2^(levels - 1)
+    table = []                                                     # (levels_h * levels_w) maps (b, fh, fw, c)
+    for i in range(levels_h):
+        for j in range(levels_w):
+            a, c = 2 ** i, 2 ** j
             m = tf.nn.max_pool2d(features, (a, c), 1, "VALID") if (a, c) != (1, 1) else features
-            pooled.append(tf.pad(m, [[0, 0], [0, a - 1], [0, c - 1], [0, 0]]))   # (b, fh, fw, c); pad never read
-    stack = tf.stack(pooled)                                       # (kh * kw, b, fh, fw, c)
+            table.append(tf.pad(m, [[0, 0], [0, a - 1], [0, c - 1], [0, 0]]))   # pad never read
+    table = tf.stack(table)                                        # (levels_h * levels_w, b, fh, fw, c)
+
+    def log2_floor(v):
+        return tf.cast(tf.floor(tf.math.log(tf.cast(v, tf.float32)) / math.log(2.0) + 1e-4), tf.int32)
+
+    ly, lx = log2_floor(sh), log2_floor(sw)                        # (n, H), (n, W)
+    ys = (y, y + sh - tf.bitwise.left_shift(1, ly))                # two windows covering each bin's rows
+    xs = (x, x + sw - tf.bitwise.left_shift(1, lx))
     shape = tf.stack([tf.shape(rois)[0], out_h, out_w])
-    which = (sh[:, :, None] - 1) * kw + (sw[:, None, :] - 1)       # (n, H, W): the map of the bin's size
-    index = tf.stack([which, tf.broadcast_to(image_index[:, None, None], shape),
-                      tf.broadcast_to(y[:, :, None], shape), tf.broadcast_to(x[:, None, :], shape)], axis=-1)
-    return tf.gather_nd(stack, index)                              # (n, H, W, c)
+    which = tf.broadcast_to(ly[:, :, None] * levels_w + lx[:, None, :], shape)   # (n, H, W)
+    image = tf.broadcast_to(image_index[:, None, None], shape)
+    corners = [tf.gather_nd(table, tf.stack([which, image, tf.broadcast_to(yy[:, :, None], shape),
+                                             tf.broadcast_to(xx[:, None, :], shape)], axis=-1))
+               for yy in ys for xx in xs]                          # 4 x (n, H, W, c)
+    return tf.reduce_max(tf.stack(corners), axis=0)                # (n, H, W, c)
 
 
 @keras.saving.register_keras_serializable(package="cnnctl")

@@ -245,11 +245,11 @@ class DetectTask(ClassNamesRunFile, Task):
         return DetectDataModule(cfg, batch_size, cfg.train.seed, log)
 
     def build(self, cfg, data, log):
-        from cnnctl.models.rcnn import FasterRCNN
+        from cnnctl.models.rcnn import RegionCNN
 
         model = build_model(cfg, data.num_classes)
-        if not isinstance(model, FasterRCNN):
-            raise CnnctlError(f"{cfg.model.name} is not a detector", hint="use model.name = \"faster_rcnn\"")
+        if not isinstance(model, RegionCNN):
+            raise CnnctlError(f"{cfg.model.name} is not a detector", hint="use model.name = \"faster_rcnn\" or \"fast_rcnn\"")
         return model, []
 
     def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:

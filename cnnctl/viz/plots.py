@@ -27,6 +27,8 @@ def curves(rows: list[dict[str, float]], path: Path, title: str = "",
     """One panel per history key (the task's progress fields), train and validation per epoch."""
     plt = _plt()
     epochs = [int(r["epoch"]) for r in rows]
+    # a task's fields a model does not report (Fast R-CNN has no RPN losses) get no panel
+    keys = tuple(k for k in keys if any(k in r or "val_" + k in r for r in rows)) or keys[:1]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.8), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for prefix, style in (("", "-o"), ("val_", "--s")):
