@@ -9,7 +9,8 @@ tests/test_scene_spec.py compares their statistics).
     python benchmarks/independent_scenes.py OUT [--count 500] [--split test] [--seed 0] [--fashion DIR]
 
 writes ``OUT/images/NNNNNN.png`` (8-bit grey canvas) and ``OUT/masks/NNNNNN.png`` (uint8 label image:
-0 background, label + 1 on an item's mask), the image/mask folder layout ``--data`` reads.
+0 background, label + 1 on an item's mask), the image/mask folder layout ``--data`` reads, and
+``OUT/boxes.csv``, each item's tight box in the CSV box format (benchmarks/detect.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 SIDE = 128            # canvas side (SCENES.md, free)
 THRESHOLD = 32        # an item's mask: its pixels >= 32 after scaling
+CLASSES = ("t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot")
 BUNDLED = Path(__file__).resolve().parents[1] / "cnnctl" / "data" / "bundled" / "fashion_mnist"
 
 
@@ -79,16 +81,35 @@ def scene(images: np.ndarray, labels: np.ndarray, split: str, seed: int, index: 
     return canvas, label_image, items
 
 
+def tight_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The tight box around a mask: (x_min, y_min, x_max, y_max), max exclusive."""
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
 def write(out: Path, count: int, split: str = "test", seed: int = 0, folder: Path = BUNDLED) -> None:
+    """OUT/images/*.png, OUT/masks/*.png and OUT/boxes.csv (image,x_min,y_min,x_max,y_max,label: the
+    CSV box format `--data` reads; an image whose items all vanished has one row with empty fields)."""
+    import csv
+
     from PIL import Image
 
     images, labels = fashion(split, folder)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
-    for i in range(count):
-        canvas, label_image, _ = scene(images, labels, split, seed, i)
-        Image.fromarray(canvas).save(out / "images" / f"{i:06d}.png")
-        Image.fromarray(label_image).save(out / "masks" / f"{i:06d}.png")
+    with (out / "boxes.csv").open("w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(["image", "x_min", "y_min", "x_max", "y_max", "label"])
+        for i in range(count):
+            canvas, label_image, items = scene(images, labels, split, seed, i)
+            name = f"{i:06d}.png"
+            Image.fromarray(canvas).save(out / "images" / name)
+            Image.fromarray(label_image).save(out / "masks" / name)
+            kept = [(label, mask) for label, mask in items if mask.any()]
+            for label, mask in kept:
+                rows.writerow([f"images/{name}", *tight_box(mask), CLASSES[label]])
+            if not kept:
+                rows.writerow([f"images/{name}", "", "", "", "", ""])
 
 
 def main() -> None:
