@@ -86,6 +86,9 @@ class RoIPool(keras.layers.Layer):
     ``roi_pool``; ``spatial_scale`` is 1 / the feature map's stride (1/16 for VGG16's conv5_3)."""
 
     def __init__(self, output_size=(7, 7), spatial_scale: float = 1.0 / 16, **kwargs):
+        # no autocast: under mixed_bfloat16 the RoIs' pixel coordinates must stay float32 (bfloat16's
+        # 8-bit mantissa rounds 100.5 to 100); the features keep the dtype the backbone gives them
+        kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.output_size = tuple(int(v) for v in output_size)
         self.spatial_scale = float(spatial_scale)

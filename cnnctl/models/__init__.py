@@ -28,6 +28,7 @@ from cnnctl.models import (  # noqa: F401
     lenet,
     nin,
     rcnn,
+    rcnn_original,
     resnet,
     resnet_cifar,
     segnet,

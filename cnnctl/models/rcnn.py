@@ -325,7 +325,6 @@ class RegionCNN(keras.Model):
     def call(self, images, training=False):
         import tensorflow as tf
 
-        s = self.settings
         h, w = self.image_size
         features = self.backbone(images, training=training)
         rois, valid = self._test_regions(images, features)
@@ -335,7 +334,14 @@ class RegionCNN(keras.Model):
         probs = tf.where((tf.range(r)[None, :] < valid[:, None])[..., None], probs, 0.0)
         rep = tf.reshape(tf.tile(rois[:, :, None, :], [1, 1, k, 1]), (-1, 4))
         boxes = box_ops.clip(box_ops.decode(tf.reshape(box_deltas, (-1, 4)), rep, sampling.HEAD_WEIGHTS), h, w)
-        boxes = tf.reshape(boxes, (b, r, k, 4))
+        return self._final_detections(tf.reshape(boxes, (b, r, k, 4)), probs)
+
+    def _final_detections(self, boxes, probs):
+        """Per-class boxes (b, r, K, 4) and scores (b, r, K) -> per class NMS at ``test_nms_iou``, scores
+        at least ``score_threshold``, the best ``max_detections`` of each image."""
+        import tensorflow as tf
+
+        s = self.settings
         d = s["max_detections"]
         out = tf.image.combined_non_max_suppression(
             boxes, probs, max_output_size_per_class=d, max_total_size=d, iou_threshold=s["test_nms_iou"],

@@ -109,6 +109,12 @@ class Task:
         (so they reach history.csv, TensorBoard and the ``best.keras`` monitor)."""
         return []
 
+    def after_training(self, run, model, data, log) -> dict[str, Any]:
+        """Work after the last epoch and before the final evaluation, on a new run and on a resumed one
+        that had finished its epochs (e.g. R-CNN's SVMs and box regressors, fitted on the fine-tuned
+        network's features). It saves what it changes; -> numbers for ``metrics.json``."""
+        return {}
+
     def final_metrics(self, model, data) -> dict[str, Any]:
         """The task's test metrics for ``metrics.json`` (prefixed ``test_``)."""
         return {}

@@ -249,7 +249,7 @@ class DetectTask(ClassNamesRunFile, Task):
 
         model = build_model(cfg, data.num_classes)
         if not isinstance(model, RegionCNN):
-            raise CnnctlError(f"{cfg.model.name} is not a detector", hint="use model.name = \"faster_rcnn\" or \"fast_rcnn\"")
+            raise CnnctlError(f"{cfg.model.name} is not a detector", hint="use model.name = \"faster_rcnn\", \"fast_rcnn\" or \"rcnn\"")
         return model, []
 
     def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
@@ -257,6 +257,29 @@ class DetectTask(ClassNamesRunFile, Task):
 
     def epoch_callbacks(self, run, data, cfg) -> list:
         return [ValidationMAP(data)]
+
+    def after_training(self, run, model, data, log) -> dict[str, Any]:
+        """R-CNN's second stage (SVMs and box regressors on the fine-tuned network's features), fitted on
+        the training images for ``model.keras`` and for ``best.keras`` (once when both hold the same
+        network); the other detectors have none."""
+        if not hasattr(model, "fit_second_stage"):
+            return {}
+        from cnnctl.train.rundir import atomic_save_model
+
+        images, boxes, _ = data.arrays["train"]
+        out = model.fit_second_stage(images, boxes, data.train.classes, log)
+        atomic_save_model(model, run.file("model.keras"))
+        best_path = run.file("best.keras")
+        if best_path.is_file():
+            best = keras.saving.load_model(best_path, compile=False)
+            if not best.fitted.numpy():
+                networks = lambda m: m.backbone.get_weights() + m.detector.get_weights()
+                if all(np.array_equal(a, b) for a, b in zip(networks(best), networks(model))):
+                    atomic_save_model(model, best_path)           # the best epoch was the last
+                else:
+                    best.fit_second_stage(images, boxes, data.train.classes, log)
+                    atomic_save_model(best, best_path)
+        return out
 
     def final_metrics(self, model, data) -> dict[str, Any]:
         if data.test is None:

@@ -228,8 +228,10 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
             atomic_save_model(model, run.file("model.keras"))
             run.save_backup(model, loop_state(epoch + 1, 0), state_variables)
             console.print(task.epoch_line(row, tc.epochs), soft_wrap=True)
+    after = task.after_training(run, model, data, lambda m: console.print(escape(m), soft_wrap=True))
     metrics = _final_metrics(task, model, data, history, params, fit_time, fit_images, policy, replicas,
                              time.perf_counter() - t_start, best)
+    metrics.update(after)
     return finish_run(run, task, console, data, history, metrics, f"{cfg.model.name} on {data.source}")
 
 
