@@ -8,6 +8,8 @@ Runs (each ``cnnctl train RECIPE --name RUN --seed S [--set ...]`` into OUT/RUN,
 
 - ``faster``: ``detect-scenes``, Faster R-CNN (RPN at stride 8, anchors 27/55/109 x 0.5/1/2, approximate
   joint training);
+- ``rcnn``: ``detect-scenes-rcnn``, R-CNN: selective search's proposals warped to 56x56 with context,
+  each through the same backbone and fc layers, SVMs and ridge box regressors fitted after the epochs;
 - ``fast``: ``detect-scenes-fast``, Fast R-CNN on selective search's proposals (OpenCV-contrib, "fast"
   mode), everything else as ``faster``;
 - ``faster-pretrained`` / ``fast-pretrained``: the same two on the bundled Fashion-MNIST classifier cut
@@ -33,6 +35,7 @@ Prints markdown tables (docs/detection.md carries them).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -42,6 +45,7 @@ from pathlib import Path
 
 ENCODER = "model.encoder='fashion_cnn:fashion_mnist'"
 RUNS = {   # name: (recipe, overrides, detector, proposals)
+    "rcnn": ("detect-scenes-rcnn", [], "R-CNN (SVMs + box regression)", "selective search"),
     "faster": ("detect-scenes", [], "Faster R-CNN", "RPN"),
     "fast": ("detect-scenes-fast", [], "Fast R-CNN", "selective search"),
     "faster-pretrained": ("detect-scenes", [ENCODER], "Faster R-CNN", "RPN"),
@@ -72,6 +76,66 @@ def search_speed(count: int) -> float:
     return (time.perf_counter() - t0) / count
 
 
+def independent(out: Path, name: str, count: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Scenes written from SCENES.md by benchmarks/independent_scenes.py (its own random stream: the
+    spec fixes the scenes' distribution, not the generator, so the two sets are different draws),
+    detected by ``cnnctl detect --json`` and scored with the VOC rule -> ((their mAP@0.5, bootstrap SE),
+    (mAP@0.5 on cnnctl's own first ``count`` test scenes, bootstrap SE))."""
+    import numpy as np
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import independent_scenes
+
+    folder = out / f"independent-{count}"
+    if not (folder / "boxes.csv").is_file():
+        independent_scenes.write(folder, count)
+    classes = json.loads((out / name / "classes.json").read_text())
+    gt: dict[str, dict] = {}
+    with (folder / "boxes.csv").open() as f:
+        for row in csv.DictReader(f):
+            g = gt.setdefault(str(folder / row["image"]), {"boxes": [], "classes": []})
+            if row["label"]:
+                x0, y0, x1, y1 = (float(row[k]) for k in ("x_min", "y_min", "x_max", "y_max"))
+                g["boxes"].append([y0, x0, y1, x1])
+                g["classes"].append(classes.index(row["label"]) + 1)
+    paths = sorted(gt)
+    found = subprocess.run([sys.executable, "-m", "cnnctl", "detect", *paths, "--model", str(out / name),
+                            "--score", "0", "--json"], check=True, capture_output=True, text=True).stdout
+    detections = []
+    for row in json.loads(found):
+        ds = row["detections"]
+        detections.append({"boxes": np.array([[d["box"][1], d["box"][0], d["box"][3], d["box"][2]] for d in ds]).reshape(-1, 4),
+                           "scores": np.array([d["score"] for d in ds]),
+                           "classes": np.array([classes.index(d["label"]) + 1 for d in ds])})
+    return with_error([gt[p] for p in paths], detections, len(classes)), own_scenes_map(out / name, count)
+
+
+def with_error(gt: list, detections: list, num_classes: int, draws: int = 200) -> tuple[float, float]:
+    """VOC mAP@0.5 and its standard error over images (bootstrap: images drawn with replacement)."""
+    import numpy as np
+
+    from cnnctl.metrics.detection import voc_ap
+
+    rng = np.random.default_rng(0)
+    boot = []
+    for _ in range(draws):
+        pick = rng.integers(0, len(gt), len(gt))
+        boot.append(voc_ap([gt[i] for i in pick], [detections[i] for i in pick], num_classes)["map"])
+    return voc_ap(gt, detections, num_classes)["map"], float(np.std(boot))
+
+
+def own_scenes_map(run: Path, count: int) -> tuple[float, float]:
+    """The run's model on cnnctl's own first ``count`` test scenes, scored the same way."""
+    from cnnctl.data.detection import free_scenes
+    from cnnctl.detector import detect_images, load_detector
+
+    test = free_scenes((0, 0, count)).splits["test"]
+    model, classes = load_detector(run)
+    found = detect_images(model, test.images, min_score=0.0)
+    gt = [{"boxes": b, "classes": c} for b, c in zip(test.boxes, test.classes)]
+    return with_error(gt, found, len(classes))
+
+
 def picture(out: Path, names: list[str], path: Path, count: int = 4) -> None:
     import numpy as np
     from PIL import Image
@@ -97,6 +161,8 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="passed to every run")
     ap.add_argument("--search-speed", type=int, default=0)
     ap.add_argument("--picture", default="")
+    ap.add_argument("--independent", type=int, default=0,
+                    help="score each run on this many scenes written by benchmarks/independent_scenes.py")
     a = ap.parse_args()
     out = Path(a.out)
     walls = {}
@@ -128,6 +194,14 @@ def main() -> None:
     if a.search_speed:
         print(f"\nselective search alone (fast mode, 128x128 scenes, one core): "
               f"{search_speed(a.search_speed):.4f} s / image over {a.search_speed} test scenes")
+    if a.independent:
+        print(f"\n| run | mAP@0.5 on {a.independent} test scenes written by benchmarks/independent_scenes.py "
+              f"(cnnctl detect --json) | on cnnctl's own first {a.independent} test scenes | difference / its SE |"
+              "\n|---|---:|---:|---:|")
+        for name in a.runs:
+            (theirs, se1), (ours, se2) = independent(out, name, a.independent)
+            print(f"| {name} | {theirs:.3f} +- {se1:.3f} | {ours:.3f} +- {se2:.3f} | "
+                  f"{(theirs - ours) / (se1 * se1 + se2 * se2) ** 0.5:+.2f} |", flush=True)
     if a.picture:
         picture(out, a.runs, Path(a.picture))
         print(f"\nwrote {a.picture}")

@@ -69,3 +69,35 @@ def test_void_pixels_are_neither_trained_on_nor_scored(labelme):
     wrong_on_void = np.where(labels == VOID, 7, labels)      # whatever is predicted on void does not count
     assert semantic_scores(labels, perfect, data.class_names)["miou"] == 1.0
     assert semantic_scores(labels, wrong_on_void, data.class_names)["miou"] == 1.0
+
+
+def test_coco_boxes_of_the_real_photos_are_their_instance_masks_boxes(labelme):
+    """The detection loader on the COCO export (``bbox`` fields) against the tight boxes of the VOC
+    export's instance masks: two exporters, two loaders, the same objects (IoU > 0.9: the rasterised
+    masks lose a few edge pixels to VOC's void border)."""
+    from cnnctl.data.detection import load_detection
+    from cnnctl.data.segmentation import VOID, load_segmentation
+
+    det = load_detection(str(labelme / "coco" / "annotations.json"))
+    seg = load_segmentation(str(labelme / "voc"))
+    assert det.class_names == seg.class_names[1:]            # detection has no background class
+    d, s = det.splits["train"], seg.splits["train"]
+    assert sorted(d.names) == sorted(s.names)
+    for i, name in enumerate(s.names):
+        j = d.names.index(name)
+        assert d.images[j].shape == s.images[i].shape
+        expected = []
+        for instance in np.unique(s.instances[i]):
+            if instance == 0 or instance == VOID:
+                continue
+            ys, xs = np.nonzero(s.instances[i] == instance)
+            labels = s.labels[i][ys, xs]
+            cls = int(np.bincount(labels[labels != VOID]).argmax())
+            expected.append((cls, ys.min(), xs.min(), ys.max() + 1, xs.max() + 1))
+        got = sorted((int(c), *b) for c, b in zip(d.classes[j], d.boxes[j]))
+        expected.sort()
+        assert [g[0] for g in got] == [e[0] for e in expected], name
+        a, b = np.array([g[1:] for g in got], float), np.array([e[1:] for e in expected], float)
+        inter = np.prod(np.clip(np.minimum(a[:, 2:], b[:, 2:]) - np.maximum(a[:, :2], b[:, :2]), 0, None), axis=1)
+        union = np.prod(a[:, 2:] - a[:, :2], axis=1) + np.prod(b[:, 2:] - b[:, :2], axis=1) - inter
+        assert np.all(inter / union > 0.9), (name, inter / union)
