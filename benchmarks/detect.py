@@ -21,8 +21,9 @@ test scenes are built from Fashion-MNIST's test images, which training never see
 
 The table: VOC mAP@0.5 (area under the interpolated precision/recall curve; VOC 2007's 11-point
 figure beside it), COCO mAP@[.5:.95] (pycocotools), the proposals' recall of the test boxes at IoU
-0.5 and 0.7 and their number per image, and seconds per image of the whole detector as ``cnnctl
-detect`` runs it (batches of 8, selective search included for ``fast``).
+0.5 and 0.7 and their number per image (all from each run's metrics.json), and seconds per image timed
+here, one run after another in one process, on the first ``--time-scenes`` test scenes (batches of 8
+as ``cnnctl detect``): with selective search (its memo cleared) and the networks alone.
 
 ``--search-speed N``: seconds per image of selective search alone on N test scenes (the memo cleared),
 the CPU cost Fast R-CNN pays before its network runs.
@@ -74,6 +75,30 @@ def search_speed(count: int) -> float:
     for image in images:
         ss.selective_search(image)
     return (time.perf_counter() - t0) / count
+
+
+def timing(out: Path, names: list[str], count: int) -> dict[str, tuple[float, float]]:
+    """Seconds per image of each run's detector on the first ``count`` test scenes, in this process, one
+    run after another (batches of 8 as ``cnnctl detect``): -> {name: (whole, network)}: whole includes
+    selective search (its memo cleared first), network is a second pass with the proposals memoised.
+    One warm-up batch first (graph tracing)."""
+    from cnnctl.data.detection import free_scenes
+    from cnnctl.detection import selective_search as ss
+    from cnnctl.detector import detect_images, load_detector
+
+    images = free_scenes((0, 0, count)).splits["test"].images
+    out_times = {}
+    for name in names:
+        model, _ = load_detector(out / name)
+        detect_images(model, images[:8], batch=8)
+        ss._CACHE.clear()
+        t0 = time.perf_counter()
+        detect_images(model, images, batch=8)
+        whole = (time.perf_counter() - t0) / count
+        t0 = time.perf_counter()
+        detect_images(model, images, batch=8)
+        out_times[name] = (whole, (time.perf_counter() - t0) / count)
+    return out_times
 
 
 def independent(out: Path, name: str, count: int) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -161,6 +186,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="passed to every run")
     ap.add_argument("--search-speed", type=int, default=0)
     ap.add_argument("--picture", default="")
+    ap.add_argument("--time-scenes", type=int, default=200, help="test scenes the s / image columns time")
     ap.add_argument("--independent", type=int, default=0,
                     help="score each run on this many scenes written by benchmarks/independent_scenes.py")
     a = ap.parse_args()
@@ -171,9 +197,11 @@ def main() -> None:
             walls[name] = train(out, name, a.seed, a.overrides)
             print(f"{name}: {walls[name]:.0f} s", flush=True)
 
+    times = timing(out, a.runs, a.time_scenes)
     print("\n| run | detector | proposals | backbone | train scenes | epochs | train s | params | test mAP@0.5 | "
-          "VOC07 11-pt | COCO mAP | proposal recall @0.5 / @0.7 | proposals / image | s / image |")
-    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "VOC07 11-pt | COCO mAP | proposal recall @0.5 / @0.7 | proposals / image | s / image "
+          "(selective search included) | s / image, network only |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name in a.runs:
         run = out / name
         m = json.loads((run / "metrics.json").read_text())
@@ -183,10 +211,19 @@ def main() -> None:
         _, _, detector, proposals = RUNS[name]
         encoder = cfg["model"].get("encoder", "")
         backbone = f"{encoder} to its last pooling (stride 2)" if encoder else "VGG-style from scratch (stride 8)"
+        if not cfg["model"].get("batch_norm", True):
+            backbone += ", no batch norm"
+        whole, network = times[name]
         print(f"| {name} | {detector} | {proposals} | {backbone} | {train_scenes} | {m['epochs_trained']} | {wall:.0f} | "
               f"{m['params']:,} | {m['test_map50']:.3f} | {m['test_map50_voc07']:.3f} | {m['test_coco_map']:.3f} | "
               f"{m['test_proposal_recall50']:.3f} / {m['test_proposal_recall70']:.3f} | "
-              f"{m['test_proposals_per_image']:.0f} | {m['test_seconds_per_image']:.4f} |")
+              f"{m['test_proposals_per_image']:.0f} | {whole:.4f} | {network:.4f} |")
+    if {"rcnn", "fast"} <= set(times):
+        print(f"\nFast R-CNN against R-CNN at test: {times['rcnn'][0] / times['fast'][0]:.1f}x faster per image "
+              f"with selective search, {times['rcnn'][1] / times['fast'][1]:.1f}x for the networks alone")
+    if {"fast", "faster"} <= set(times):
+        print(f"Faster R-CNN against Fast R-CNN at test: {times['fast'][0] / times['faster'][0]:.1f}x faster per image "
+              f"(selective search included), {times['fast'][1] / times['faster'][1]:.1f}x for the networks alone")
     print("\nPaper figures (PASCAL VOC 2007 test, VGG16, K40 GPU): R-CNN 66.0 mAP at 47 s/image, Fast R-CNN "
           "66.9 at 0.32 s (+ ~2 s of CPU selective search), Faster R-CNN 69.9 at 0.2 s (Fast R-CNN Table 4, "
           "Faster R-CNN Tables 3 and 5).")

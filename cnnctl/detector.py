@@ -10,7 +10,7 @@ from cnnctl.errors import CnnctlError
 
 
 def load_detector(folder: str | Path, best: bool = True):
-    """-> (the run's Faster R-CNN, its class names). ``best``: best.keras (highest val mAP) when present."""
+    """-> (the run's detector, its class names). ``best``: best.keras (highest val mAP) when present."""
     import tomllib
 
     from cnnctl.inference import load_keras_file
@@ -40,7 +40,8 @@ def detect_images(model, images: list[np.ndarray], min_score: float = 0.0, batch
     "scores", "classes" 1..K}, detections at ``min_score`` or above, best first."""
     from cnnctl.tasks.detect import detect_arrays, fit_to, to_original
 
-    h, w, c = (int(d) for d in model.backbone.inputs[0].shape[1:])
+    h, w = model.image_size                        # R-CNN's backbone takes warped regions, not images
+    c = int(model.backbone.inputs[0].shape[-1])
     fitted = [fit_to(img, np.zeros((0, 4), np.float32), (h, w), c) for img in images]
     found = to_original(detect_arrays(model, np.stack([f[0] for f in fitted]), batch), np.array([f[2] for f in fitted]))
     return [{k: v[d["scores"] >= min_score] for k, v in d.items()} for d in found]

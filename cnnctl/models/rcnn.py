@@ -478,7 +478,9 @@ class FastRCNN(RegionCNN):
                                          name="selective_search")
         boxes.set_shape((None, n, 4))
         valid.set_shape((None,))
-        return boxes, valid
+        # up to max_proposals rows per image, most of them padding on small images: keep the batch's
+        # longest list only (RoI pooling and the fc layers run once per row)
+        return boxes[:, :tf.reduce_max(valid)], valid
 
     def _train_regions(self, images, features, gt_boxes, seeds, training):
         boxes, valid = self._search(images)
