@@ -1,4 +1,4 @@
-"""Object detection (Faster R-CNN) as a task on the one engine.
+"""Object detection (R-CNN, Fast R-CNN, Faster R-CNN) as a task on the one engine.
 
 Data (``cnnctl.data.detection``): images with labelled boxes, held in memory, every image at the
 network's input size (other sizes are resized, boxes with them, and predictions are mapped back to
@@ -232,7 +232,7 @@ class ValidationMAP(keras.callbacks.Callback):
             logs["val_map50"] = score_split(self.model, self.data, "val", full=False)["map50"]
 
 
-@TASKS.register("detect", about="object detection: Faster R-CNN (RPN + Fast R-CNN), VOC and COCO mAP")
+@TASKS.register("detect", about="object detection: R-CNN, Fast R-CNN, Faster R-CNN; VOC and COCO mAP")
 class DetectTask(ClassNamesRunFile, Task):
     name = "detect"
     progress_fields = (Field("loss", "loss"), Field("rpn_cls", "rpn_cls"), Field("rpn_box", "rpn_box"),
