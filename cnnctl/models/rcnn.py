@@ -239,6 +239,13 @@ class RegionCNN(keras.Model):
         replica = 0 if ctx is None else ctx.replica_id_in_sync_group
         return seed + tf.constant([0, 1_000_003], tf.int64) * tf.cast(replica, tf.int64)
 
+    def _image_seeds(self, b):
+        """One stateless seed pair per image of the batch (b, 2): this step's seed, images 2 apart."""
+        import tensorflow as tf
+
+        seed = self._seed()
+        return seed[None, :] + tf.stack([tf.zeros((b,), tf.int64), 2 * tf.range(tf.cast(b, tf.int64))], axis=1)
+
     def _detect_head(self, features, rois, training):
         """rois (b, r, 4) -> class logits (b, r, K + 1), deltas (b, r, K, 4)."""
         import tensorflow as tf
@@ -284,9 +291,7 @@ class RegionCNN(keras.Model):
 
         gt_boxes = tf.cast(gt_boxes, tf.float32)
         gt_classes = tf.cast(gt_classes, tf.int32)
-        b = tf.shape(images)[0]
-        seed = self._seed()
-        seeds = seed[None, :] + tf.stack([tf.zeros((b,), tf.int64), 2 * tf.range(tf.cast(b, tf.int64))], axis=1)
+        seeds = self._image_seeds(tf.shape(images)[0])
         features = self.backbone(images, training=training)
         proposals, valid, parts = self._train_regions(images, features, gt_boxes, seeds, training)
         rois, classes, roi_targets, weights = self._roi_targets(proposals, valid, gt_boxes, gt_classes,

@@ -131,8 +131,7 @@ class RCNN(FastRCNN):
         gt_boxes = tf.cast(gt_boxes, tf.float32)
         gt_classes = tf.cast(gt_classes, tf.int32)
         b = tf.shape(images)[0]
-        seed = self._seed()
-        seeds = seed[None, :] + tf.stack([tf.zeros((b,), tf.int64), 2 * tf.range(tf.cast(b, tf.int64))], axis=1)
+        seeds = self._image_seeds(b)
         proposals, valid = self._search(images)
         rois, classes, _, weights = self._roi_targets(proposals, valid, gt_boxes, gt_classes, seeds)
         r = tf.shape(rois)[1]
