@@ -304,3 +304,27 @@ def test_tuxpaint_composites_carry_exact_masks_for_segmentation(tmp_path):
         assert mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all() and mask.sum() == h * w
         assert abs(w / h - 1.5) < 0.15
     assert not (root / split / "images" / "animals__ball-0.png").exists()     # drawings make no composites
+
+
+def test_family_split_keeps_sibling_titles_and_their_chains_in_one_split():
+    from cnnctl.data.caption_families import families, family_split, split_of_family
+
+    captions = ["International maritime signal flag golf", "international maritime signal flag tango",
+                "A blue eye.", "a brown eye", "A brown hat", "hotel icon in room hair dryer",
+                "hotel icon in room coffee and tea", "A red kite"]
+    family = families(captions)
+    # linked at Jaccard >= 0.5 of the content words: {international maritime signal flag} shared, 4 of 6
+    assert family[captions[0]] == family[captions[1]] == "international maritime signal flag golf"
+    # not linked: {hotel icon room} is 3 of 7 words; {blue eye} / {brown eye} / {brown hat}, 1 of 3
+    assert family[captions[5]] != family[captions[6]]
+    assert len({family[c] for c in captions[2:5]}) == 3
+    assert family[captions[7]] == "a red kite"
+    # a chain: a-b and b-c linked (2 of 3 words), a-c not (1 of 4), all three in one family
+    chain = ["red wool coat", "red wool hat", "blue wool hat"]
+    assert len(set(families(chain).values())) == 1
+    splits = family_split(captions + chain)
+    assert splits[0] == splits[1] == split_of_family(family[captions[0]])
+    assert splits[-3] == splits[-2] == splits[-1]
+    # the split is a function of the captions alone, and spreads families 80 / 10 / 10
+    spread = [split_of_family(f"family {i}") for i in range(1000)]
+    assert 0.07 < spread.count("test") / 1000 < 0.13 and 0.07 < spread.count("val") / 1000 < 0.13
