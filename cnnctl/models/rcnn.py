@@ -191,8 +191,8 @@ class RegionCNN(keras.Model):
         if unknown:
             raise ValueError(f"unknown {type(self).__name__} settings {sorted(unknown)}; "
                              f"valid: {', '.join(self.DEFAULTS)}")
-        for key in self.PARTS:
-            setattr(self, key, parts[key])
+        for key, part in parts.items():
+            setattr(self, key, part)
         self.num_classes, self.feature_stride = int(num_classes), int(feature_stride)   # RoI pooling's stride
         self.settings = {k: settings.get(k, v) for k, v in self.DEFAULTS.items()}
         s = self.settings
@@ -294,16 +294,22 @@ class RegionCNN(keras.Model):
         seeds = self._image_seeds(tf.shape(images)[0])
         features = self.backbone(images, training=training)
         proposals, valid, parts = self._train_regions(images, features, gt_boxes, seeds, training)
+        parts.update(self._detector_losses(features, proposals, valid, gt_boxes, gt_classes, seeds, training))
+        return {"loss": tf.add_n(list(parts.values())), **parts}
+
+    def _detector_losses(self, features, proposals, valid, gt_boxes, gt_classes, seeds, training):
+        """Fast R-CNN eq. 1 on RoIs sampled from ``proposals`` -> {"cls", "box"}."""
+        import tensorflow as tf
+
         rois, classes, roi_targets, weights = self._roi_targets(proposals, valid, gt_boxes, gt_classes,
                                                                 seeds + tf.constant([0, 1], tf.int64))
         cls_logits, box_deltas = self._detect_head(features, rois, training)
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=classes, logits=cls_logits)
         norm = tf.maximum(tf.reduce_sum(weights), 1.0)
-        parts["cls"] = tf.reduce_sum(ce * weights) / norm
         fg = tf.cast(classes > 0, tf.float32) * weights
         own = tf.gather(box_deltas, tf.maximum(classes - 1, 0), batch_dims=2)      # (b, r, 4) of the true class
-        parts["box"] = tf.reduce_sum(tf.reduce_sum(_smooth_l1(own - roi_targets), -1) * fg) / norm
-        return {"loss": tf.add_n(list(parts.values())), **parts}
+        return {"cls": tf.reduce_sum(ce * weights) / norm,
+                "box": tf.reduce_sum(tf.reduce_sum(_smooth_l1(own - roi_targets), -1) * fg) / norm}
 
     def train_step(self, data):
         import tensorflow as tf
@@ -323,7 +329,8 @@ class RegionCNN(keras.Model):
 
     def _report(self, parts):
         for k, tracker in self.trackers.items():
-            tracker.update_state(parts[k])
+            if k in parts:                  # a staged training step computes some of the losses only
+                tracker.update_state(parts[k])
         return {k: t.result() for k, t in self.trackers.items()}
 
     # ------------------------------------------------------------------ inference
@@ -438,17 +445,23 @@ class FasterRCNN(RegionCNN):
 
         s = self.settings
         logits, deltas = self._rpn(features, training)
+        proposals, valid = self.proposals(tf.stop_gradient(logits), tf.stop_gradient(deltas),
+                                          s["post_nms_train"] if training else s["post_nms_test"])
+        return proposals, valid, self._rpn_losses(logits, deltas, gt_boxes, seeds)
+
+    def _rpn_losses(self, logits, deltas, gt_boxes, seeds):
+        """Faster R-CNN eq. 1 on sampled anchors: logits (b, A), deltas (b, A, 4) -> {"rpn_cls", "rpn_box"}."""
+        import tensorflow as tf
+
         labels, targets = self._rpn_targets(gt_boxes, seeds)
         sampled = tf.cast(labels >= 0, tf.float32)
         positive = tf.cast(labels == sampling.POSITIVE, tf.float32)
         ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=positive, logits=logits)
         rpn_cls = tf.reduce_sum(ce * sampled) / tf.maximum(tf.reduce_sum(sampled), 1.0)
-        positions = tf.cast(tf.shape(images)[0], tf.float32) * float(self.rpn_size[0] * self.rpn_size[1])   # N_reg
-        rpn_box = s["rpn_lambda"] * tf.reduce_sum(
+        positions = tf.cast(tf.shape(logits)[0], tf.float32) * float(self.rpn_size[0] * self.rpn_size[1])   # N_reg
+        rpn_box = self.settings["rpn_lambda"] * tf.reduce_sum(
             tf.reduce_sum(_smooth_l1(deltas - targets), -1) * positive) / positions
-        proposals, valid = self.proposals(tf.stop_gradient(logits), tf.stop_gradient(deltas),
-                                          s["post_nms_train"] if training else s["post_nms_test"])
-        return proposals, valid, {"rpn_cls": rpn_cls, "rpn_box": rpn_box}
+        return {"rpn_cls": rpn_cls, "rpn_box": rpn_box}
 
     def _test_regions(self, images, features):
         logits, deltas = self._rpn(features, False)
@@ -512,12 +525,14 @@ def faster_rcnn(num_classes: int = 10, input_shape=(128, 128, 1), encoder: str =
                 post_nms_train: int = 2000, post_nms_test: int = 300, rois_per_image: int = 64,
                 foreground_fraction: float = 0.25, foreground_iou: float = 0.5, background_iou=(0.1, 0.5),
                 pool_size: int = 7, score_threshold: float = 0.05, test_nms_iou: float = 0.3,
-                max_detections: int = 100) -> keras.Model:
+                max_detections: int = 100, alternating=()) -> keras.Model:
     """Faster R-CNN on a small VGG-style backbone trained from scratch (``widths``: one stage per entry,
     stride 2^(len - 1)) or on a pretrained ``encoder`` cut as Fast R-CNN sec. 2.2 cuts VGG16 (see
     ``pretrained_parts``). ``stride``: the anchors' spacing, the RPN's grid (the shared map is max-pooled
-    to it when the backbone is finer). The rest: see ``DEFAULTS`` and the module docstring; the defaults
-    are the papers' (anchors for ~600 px images: scale them for small ones)."""
+    to it when the backbone is finer). ``alternating``: the epochs of the 4 steps of alternating training
+    (sec. 3.2, ``cnnctl.models.rcnn_alternating``); empty: approximate joint training. The rest: see
+    ``DEFAULTS`` and the module docstring; the defaults are the papers' (anchors for ~600 px images:
+    scale them for small ones)."""
     settings = {k: v for k, v in locals().items() if k in RPN_DEFAULTS}
     backbone, feature_stride, fcs = _shared_convolutions(input_shape, encoder, widths, batch_norm, stride, pool_size)
     if stride % feature_stride:
@@ -525,7 +540,15 @@ def faster_rcnn(num_classes: int = 10, input_shape=(128, 128, 1), encoder: str =
     feature_shape = backbone.outputs[0].shape[1:]
     rpn = rpn_head(feature_shape, len(anchor_scales) * len(anchor_ratios), rpn_width, stride // feature_stride)
     detector = box_head(pool_size, int(feature_shape[-1]), num_classes, head_width, dropout, fcs)
-    return FasterRCNN(backbone, rpn, detector, num_classes, feature_stride, stride, **settings)
+    if not alternating:
+        return FasterRCNN(backbone, rpn, detector, num_classes, feature_stride, stride, **settings)
+    from cnnctl.models.rcnn_alternating import AlternatingFasterRCNN, check_stage_epochs
+
+    # steps 1 and 2 start from the same weights (the paper: both from the ImageNet model)
+    rpn_backbone = keras.models.clone_model(backbone)
+    rpn_backbone.set_weights(backbone.get_weights())
+    return AlternatingFasterRCNN(backbone, rpn, detector, rpn_backbone, num_classes, feature_stride, stride,
+                                 stage_epochs=check_stage_epochs(alternating), **settings)
 
 
 def _shared_convolutions(input_shape, encoder: str, widths, batch_norm: bool, stride: int, pool_size: int):

@@ -250,13 +250,19 @@ class DetectTask(ClassNamesRunFile, Task):
         model = build_model(cfg, data.num_classes)
         if not isinstance(model, RegionCNN):
             raise CnnctlError(f"{cfg.model.name} is not a detector", hint="use model.name = \"faster_rcnn\", \"fast_rcnn\" or \"rcnn\"")
+        stages = getattr(model, "stage_epochs", None)
+        if stages and sum(stages) != cfg.train.epochs:
+            raise CnnctlError(f"model.alternating = {list(stages)} adds up to {sum(stages)} epochs, but train.epochs "
+                              f"is {cfg.train.epochs}", hint=f"pass --epochs {sum(stages)} or change the steps' epochs")
         return model, []
 
     def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
         model.compile(optimizer=optimizer, jit_compile=False)
 
     def epoch_callbacks(self, run, data, cfg) -> list:
-        return [ValidationMAP(data)]
+        from cnnctl.models.rcnn_alternating import TrainingStages
+
+        return [TrainingStages(), ValidationMAP(data)] if cfg.model.options.get("alternating") else [ValidationMAP(data)]
 
     def after_training(self, run, model, data, log) -> dict[str, Any]:
         """R-CNN's second stage (SVMs and box regressors on the fine-tuned network's features), fitted on
