@@ -94,9 +94,9 @@ def test_warp_regions_samples_the_box_with_its_context():
 
 
 # ----------------------------------------------------------------------------- the model
-def _batch(n):
-    data = load_detection("scenes:free", (n, 0, 0))
-    sp = data.splits["train"]
+def _batch(n, split="train"):
+    data = load_detection("scenes:free", (n, n if split == "val" else 0, 0))
+    sp = data.splits[split]
     boxes = -np.ones((n, 5, 4), np.float32)
     classes = np.zeros((n, 5), np.int32)
     for j in range(n):
@@ -154,11 +154,55 @@ def test_rcnn_fine_tunes_fits_its_second_stage_and_round_trips(tmp_path):
         if len(pos):
             aucs.append(np.mean(pos[:, None] > neg[None, :]))
     assert len(aucs) >= 5 and np.mean(aucs) > 0.95, aucs
+    # Platt scaling on held-out scenes, folded into the SVMs: the order within a class is kept, and on
+    # the scenes it was fitted on the mean probability is the (smoothed) fraction of correct boxes
+    held_x, _, _, held = _batch(8, split="val")
+    found = [selective_search(im) for im in held_x]
+    owner = np.concatenate([np.full(len(f), j) for j, f in enumerate(found)])
+    regions = np.concatenate(found).astype(np.float32)
+    moved, before, _ = (t.numpy() for t in model._scored_regions(held_x, regions, owner))
+    stats = model.calibrate_scores(held_x, held.boxes, held.classes, log=lambda m: None)
+    moved_after, after, _ = (t.numpy() for t in model._scored_regions(held_x, regions, owner))
+    np.testing.assert_array_equal(moved_after, moved)
+    checked = 0
+    for c in range(10):
+        correct = np.zeros(len(regions), bool)
+        for j in range(len(held_x)):
+            gt = held.boxes[j][held.classes[j] == c + 1]
+            if len(gt):
+                correct[owner == j] = iou(moved[owner == j, c], gt).numpy().max(1) >= 0.5
+        a, b = stats["platt_slope"][c], stats["platt_offset"][c]
+        np.testing.assert_allclose(after[:, c], a * before[:, c] + b, rtol=1e-4, atol=1e-3)
+        if (a, b) == (1.0, 0.0):                  # nothing to calibrate on, or a reversed ranking: kept
+            assert not correct.any() or correct.all() or np.corrcoef(before[:, c], correct)[0, 1] <= 0.05
+        else:
+            checked += 1
+            assert a > 0 and correct.any() and not correct.all()
+            n_pos, n_neg = correct.sum(), (~correct).sum()
+            target = np.where(correct, (n_pos + 1) / (n_pos + 2), 1 / (n_neg + 2))
+            p = 1 / (1 + np.exp(-after[:, c].astype(np.float64)))
+            assert abs(p.sum() - target.sum()) < 0.02 * len(p) ** 0.5, (c, p.sum(), target.sum())
+    assert checked >= 3
+    det = model(x[:2])
     model.save(tmp_path / "m.keras")
     other = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
     again = other(x[:2])
     for key in ("boxes", "scores", "classes", "count"):
         np.testing.assert_allclose(again[key].numpy(), det[key].numpy(), atol=1e-5)
+
+
+def test_platt_scaling_recovers_a_known_sigmoid():
+    from cnnctl.detection.svm import platt_scale
+
+    rng = np.random.default_rng(0)
+    m = 2.0 * rng.normal(size=20_000)
+    y = rng.random(20_000) < 1.0 / (1.0 + np.exp(-(2.0 * m - 1.0)))
+    a, b = platt_scale(m, y)
+    assert abs(a - 2.0) < 0.1 and abs(b + 1.0) < 0.1
+    assert platt_scale(m, np.zeros_like(y)) == (1.0, 0.0)                   # nothing to calibrate on
+    # separable margins still give a finite slope (Platt's smoothed targets)
+    a, b = platt_scale(np.array([1.0, 2.0, -1.0, -2.0]), np.array([True, True, False, False]))
+    assert 0 < a < 10 and abs(b) < 1e-6
 
 
 def test_roi_pooling_keeps_float32_boxes_under_mixed_bfloat16():
@@ -189,10 +233,12 @@ def test_an_rcnn_run_fits_its_svms_and_detects(tmp_path):
                             "--set", "data.scene_counts=[16, 4, 8]", "--set", "model.widths=[8, 16, 16, 32]",
                             "--set", "model.head_width=64"])
     assert r.exit_code == 0, r.output
-    assert "R-CNN second stage" in r.output and "rpn_cls" not in r.output
+    assert "R-CNN second stage" in r.output and "rpn_cls" not in r.output and "calibrated (Platt)" in r.output
     run = tmp_path / "rcnn"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["second_stage_regions"] > 16 * 5 and metrics["test_proposal_recall70"] == 1.0
+    # calibrated on the 4 validation scenes' proposals, one (slope, offset) per class
+    assert metrics["platt_regions"] > 4 * 5 and len(metrics["platt_slope"]) == len(metrics["platt_offset"]) == 10
     for name in ("model.keras", "best.keras"):       # both files hold the fitted second stage
         assert float(keras.saving.load_model(run / name).fitted.numpy()) == 1.0, name
     test = fashion_mnist("")["test"]

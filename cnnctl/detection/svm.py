@@ -120,3 +120,44 @@ def ridge_regression(x: np.ndarray, targets: np.ndarray, lam: float) -> np.ndarr
         gram = (xc.T @ xc).astype(np.float64) + lam * np.eye(d - 1)
         w = np.linalg.solve(gram, xc.T.astype(np.float64) @ tc)
     return np.vstack([w, mean_t - mean_x @ w])
+
+
+def platt_scale(margins: np.ndarray, labels: np.ndarray, max_iter: int = 100) -> tuple[float, float]:
+    """Platt's sigmoid (1999) for SVM margins: P(correct | m) = sigmoid(a m + b), fitted by maximum
+    likelihood with Platt's smoothed targets ((N+ + 1) / (N+ + 2) for positives, 1 / (N- + 2) for
+    negatives, so that a separable set gives a finite slope). Newton's method with step halving.
+    margins (n,), labels (n,) bool -> (a, b); (1, 0), the identity, when a class has no positive or no
+    negative example to calibrate on."""
+    m = np.asarray(margins, np.float64)
+    y = np.asarray(labels, bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return 1.0, 0.0
+    t = np.where(y, (n_pos + 1.0) / (n_pos + 2.0), 1.0 / (n_neg + 2.0))
+
+    def nll(a, b):
+        z = a * m + b
+        return float(np.sum(np.logaddexp(0.0, z) - t * z))    # -sum t log p + (1 - t) log(1 - p)
+
+    a, b = 1.0, float(np.log((n_pos + 1.0) / (n_neg + 1.0)))
+    value = nll(a, b)
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-(a * m + b)))
+        g = np.array([np.sum((p - t) * m), np.sum(p - t)])
+        w = p * (1.0 - p) + 1e-12
+        h = np.array([[np.sum(w * m * m), np.sum(w * m)], [np.sum(w * m), np.sum(w)]])
+        step = np.linalg.solve(h + 1e-12 * np.eye(2), g)
+        scale = 1.0
+        while scale > 1e-10:
+            a_new, b_new = a - scale * step[0], b - scale * step[1]
+            new = nll(a_new, b_new)
+            if new <= value + 1e-12:
+                break
+            scale /= 2.0
+        else:
+            break
+        done = value - new < 1e-12 * max(1.0, abs(value))
+        a, b, value = a_new, b_new, new
+        if done:
+            break
+    return float(a), float(b)

@@ -22,8 +22,10 @@ The parts, as the paper defines them:
   positives weighted 2 (the released code's settings).
 - box regression (appendix C): per class, ridge regression (lambda = 1000) from pool5 features to
   (tx, ty, tw, th) for the proposals of IoU > 0.6 with a ground-truth box of that class.
-- test: every proposal scored by every SVM (reported as sigmoid(margin), so 0.5 is the margin's zero)
-  and moved by its class's regressor, then per-class NMS at 0.3.
+- test: every proposal scored by every SVM, reported as sigmoid(a m + b) of its margin m, with each class's
+  (a, b) fitted on held-out images by Platt scaling (ours; the paper ranks raw margins), so a score is
+  the probability of a correct box (IoU >= 0.5), and moved by its class's regressor, then per-class
+  NMS at 0.3.
 
 Until the second stage is fitted (``fit_second_stage``, which the detect task runs after the last
 epoch) the model scores with the fine-tuned softmax and leaves the boxes as proposed: the epochs'
@@ -144,22 +146,82 @@ class RCNN(FastRCNN):
     def call(self, images, training=False):
         import tensorflow as tf
 
-        s = self.settings
         proposals, valid = self._search(images)                                     # (b, n, 4), (b,)
         b, n, k = tf.shape(proposals)[0], tf.shape(proposals)[1], self.num_classes
         where = tf.cast(tf.where(tf.range(n)[None, :] < valid[:, None]), tf.int32)  # (m, 2): (image, row)
-        boxes = tf.gather_nd(proposals, where)                                       # (m, 4)
-        pool5, fc7, logits = self.region_outputs(images, boxes, where[:, 0], training)
-        m = tf.shape(boxes)[0]
-        svm_in = tf.concat([fc7 * self.feature_scales[0], tf.fill((m, 1), s["bias_mult"])], axis=1)
-        scores = tf.where(self.fitted > 0.5, tf.sigmoid(svm_in @ self.svm), tf.nn.softmax(logits)[:, 1:])
-        reg_in = tf.concat([pool5 * self.feature_scales[1], tf.ones((m, 1))], axis=1)
-        deltas = tf.einsum("mp,kpq->mkq", reg_in, self.regressors)                   # zeros until fitted
-        moved = box_ops.decode(tf.reshape(deltas, (-1, 4)), tf.repeat(boxes, k, axis=0))
-        moved = tf.reshape(box_ops.clip(moved, *self.image_size), (m, k, 4))
+        moved, margins, softmax = self._scored_regions(images, tf.gather_nd(proposals, where), where[:, 0], training)
+        scores = tf.where(self.fitted > 0.5, tf.sigmoid(margins), softmax)
         per_class_boxes = tf.scatter_nd(where, moved, tf.stack([b, n, k, 4]))
         per_class_scores = tf.scatter_nd(where, scores, tf.stack([b, n, k]))
         return self._final_detections(per_class_boxes, per_class_scores)
+
+    def _scored_regions(self, images, boxes, box_image, training=False):
+        """boxes (m, 4) of images[box_image] -> each class's moved box (m, K, 4), SVM margin (m, K)
+        (calibrated once ``calibrate_scores`` ran) and fine-tuned softmax probability (m, K)."""
+        import tensorflow as tf
+
+        s, k = self.settings, self.num_classes
+        pool5, fc7, logits = self.region_outputs(images, boxes, box_image, training)
+        m = tf.shape(boxes)[0]
+        svm_in = tf.concat([fc7 * self.feature_scales[0], tf.fill((m, 1), s["bias_mult"])], axis=1)
+        reg_in = tf.concat([pool5 * self.feature_scales[1], tf.ones((m, 1))], axis=1)
+        deltas = tf.einsum("mp,kpq->mkq", reg_in, self.regressors)                   # zeros until fitted
+        moved = box_ops.decode(tf.reshape(deltas, (-1, 4)), tf.repeat(boxes, k, axis=0))
+        return (tf.reshape(box_ops.clip(moved, *self.image_size), (m, k, 4)), svm_in @ self.svm,
+                tf.nn.softmax(logits)[:, 1:])
+
+    def calibrate_scores(self, images: np.ndarray, gt_boxes: list, gt_classes: list, log=print,
+                         batch: int = 16) -> dict:
+        """Platt scaling of each class's SVM on held-out images (after ``fit_second_stage``): every
+        proposal's moved box is correct for class c when its IoU with a box of class c is >= 0.5; the
+        fitted sigmoid(a m + b) is folded into the SVM (its weights times a, b / bias_mult added to its
+        bias row), so a score is that probability and ``--score 0.5`` means for R-CNN what it means
+        for the softmax detectors. Within a class the order of the scores is unchanged.
+        -> the (a, b) of each class for metrics.json."""
+        import tensorflow as tf
+
+        from cnnctl.detection.selective_search import selective_search
+        from cnnctl.detection.svm import platt_scale
+
+        if not self.fitted.numpy():
+            raise RuntimeError("calibrate_scores needs the fitted second stage (fit_second_stage)")
+        s, k = self.settings, self.num_classes
+        scored = tf.function(self._scored_regions, reduce_retracing=True)
+        margins, correct = [], []
+        for start in range(0, len(images), batch):
+            chunk = np.asarray(images[start:start + batch])
+            found = [selective_search(im, int(s["max_proposals"]), s["search_mode"], int(s["search_min_size"]))
+                     for im in chunk]
+            owner = np.concatenate([np.full(len(f), j) for j, f in enumerate(found)])
+            moved, margin, _ = (np.asarray(t) for t in scored(chunk, np.concatenate(found).astype(np.float32), owner))
+            margins.append(margin)
+            hit = np.zeros(margin.shape, bool)
+            for j in range(len(chunk)):
+                gt = np.asarray(gt_boxes[start + j], np.float32).reshape(-1, 4)
+                cls = np.asarray(gt_classes[start + j]).reshape(-1)
+                rows = owner == j
+                for c in np.unique(cls):
+                    ious = np.asarray(box_ops.iou(moved[rows, c - 1], gt[cls == c]))
+                    hit[rows, c - 1] = ious.max(axis=1) >= 0.5
+            correct.append(hit)
+        margins, correct = np.concatenate(margins), np.concatenate(correct)
+        fits = [platt_scale(margins[:, c], correct[:, c]) for c in range(k)]
+        # a slope <= 0 would reverse the class's ranking: its SVM does not rank held-out boxes, and
+        # turning it round on the held-out images would be fitting them; keep the margin as it is
+        inverted = [c for c, (a, _) in enumerate(fits) if a <= 0]
+        fits = [(1.0, 0.0) if c in inverted else f for c, f in enumerate(fits)]
+        if inverted:
+            log(f"R-CNN calibration: the SVMs of {len(inverted)} class(es) rank held-out boxes no better than "
+                f"reversed (classes {', '.join(str(c + 1) for c in inverted)}); their scores stay sigmoid(margin)")
+        svm = self.svm.numpy()
+        for c, (a, b) in enumerate(fits):
+            svm[:, c] *= a
+            svm[-1, c] += b / s["bias_mult"]
+        self.svm.assign(svm)
+        log(f"R-CNN scores calibrated (Platt) on {len(margins):,} regions of {len(images):,} held-out images: "
+            f"slope {np.median([a for a, _ in fits]):.2f}, offset {np.median([b for _, b in fits]):+.2f} (medians)")
+        return {"platt_slope": [a for a, _ in fits], "platt_offset": [b for _, b in fits],
+                "platt_regions": len(margins)}
 
     # ------------------------------------------------------------------ the second stage
     def fit_second_stage(self, images: np.ndarray, gt_boxes: list, gt_classes: list, log=print,

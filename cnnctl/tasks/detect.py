@@ -266,14 +266,23 @@ class DetectTask(ClassNamesRunFile, Task):
 
     def after_training(self, run, model, data, log) -> dict[str, Any]:
         """R-CNN's second stage (SVMs and box regressors on the fine-tuned network's features), fitted on
-        the training images for ``model.keras`` and for ``best.keras`` (once when both hold the same
-        network); the other detectors have none."""
+        the training images, then its scores calibrated on the validation images (when there are
+        any), for ``model.keras`` and for ``best.keras`` (once when both hold the same network); the
+        other detectors have none."""
         if not hasattr(model, "fit_second_stage"):
             return {}
         from cnnctl.train.rundir import atomic_save_model
 
         images, boxes, _ = data.arrays["train"]
-        out = model.fit_second_stage(images, boxes, data.train.classes, log)
+
+        def second_stage(m):
+            stats = m.fit_second_stage(images, boxes, data.train.classes, log)
+            if data.val is not None:
+                val_images, val_boxes, _ = data.arrays["val"]          # at the network's input size
+                stats.update(m.calibrate_scores(val_images, val_boxes, data.val.classes, log))
+            return stats
+
+        out = second_stage(model)
         atomic_save_model(model, run.file("model.keras"))
         best_path = run.file("best.keras")
         if best_path.is_file():
@@ -283,7 +292,7 @@ class DetectTask(ClassNamesRunFile, Task):
                 if all(np.array_equal(a, b) for a, b in zip(networks(best), networks(model))):
                     atomic_save_model(model, best_path)           # the best epoch was the last
                 else:
-                    best.fit_second_stage(images, boxes, data.train.classes, log)
+                    second_stage(best)
                     atomic_save_model(best, best_path)
         return out
 
