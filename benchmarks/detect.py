@@ -28,6 +28,10 @@ as ``cnnctl detect``): with selective search (its memo cleared) and the networks
 ``--search-speed N``: seconds per image of selective search alone on N test scenes (the memo cleared),
 the CPU cost Fast R-CNN pays before its network runs.
 
+``--calibration N``: on the first N test scenes, each run's mAP and what ``--score 0.5`` keeps (boxes
+per image, their precision, the recall); an R-CNN run fitted before its scores were Platt-calibrated
+is also calibrated in memory on its validation scenes and shown both ways.
+
 ``--picture PNG``: the first test scenes with each run's detections at score >= 0.5, one row per run.
 
 Prints markdown tables (docs/detection.md carries them).
@@ -161,6 +165,64 @@ def own_scenes_map(run: Path, count: int) -> tuple[float, float]:
     return with_error(gt, found, len(classes))
 
 
+def at_score(gt: list, found: list, threshold: float) -> tuple[float, float, float]:
+    """Detections at score >= ``threshold`` -> (boxes per image, precision, recall): a box is correct
+    when it takes a not yet taken ground-truth box of its class at IoU >= 0.5, best scores first."""
+    import numpy as np
+
+    from cnnctl.detection.boxes import iou
+
+    kept = correct = 0
+    for g, d in zip(gt, found):
+        keep = np.asarray(d["scores"]) >= threshold
+        order = np.argsort(-np.asarray(d["scores"])[keep])
+        boxes, classes = np.asarray(d["boxes"])[keep][order], np.asarray(d["classes"])[keep][order]
+        taken = np.zeros(len(g["boxes"]), bool)
+        for box, c in zip(boxes, classes):
+            same = (np.asarray(g["classes"]) == c) & ~taken
+            if same.any():
+                ious = np.where(same, np.asarray(iou(box[None].astype(np.float32),
+                                                     np.asarray(g["boxes"], np.float32)))[0], 0.0)
+                if ious.max() >= 0.5:
+                    taken[int(np.argmax(ious))] = True
+                    correct += 1
+        kept += len(boxes)
+    total = sum(len(g["boxes"]) for g in gt)
+    return kept / len(gt), correct / max(kept, 1), correct / max(total, 1)
+
+
+def calibration(out: Path, names: list[str], count: int) -> None:
+    """What ``--score 0.5`` keeps for each run on the first ``count`` test scenes; an R-CNN run fitted
+    before its scores were calibrated is also shown calibrated now, on its own validation scenes."""
+    import tomllib
+
+    from cnnctl.data.detection import free_scenes
+    from cnnctl.detector import detect_images, load_detector
+    from cnnctl.metrics.detection import voc_ap
+
+    test = free_scenes((0, 0, count)).splits["test"]
+    gt = [{"boxes": b, "classes": c} for b, c in zip(test.boxes, test.classes)]
+    print("\n| run | scores | mAP@0.5 | boxes / image at score >= 0.5 | their precision | recall |"
+          "\n|---|---|---:|---:|---:|---:|")
+    for name in names:
+        model, classes = load_detector(out / name)
+        rows = [("as trained", model)]
+        metrics = json.loads((out / name / "metrics.json").read_text())
+        if hasattr(model, "calibrate_scores") and "platt_slope" not in metrics:
+            cfg = tomllib.loads((out / name / "config.toml").read_text())
+            val = free_scenes((0, cfg["data"]["scene_counts"][1], 0), cfg["data"].get("scene_seed", 0)).splits["val"]
+            calibrated, _ = load_detector(out / name)
+            calibrated.calibrate_scores(val.images, val.boxes, val.classes, log=lambda m: None)
+            rows = [("sigmoid(SVM margin), as trained", model),
+                    (f"Platt-calibrated now on its {len(val.images)} validation scenes", calibrated)]
+        for label, m in rows:
+            found = detect_images(m, test.images, min_score=0.0)
+            per_image, precision, recall = at_score(gt, found, 0.5)
+            print(f"| {name} | {label} | {voc_ap(gt, found, len(classes))['map']:.3f} | {per_image:.2f} | "
+                  f"{precision:.3f} | {recall:.3f} |")
+    print(f"\n({count} test scenes, {sum(len(g['boxes']) for g in gt)} boxes)")
+
+
 def picture(out: Path, names: list[str], path: Path, count: int = 4) -> None:
     import numpy as np
     from PIL import Image
@@ -187,6 +249,8 @@ def main() -> None:
     ap.add_argument("--search-speed", type=int, default=0)
     ap.add_argument("--picture", default="")
     ap.add_argument("--time-scenes", type=int, default=200, help="test scenes the s / image columns time")
+    ap.add_argument("--calibration", type=int, default=0,
+                    help="what --score 0.5 keeps for each run on this many test scenes (R-CNN also calibrated)")
     ap.add_argument("--independent", type=int, default=0,
                     help="score each run on this many scenes written by benchmarks/independent_scenes.py")
     a = ap.parse_args()
@@ -231,6 +295,8 @@ def main() -> None:
     if a.search_speed:
         print(f"\nselective search alone (fast mode, 128x128 scenes, one core): "
               f"{search_speed(a.search_speed):.4f} s / image over {a.search_speed} test scenes")
+    if a.calibration:
+        calibration(out, a.runs, a.calibration)
     if a.independent:
         print(f"\n| run | mAP@0.5 on {a.independent} test scenes written by benchmarks/independent_scenes.py "
               f"(cnnctl detect --json) | on cnnctl's own first {a.independent} test scenes | difference / its SE |"

@@ -164,6 +164,14 @@ class SegmentConfig:
 
 
 @dataclass
+class DetectConfig:
+    """Detection (task = "detect"): images larger than the network's input (``cnnctl.detection.tiles``)."""
+
+    tile: bool = False            # cut large images into input-sized tiles instead of resizing them
+    tile_overlap: int = 32        # pixels consecutive tiles share at least: more than the largest object
+
+
+@dataclass
 class Config:
     task: str = ""                # classify, ...; "" = the task the model's registry entry names
     data: DataConfig = field(default_factory=DataConfig)
@@ -175,6 +183,7 @@ class Config:
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -196,7 +205,7 @@ NON_NEGATIVE = {"train.devices", "train.checkpoint_every", "optimizer.lr", "opti
                 "optimizer.clipnorm", "schedule.warmup_epochs", "data.crop_padding",
                 "data.eval_resize_short", "finetune.body_lr_scale",
                 "generate.eval_samples", "generate.inception_samples", "segment.w0", "segment.sigma", "segment.elastic_sigma",
-                "segment.tiles_per_epoch"}
+                "segment.tiles_per_epoch", "detect.tile_overlap"}
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -21,8 +21,9 @@ def detect(
 ):
     """Detect objects: DIR/STEM.boxes.png (each box with its label and score) and a table, or JSON.
 
-    Images of another size than the network's input are resized for the network; boxes are given in
-    the pixels of the image as it is on disk.
+    Images of another size than the network's input are resized for the network, or, for a run trained
+    with detect.tile, cut into overlapping tiles of its size; boxes are given in the pixels of the
+    image as it is on disk.
 
     Examples:
 
@@ -51,7 +52,10 @@ def detect(
             pixels.append(read_image(Path(p), channels))
         except Exception as e:  # noqa: BLE001 - a user's file: one clear message
             raise CnnctlError(f"cannot read image {p}: {e}", hint="give a readable image file") from None
-    found = detect_images(net, pixels, min_score=score)
+    from cnnctl.config import load_run_config
+
+    tiling = load_run_config(model).detect
+    found = detect_images(net, pixels, min_score=score, tile_overlap=tiling.tile_overlap if tiling.tile else None)
     folder = out or (model / "detected")
     folder.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -83,9 +83,15 @@ class DetectDataModule:
         if splits["test"] is None and splits["val"] is not None:
             log("no test split in the data: the validation split is used as the test set")
             splits["test"] = splits["val"]
-        self.train, self.val, self.test = splits["train"], splits["val"], splits["test"]
         shape = model_input_shape(cfg)
         self.size, self.channels = (int(shape[0]), int(shape[1])), int(shape[-1])
+        # the images as given, for scoring; with detect.tile the splits the network sees are their tiles
+        self.whole = dict(splits)
+        self.tile_overlap = int(cfg.detect.tile_overlap) if cfg.detect.tile else None
+        if self.tile_overlap is not None:
+            splits = {name: None if sp is None else tile_split(sp, self.size, self.tile_overlap)
+                      for name, sp in splits.items()}
+        self.train, self.val, self.test = splits["train"], splits["val"], splits["test"]
         self.max_boxes = max(1, *(len(b) for sp in (self.train, self.val, self.test) if sp is not None
                                   for b in sp.boxes))
         # every image at the network's size: (images (n, h, w, c), boxes per image, scale per image)
@@ -109,8 +115,9 @@ class DetectDataModule:
         return 0 if sp is None else math.ceil(sp.count / self.batch_size)
 
     def describe(self) -> str:
-        parts = [f"{sp.count} {s} images" for s, sp in (("train", self.train), ("val", self.val),
-                                                         ("test", self.test)) if sp is not None]
+        unit = "tiles" if self.tile_overlap is not None else "images"
+        parts = [f"{sp.count} {s} {unit}" for s, sp in (("train", self.train), ("val", self.val),
+                                                        ("test", self.test)) if sp is not None]
         boxes = sum(len(b) for b in self.train.boxes)
         return (", ".join(parts) + f" at {self.size[1]}x{self.size[0]}, {self.num_classes} classes, "
                 f"{boxes} training boxes (at most {self.max_boxes} per image)")
@@ -159,6 +166,28 @@ class DetectDataModule:
         return None if sp is None else self._dataset(split, np.arange(sp.count), None, 0)
 
 
+def tile_split(sp, size: tuple[int, int], overlap: int):
+    """Every image of ``sp`` cut into ``size`` tiles (``cnnctl.detection.tiles``), each tile with the boxes
+    at least half inside it, clipped; names ``NAME@y,x``."""
+    from cnnctl.data.detection import DetSplit
+    from cnnctl.detection import tiles
+
+    out = DetSplit([], [], [], [], None if sp.difficult is None else [])
+    for i, image in enumerate(sp.images):
+        padded = tiles.pad_to(image, size)
+        name = sp.names[i] if sp.names else str(i)
+        for y0, x0, _ in tiles.tile_grid(padded.shape[0], padded.shape[1], size, overlap):
+            boxes, classes = tiles.boxes_in_tile(sp.boxes[i], sp.classes[i], y0, x0, size)
+            out.images.append(tiles.crop(padded, y0, x0, size))
+            out.boxes.append(boxes)
+            out.classes.append(classes.astype(np.int32))
+            out.names.append(f"{name}@{y0},{x0}")
+            if sp.difficult is not None:     # a tile's boxes keep their flags
+                keep_rows = tiles.boxes_in_tile(sp.boxes[i], np.arange(len(sp.boxes[i])), y0, x0, size)[1]
+                out.difficult.append(np.asarray(sp.difficult[i])[keep_rows])
+    return out
+
+
 def _hold_out(sp, fraction: float, seed: int):
     from cnnctl.data.detection import DetSplit
 
@@ -192,13 +221,18 @@ def to_original(detections: list[dict], scales: np.ndarray) -> list[dict]:
 
 def score_split(model, data, split: str, full: bool = True) -> dict[str, Any]:
     """Detections on ``split`` scored against its boxes (in the images' own pixels)."""
+    from cnnctl.detector import detect_images, propose_in_tiles
     from cnnctl.metrics.detection import coco_map, proposal_recall, voc_ap
 
-    sp = getattr(data, split)
+    tiled = data.tile_overlap is not None
+    sp = data.whole[split] if tiled else getattr(data, split)
     images, _, scales = data.arrays[split]
     t0 = time.perf_counter()
-    found = to_original(detect_arrays(model, images, data.batch_size), scales)
-    seconds = (time.perf_counter() - t0) / max(1, len(images))
+    if tiled:                                  # each whole image through its tiles
+        found = detect_images(model, sp.images, batch=data.batch_size, tile_overlap=data.tile_overlap)
+    else:
+        found = to_original(detect_arrays(model, images, data.batch_size), scales)
+    seconds = (time.perf_counter() - t0) / max(1, sp.count)
     gt = [{"boxes": b, "classes": c, "difficult": None if sp.difficult is None else sp.difficult[i]}
           for i, (b, c) in enumerate(zip(sp.boxes, sp.classes))]
     voc = voc_ap(gt, found, data.num_classes)
@@ -208,11 +242,14 @@ def score_split(model, data, split: str, full: bool = True) -> dict[str, Any]:
     out["map50_voc07"] = voc_ap(gt, found, data.num_classes, eleven_point=True)["map"]
     out["ap50_per_class"] = {name: (None if math.isnan(a) else a) for name, a in zip(data.class_names, voc["ap"])}
     out.update(coco_map(gt, found, data.class_names, [img.shape[:2] for img in sp.images]))
-    proposals = []
-    for s in range(0, len(images), data.batch_size):
-        boxes, valid = (np.asarray(t) for t in model.propose(images[s:s + data.batch_size]))
-        proposals += [b[:v] for b, v in zip(boxes, valid)]
-    proposals = [p / np.array([sy, sx, sy, sx], np.float32) for p, (sy, sx) in zip(proposals, scales)]
+    if tiled:
+        proposals = propose_in_tiles(model, sp.images, data.tile_overlap, data.batch_size)
+    else:
+        proposals = []
+        for s in range(0, len(images), data.batch_size):
+            boxes, valid = (np.asarray(t) for t in model.propose(images[s:s + data.batch_size]))
+            proposals += [b[:v] for b, v in zip(boxes, valid)]
+        proposals = [p / np.array([sy, sx, sy, sx], np.float32) for p, (sy, sx) in zip(proposals, scales)]
     out["proposal_recall50"] = proposal_recall(sp.boxes, proposals, 0.5)
     out["proposal_recall70"] = proposal_recall(sp.boxes, proposals, 0.7)
     out["proposals_per_image"] = float(np.mean([len(p) for p in proposals]))
@@ -300,7 +337,7 @@ class DetectTask(ClassNamesRunFile, Task):
         if data.test is None:
             return {}
         out = {f"test_{k}": v for k, v in score_split(model, data, "test").items()}
-        out["test_images"] = data.test.count
+        out["test_images"] = data.whole["test"].count
         out["paper_references"] = PAPER_REFERENCES
         return out
 
