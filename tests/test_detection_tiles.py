@@ -65,3 +65,35 @@ def test_every_object_is_kept_once_whole_by_the_tile_whose_core_holds_its_centre
     found = in_tiles([image], (128, 128), 1, 32, in_order, batch=5)[0]
     key = lambda b: sorted(map(tuple, np.round(b).astype(int).tolist()))
     assert key(found["boxes"]) == key(objects)            # each object once, whole
+
+
+def test_a_tiled_nuclei_run_scores_whole_regions_and_cnnctl_detect_tiles_too(tmp_path):
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from cnnctl.cli import app
+    from cnnctl.data.detection import nuclei
+    from cnnctl.detector import detect_images, load_detector
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "detect-nuclei", "--epochs", "1", "--out-dir", str(tmp_path), "--name", "nuc",
+                            "--set", "model.widths=[8, 16, 16, 32]", "--set", "model.rpn_width=32",
+                            "--set", "model.head_width=64"])
+    assert r.exit_code == 0, r.output
+    # 384 px with 128 px tiles overlapping by >= 96: 9 x 9 training tiles; no region is resized
+    assert "81 train tiles, 9 val tiles, 13 test tiles at 128x128" in r.output
+    metrics = json.loads((tmp_path / "nuc" / "metrics.json").read_text())
+    assert metrics["test_images"] == 1                          # the strip is scored whole, not per tile
+    strip = nuclei().splits["test"].images[0]                   # (512, 128, 1)
+    path = tmp_path / "strip.png"
+    Image.fromarray(strip[..., 0]).save(path)
+    r = runner.invoke(app, ["detect", str(path), "--model", str(tmp_path / "nuc"), "--score", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    found = json.loads(r.output)[0]["detections"]
+    model, _ = load_detector(tmp_path / "nuc")
+    direct = detect_images(model, [strip], tile_overlap=96)[0]
+    assert len(found) == len(direct["scores"]) > 0
+    boxes = np.array([d["box"] for d in found])                 # x_min, y_min, x_max, y_max of the strip
+    assert boxes[:, 2].max() <= 128 and boxes[:, 3].max() <= 512 and boxes[:, 3].max() > 128

@@ -171,6 +171,22 @@ SEARCH_DEFAULTS = {"max_proposals": 2000, "search_mode": "fast", "search_min_siz
 DEFAULTS = RPN_DEFAULTS        # Faster R-CNN's, the default detector's
 
 
+def batched_nms(boxes, scores, per_class: int, total: int, iou: float, min_score: float):
+    """``tf.image.combined_non_max_suppression`` (boxes (b, n, q, 4), scores (b, n, K)) that also takes an
+    empty batch: under a distribution strategy the last, partial batch can leave a replica with no
+    image, and the op rejects b = 0. One all-zero image is appended and its rows dropped."""
+    import collections
+
+    import tensorflow as tf
+
+    b = tf.shape(boxes)[0]
+    out = tf.image.combined_non_max_suppression(
+        tf.concat([boxes, tf.zeros_like(boxes[:1])], 0), tf.concat([scores, tf.zeros_like(scores[:1])], 0),
+        per_class, total, iou_threshold=iou, score_threshold=min_score, pad_per_class=False, clip_boxes=False)
+    fields = ("nmsed_boxes", "nmsed_scores", "nmsed_classes", "valid_detections")
+    return collections.namedtuple("NMS", fields)(*(getattr(out, f)[:b] for f in fields))
+
+
 # ----------------------------------------------------------------------------- the models
 class RegionCNN(keras.Model):
     """Shared convolutions + a region source + the Fast R-CNN detector (RoI pooling, fc layers, K + 1
@@ -355,9 +371,7 @@ class RegionCNN(keras.Model):
 
         s = self.settings
         d = s["max_detections"]
-        out = tf.image.combined_non_max_suppression(
-            boxes, probs, max_output_size_per_class=d, max_total_size=d, iou_threshold=s["test_nms_iou"],
-            score_threshold=s["score_threshold"], pad_per_class=False, clip_boxes=False)
+        out = batched_nms(boxes, probs, d, d, s["test_nms_iou"], s["score_threshold"])
         return {"boxes": out.nmsed_boxes, "scores": out.nmsed_scores,
                 "classes": tf.cast(out.nmsed_classes, tf.int32) + 1, "count": out.valid_detections}
 
@@ -396,7 +410,8 @@ class FasterRCNN(RegionCNN):
 
         logits, deltas = self.rpn(features, training=training)
         b = tf.shape(features)[0]
-        return tf.reshape(tf.cast(logits, tf.float32), (b, -1)), tf.reshape(tf.cast(deltas, tf.float32), (b, -1, 4))
+        a = len(self.anchors)                     # not -1: a replica's batch can be empty (see batched_nms)
+        return tf.reshape(tf.cast(logits, tf.float32), (b, a)), tf.reshape(tf.cast(deltas, tf.float32), (b, a, 4))
 
     def proposals(self, logits, deltas, count: int):
         """Decode, clip, drop boxes under ``min_size``, NMS -> (boxes (b, count, 4), valid (b,) int32)."""
@@ -407,14 +422,12 @@ class FasterRCNN(RegionCNN):
         b = tf.shape(logits)[0]
         anchors = tf.tile(tf.constant(self.anchors)[None], [b, 1, 1])
         boxes = box_ops.clip(box_ops.decode(tf.reshape(deltas, (-1, 4)), tf.reshape(anchors, (-1, 4))), h, w)
-        boxes = tf.reshape(boxes, (b, -1, 4))
+        boxes = tf.reshape(boxes, (b, len(self.anchors), 4))
         big = ((boxes[..., 2] - boxes[..., 0] >= s["min_size"]) & (boxes[..., 3] - boxes[..., 1] >= s["min_size"]))
         scores = tf.where(big, tf.sigmoid(logits), -1.0)           # too small: below the score threshold
         count = min(int(count), len(self.anchors))
         # one "class": the batched C++ NMS (non_max_suppression_padded is a slower TF-ops version)
-        out = tf.image.combined_non_max_suppression(
-            boxes[:, :, None, :], scores[..., None], count, count, iou_threshold=s["nms_iou"], score_threshold=0.0,
-            pad_per_class=False, clip_boxes=False)
+        out = batched_nms(boxes[:, :, None, :], scores[..., None], count, count, s["nms_iou"], 0.0)
         return out.nmsed_boxes, out.valid_detections
 
     def _rpn_targets(self, gt_boxes, seeds):
@@ -458,7 +471,8 @@ class FasterRCNN(RegionCNN):
         positive = tf.cast(labels == sampling.POSITIVE, tf.float32)
         ce = tf.nn.sigmoid_cross_entropy_with_logits(labels=positive, logits=logits)
         rpn_cls = tf.reduce_sum(ce * sampled) / tf.maximum(tf.reduce_sum(sampled), 1.0)
-        positions = tf.cast(tf.shape(logits)[0], tf.float32) * float(self.rpn_size[0] * self.rpn_size[1])   # N_reg
+        positions = tf.maximum(tf.cast(tf.shape(logits)[0], tf.float32), 1.0) * float(
+            self.rpn_size[0] * self.rpn_size[1])                               # N_reg (b = 0: see batched_nms)
         rpn_box = self.settings["rpn_lambda"] * tf.reduce_sum(
             tf.reduce_sum(_smooth_l1(deltas - targets), -1) * positive) / positions
         return {"rpn_cls": rpn_cls, "rpn_box": rpn_box}

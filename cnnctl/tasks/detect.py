@@ -148,6 +148,11 @@ class DetectDataModule:
         def batches():
             for s in starts:
                 rows = order[s:s + bsz]
+                if epoch is not None and len(rows) < bsz:
+                    # a training batch is always full: the last one is topped up from the epoch's start,
+                    # so no replica of a distribution strategy gets an empty batch (batch norm's
+                    # statistics of no image are NaN and would poison its moving averages)
+                    rows = np.resize(np.concatenate([rows, order]), bsz)
                 flips = np.random.default_rng([self.seed, 0xF11B, epoch, s]).random(len(rows)) < 0.5 if flip else None
                 yield self.padded(split, rows, flips)
 
