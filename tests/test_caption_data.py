@@ -288,8 +288,12 @@ def test_tuxpaint_composites_carry_exact_masks_for_segmentation(tmp_path):
     src = tmp_path / "stamps"
     backgrounds = _tux_stamps(src)
     build_tuxpaint(tmp_path / "out", size=64, composites=3, seed=0, source=src, backgrounds=backgrounds,
-                   log=lambda m: None, segmentation=True)
+                   log=lambda m: None, segmentation=True, detection=True)
     root = tmp_path / "out" / "tuxpaint-segment"
+    from cnnctl.data.detection import load_detection
+
+    boxes = load_detection(str(tmp_path / "out" / "tuxpaint-detect.csv"))
+    assert boxes.class_names == ["animals"]
     assert (root / "classes.txt").read_text().split("\n")[:2] == ["background", "animals"]
     split = "test" if split_of("A brown hen.") == "test" else "train"
     for k in range(3):
@@ -303,6 +307,11 @@ def test_tuxpaint_composites_carry_exact_masks_for_segmentation(tmp_path):
         h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
         assert mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all() and mask.sum() == h * w
         assert abs(w / h - 1.5) < 0.15
+        # the detection box of the same composite is the mask's tight box, in the caption split
+        det = boxes.splits["test" if split == "test" else "train"]
+        at = det.names.index(f"animals__hen-{k}")
+        np.testing.assert_array_equal(det.boxes[at], [[ys.min(), xs.min(), ys.max() + 1, xs.max() + 1]])
+        assert det.classes[at].tolist() == [1]
     assert not (root / split / "images" / "animals__ball-0.png").exists()     # drawings make no composites
 
 

@@ -139,6 +139,21 @@ def test_voc_coco_and_csv_give_the_same_boxes(tmp_path):
         assert sp.classes[0].tolist() == [1, 2] and sp.classes[1].tolist() == [2]
 
 
+def test_a_csv_split_column_splits_the_images_and_a_bad_split_is_named(tmp_path):
+    _write_images(tmp_path)
+    (tmp_path / "boxes.csv").write_text("image,x_min,y_min,x_max,y_max,label,split\n"
+                                        "a.png,2,3,12,20,cat,test\na.png,20,5,30,15,dog,test\nb.png,0,0,31,31,dog,\n")
+    data = load_detection(str(tmp_path / "boxes.csv"))
+    assert data.splits["train"].names == ["b"] and data.splits["test"].names == ["a"] and data.splits["val"] is None
+    assert data.splits["test"].classes[0].tolist() == [1, 2]
+    (tmp_path / "boxes.csv").write_text("image,x_min,y_min,x_max,y_max,label,split\n"
+                                        "a.png,2,3,12,20,cat,test\na.png,20,5,30,15,dog,train\nb.png,0,0,31,31,dog,dev\n")
+    with pytest.raises(CnnctlError) as e:
+        load_detection(str(tmp_path / "boxes.csv"))
+    assert "boxes.csv line 3: a.png is in split 'train' here and 'test' above" in str(e.value)
+    assert "boxes.csv line 4: split 'dev' is not train, val or test" in str(e.value)
+
+
 @pytest.mark.parametrize("writer", [_voc, _coco, _csv])
 def test_bad_boxes_are_reported_by_file(writer, tmp_path):
     from cnnctl.data.detection import voc_xml

@@ -168,6 +168,9 @@ def tuxpaint(
     segmentation: bool = typer.Option(False, "--segmentation",
                                       help="Also write OUT/tuxpaint-segment/: the composites with exact masks "
                                            "from the cut-outs' alpha, classes = the stamp folders."),
+    detection: bool = typer.Option(False, "--detection",
+                                   help="Also write OUT/tuxpaint-detect.csv: the composites with the exact box of "
+                                        "each cut-out, labels = the stamp folders, for `cnnctl train` detection."),
 ):
     """Build a caption data set from Tux Paint's stamps (Debian tuxpaint-stamps-default, GPL-2): each
     stamp on white with its human-written sentence, and each photo cut-out pasted onto real photos
@@ -190,4 +193,4 @@ def tuxpaint(
         if not photos:
             raise CnnctlError(f"--backgrounds {backgrounds}: no .jpg or .png photos there")
     build_tuxpaint(out, size, composites, seed, backgrounds=photos, log=lambda m: console().print(m, markup=False),
-                   segmentation=segmentation)
+                   segmentation=segmentation, detection=detection)

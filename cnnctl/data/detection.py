@@ -11,8 +11,9 @@ Sources (``data.path``):
   beside the JSON or in ``images/`` beside it.
 - a Pascal VOC folder: ``Annotations/NAME.xml`` with ``JPEGImages/NAME.jpg``, split by
   ``ImageSets/Main/{train,val,test}.txt`` when they exist; ``difficult`` objects are kept and marked.
-- a CSV with the header ``image,x_min,y_min,x_max,y_max,label`` (one row per box; image paths relative
-  to the CSV's folder; an image with no boxes has one row with the box fields empty).
+- a CSV with the header ``image,x_min,y_min,x_max,y_max,label[,split]`` (one row per box; image paths
+  relative to the CSV's folder; an image with no boxes has one row with the box fields empty; ``split``
+  is train, val or test, all of an image's rows the same; without it every image is for training).
 
 Boxes are held as ``(y0, x0, y1, x1)`` float32 pixels with exclusive far edges (``cnnctl.detection.boxes``);
 classes as 1..K with 0 kept for background; ``class_names`` lists the K object classes. Problems --
@@ -261,22 +262,32 @@ def csv_boxes(path: Path) -> DetData:
     if not rows or any(k not in rows[0] for k in need):
         raise CnnctlError(f"{path} needs the header {','.join(need)}", hint="one row per box")
     labels = sorted({r["label"].strip() for r in rows if r["label"] and r["label"].strip()})
-    col = _Collector(labels)
+    cols = {name: _Collector(labels) for name in ("train", "val", "test")}
+    problems = cols["train"].problems
     by_image: dict[str, list] = {}
+    split_of: dict[str, str] = {}
     for line, r in enumerate(rows, start=2):
+        where = f"{path.name} line {line}"
+        split = (r.get("split") or "train").strip() or "train"
+        if split not in cols:
+            problems.append((where, f"split {split!r} is not train, val or test"))
+            continue
+        if split_of.setdefault(r["image"], split) != split:
+            problems.append((where, f"{r['image']} is in split {split!r} here and {split_of[r['image']]!r} above"))
+            continue
         by_image.setdefault(r["image"], [])
         if not (r["x_min"] or "").strip():
             continue
         try:
             coords = [float(r[k]) for k in need[1:5]]
         except ValueError:
-            col.problems.append((f"{path.name} line {line}", "box coordinates are not numbers"))
+            problems.append((where, "box coordinates are not numbers"))
             continue
-        by_image[r["image"]].append((*coords, col.class_index(r["label"].strip(), f"{path.name} line {line}"), False))
+        by_image[r["image"]].append((*coords, cols["train"].class_index(r["label"].strip(), where), False))
     for image, boxes in by_image.items():
-        col.add(path.parent / image, [b for b in boxes if b[4] is not None], path.name)
-    _raise_problems(col.problems)
-    return DetData("csv", labels, {"train": col.done(), "val": None, "test": None}, _empty_note([col]))
+        cols[split_of[image]].add(path.parent / image, [b for b in boxes if b[4] is not None], path.name)
+    _raise_problems([p for c in cols.values() for p in c.problems])
+    return DetData("csv", labels, {name: c.done() for name, c in cols.items()}, _empty_note(cols.values()))
 
 
 def load_detection(path: str, scene_counts=(), scene_seed: int = 0) -> DetData:

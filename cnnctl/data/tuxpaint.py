@@ -136,13 +136,17 @@ def on_photo(stamp, photo, size: int, rng: np.random.Generator, mask: bool = Fal
 
 def build_tuxpaint(out: str | os.PathLike, size: int = 224, composites: int = 4, seed: int = 0,
                    source: Path = TUXPAINT, backgrounds: list[Path] | None = None, log=print,
-                   segmentation: bool = False) -> Path:
+                   segmentation: bool = False, detection: bool = False) -> Path:
     """Write the stamps (and their photo composites) into ``out`` -> the path of ``captions.csv``.
 
     ``segmentation``: also a segmentation data set of the composites in ``out/tuxpaint-segment/``
     (``images/NAME.png``, ``masks/NAME.png``, ``classes.txt``): the cut-out's exact mask from its
     alpha channel, labelled with its category (the stamp's folder: mammals, birds, fruit, ...),
-    background 0; split by the caption split into ``train/`` and ``test/`` (``val`` joins train)."""
+    background 0; split by the caption split into ``train/`` and ``test/`` (``val`` joins train).
+
+    ``detection``: also ``out/tuxpaint-detect.csv`` (``image,x_min,y_min,x_max,y_max,label,split``, the
+    ``--data`` CSV of ``cnnctl train`` for detection): each composite with the exact box of its
+    cut-out's alpha (>= 128), labelled with its category, in the caption split."""
 
     from PIL import Image
 
@@ -167,7 +171,7 @@ def build_tuxpaint(out: str | os.PathLike, size: int = 224, composites: int = 4,
                 backgrounds.append(img.convert("RGB"))
         except OSError as e:
             raise CnnctlError(f"cannot read background photo {p}: {e}", hint="give JPEG or PNG photos") from None
-    rows, unreadable, cutouts = [], 0, 0
+    rows, boxes, unreadable, cutouts = [], [], 0, 0
     stamps = sorted(source.rglob("*.txt"))
     categories = sorted({txt.parent.name for txt in stamps})      # the stamps' folders: the mask classes
     for i, txt in enumerate(stamps):
@@ -195,12 +199,27 @@ def build_tuxpaint(out: str | os.PathLike, size: int = 224, composites: int = 4,
                 image, where = on_photo(stamp, photo, size, rng, mask=True)
                 image.save(path)
                 rows.append((path.relative_to(out).as_posix(), sentence, split))
+                if detection:
+                    ys, xs = np.nonzero(where)
+                    boxes.append((path.relative_to(out).as_posix(), int(xs.min()), int(ys.min()), int(xs.max()) + 1,
+                                  int(ys.max()) + 1, txt.parent.name, split))
                 if segmentation:
                     _write_segment_pair(out / "tuxpaint-segment" / ("test" if split == "test" else "train"),
                                         f"{name}-{k}", image, where, 1 + categories.index(txt.parent.name))
     if segmentation:
         (out / "tuxpaint-segment").mkdir(parents=True, exist_ok=True)
         (out / "tuxpaint-segment" / "classes.txt").write_text("\n".join(["background", *categories]) + "\n")
+    if detection:
+        import csv
+        import io
+
+        from cnnctl.files import atomic_write_text
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["image", "x_min", "y_min", "x_max", "y_max", "label", "split"])
+        writer.writerows(boxes)
+        atomic_write_text(out / "tuxpaint-detect.csv", buf.getvalue())
     union = write_built_source(out, "tuxpaint.csv", rows)
     log(f"{len(rows)} images from {len(rows) - cutouts * composites} stamps ({cutouts} photo cut-outs x "
         f"{composites} photos from {len(backgrounds)} backgrounds; {unreadable} unreadable) -> {out / 'tuxpaint.csv'}")
