@@ -170,7 +170,7 @@ def tuxpaint(
                                            "from the cut-outs' alpha, classes = the stamp folders."),
     detection: bool = typer.Option(False, "--detection",
                                    help="Also write OUT/tuxpaint-detect.csv: the composites with the exact box of "
-                                        "each cut-out, labels = the stamp folders, for `cnnctl train` detection."),
+                                        "each cut-out, labels = the top-level stamp folders, for `cnnctl train` detection."),
 ):
     """Build a caption data set from Tux Paint's stamps (Debian tuxpaint-stamps-default, GPL-2): each
     stamp on white with its human-written sentence, and each photo cut-out pasted onto real photos

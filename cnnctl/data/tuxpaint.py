@@ -146,7 +146,8 @@ def build_tuxpaint(out: str | os.PathLike, size: int = 224, composites: int = 4,
 
     ``detection``: also ``out/tuxpaint-detect.csv`` (``image,x_min,y_min,x_max,y_max,label,split``, the
     ``--data`` CSV of ``cnnctl train`` for detection): each composite with the exact box of its
-    cut-out's alpha (>= 128), labelled with its category, in the caption split."""
+    cut-out's alpha (>= 128), labelled with its top-level stamp folder (animals, food, ...: few
+    images per fine folder), in the caption split."""
 
     from PIL import Image
 
@@ -202,7 +203,7 @@ def build_tuxpaint(out: str | os.PathLike, size: int = 224, composites: int = 4,
                 if detection:
                     ys, xs = np.nonzero(where)
                     boxes.append((path.relative_to(out).as_posix(), int(xs.min()), int(ys.min()), int(xs.max()) + 1,
-                                  int(ys.max()) + 1, txt.parent.name, split))
+                                  int(ys.max()) + 1, txt.relative_to(source).parts[0], split))
                 if segmentation:
                     _write_segment_pair(out / "tuxpaint-segment" / ("test" if split == "test" else "train"),
                                         f"{name}-{k}", image, where, 1 + categories.index(txt.parent.name))
