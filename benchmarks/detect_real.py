@@ -1,0 +1,106 @@
+"""Detection on real images: Faster R-CNN on the DSB2018 nuclei (by tiles) and on Tux Paint's photo
+composites (EfficientNet-Lite0 backbone), each with a picture of its test images.
+
+    python benchmarks/detect_real.py [--out checkpoints/bench-detect-real] [--skip-train]
+                                     [--tuxpaint-data checkpoints/data/human/tuxpaint-detect.csv]
+                                     [--pictures docs/images]
+
+Runs (``cnnctl train RECIPE --name RUN --seed 0`` into OUT/RUN unless --skip-train):
+
+- ``nuclei``: ``detect-nuclei``, trained on the top-left 384x384 of the bundled image, scored on the
+  right-hand 512x128 strip, never seen in training, with 128x128 tiles (``detect.tile``);
+- ``tuxpaint``: ``detect-tuxpaint`` on ``--tuxpaint-data`` (build it with ``cnnctl data tuxpaint DIR
+  --detection``): one cut-out per photo, 17 categories, the caption split.
+
+The table: test AP@0.5 (VOC rule), COCO mAP, proposal recall at IoU 0.5, training seconds and epochs
+(from each run's metrics.json), and, at score >= 0.5, the boxes found against the true count. The
+pictures (``--pictures DIR``): ``detect-nuclei.png``, the test strip with the true boxes (green) and
+the detections at score >= 0.5 (red), turned to lie across (image, truth, detections from the top),
+and ``detect-tuxpaint.png``, 8 test composites of different cut-outs with their detections at
+score >= 0.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def train(out: Path, name: str, recipe: str, extra: list[str]) -> None:
+    if (out / name).exists():
+        sys.exit(f"{out / name} exists: remove it or pass --skip-train")
+    subprocess.run([sys.executable, "-m", "cnnctl", "train", recipe, "--out-dir", str(out), "--name", name,
+                    "--seed", "0", *extra], check=True)
+
+
+def found_at(run: Path, images: list, score: float = 0.5) -> list[dict]:
+    from cnnctl.config import load_run_config
+    from cnnctl.detector import detect_images, load_detector
+
+    model, _ = load_detector(run)
+    tiling = load_run_config(run).detect
+    return detect_images(model, images, min_score=score, tile_overlap=tiling.tile_overlap if tiling.tile else None)
+
+
+def outline(image: np.ndarray, boxes: np.ndarray, colour) -> np.ndarray:
+    out = image.copy()
+    h, w = out.shape[:2]
+    for y0, x0, y1, x1 in np.round(boxes).astype(int):
+        y0, x0, y1, x1 = max(y0, 0), max(x0, 0), min(y1, h) - 1, min(x1, w) - 1
+        out[y0, x0:x1 + 1] = out[y1, x0:x1 + 1] = colour
+        out[y0:y1 + 1, x0] = out[y0:y1 + 1, x1] = colour
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="checkpoints/bench-detect-real")
+    ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--tuxpaint-data", default="checkpoints/data/human/tuxpaint-detect.csv")
+    ap.add_argument("--pictures", default="")
+    a = ap.parse_args()
+    out = Path(a.out)
+    if not a.skip_train:
+        train(out, "nuclei", "detect-nuclei", [])
+        train(out, "tuxpaint", "detect-tuxpaint", ["--data", a.tuxpaint_data])
+
+    from cnnctl.data.detection import load_detection, nuclei
+
+    data = {"nuclei": nuclei().splits["test"], "tuxpaint": load_detection(a.tuxpaint_data).splits["test"]}
+    print("\n| run | test images | true boxes | test AP@0.5 | COCO mAP | proposal recall @0.5 | boxes at score >= 0.5 "
+          "| epochs | train s |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    found = {}
+    for name, sp in data.items():
+        m = json.loads((out / name / "metrics.json").read_text())
+        found[name] = found_at(out / name, sp.images)
+        print(f"| {name} | {sp.count} | {sum(len(b) for b in sp.boxes)} | {m['test_map50']:.3f} | "
+              f"{m['test_coco_map']:.3f} | {m['test_proposal_recall50']:.3f} | "
+              f"{sum(len(f['boxes']) for f in found[name])} | {m['epochs_trained']} | {m['train_time_s']:.0f} |")
+    if a.pictures:
+        from PIL import Image
+
+        from cnnctl.detector import draw_boxes
+
+        folder = Path(a.pictures)
+        strip = np.repeat(data["nuclei"].images[0], 3, axis=-1)               # (512, 128, 3)
+        truth = outline(strip, data["nuclei"].boxes[0], (0, 255, 0))
+        dets = outline(strip, found["nuclei"][0]["boxes"], (255, 0, 0))
+        gap = np.full((strip.shape[0], 8, 3), 255, np.uint8)
+        # the 512x128 strip lies on its side: three panels, the image, the truth, the detections
+        panel = np.concatenate([strip, gap, truth, gap, dets], axis=1)
+        Image.fromarray(np.ascontiguousarray(np.rot90(panel, k=-1))).save(folder / "detect-nuclei.png")
+        classes = json.loads((out / "tuxpaint" / "classes.json").read_text())
+        # every 4th test composite: 8 different cut-outs (each is pasted onto 4 photos)
+        picked = range(0, min(32, data["tuxpaint"].count), 4)
+        tiles = [draw_boxes(data["tuxpaint"].images[i], found["tuxpaint"][i], classes) for i in picked]
+        Image.fromarray(np.concatenate(tiles, axis=1)).save(folder / "detect-tuxpaint.png")
+        print(f"\npictures: {folder / 'detect-nuclei.png'}, {folder / 'detect-tuxpaint.png'}")
+
+
+if __name__ == "__main__":
+    main()
