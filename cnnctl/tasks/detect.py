@@ -157,8 +157,11 @@ class DetectDataModule:
                 yield self.padded(split, rows, flips)
 
         h, w = self.size
-        spec = (tf.TensorSpec((None, h, w, self.channels), tf.uint8),
-                tf.TensorSpec((None, self.max_boxes, 4), tf.float32), tf.TensorSpec((None, self.max_boxes), tf.int32))
+        # training batches are always full (above): a static batch size lets the traced step specialise
+        # its shapes (measured ~15% faster per Faster R-CNN step here); evaluation keeps a partial last one
+        b = bsz if epoch is not None else None
+        spec = (tf.TensorSpec((b, h, w, self.channels), tf.uint8),
+                tf.TensorSpec((b, self.max_boxes, 4), tf.float32), tf.TensorSpec((b, self.max_boxes), tf.int32))
         return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
 
     def train_dataset(self, epoch: int, skip_batches: int = 0):
