@@ -78,6 +78,10 @@ def test_a_tiled_nuclei_run_scores_whole_regions_and_cnnctl_detect_tiles_too(tmp
     from cnnctl.detector import detect_images, load_detector
 
     runner = CliRunner()
+    r = runner.invoke(app, ["train", "detect-nuclei", "--epochs", "1", "--out-dir", str(tmp_path), "--name", "bad",
+                            "--set", "detect.tile_overlap=128"])
+    assert r.exit_code == 2 and "detect.tile_overlap = 128 px does not fit tiles of 128x128" in r.output
+    assert "Traceback" not in r.output
     r = runner.invoke(app, ["train", "detect-nuclei", "--epochs", "1", "--out-dir", str(tmp_path), "--name", "nuc",
                             "--set", "model.widths=[8, 16, 16, 32]", "--set", "model.rpn_width=32",
                             "--set", "model.head_width=64"])

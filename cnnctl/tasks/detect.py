@@ -88,6 +88,10 @@ class DetectDataModule:
         # the images as given, for scoring; with detect.tile the splits the network sees are their tiles
         self.whole = dict(splits)
         self.tile_overlap = int(cfg.detect.tile_overlap) if cfg.detect.tile else None
+        if self.tile_overlap is not None and self.tile_overlap >= min(self.size):
+            raise CnnctlError(f"detect.tile_overlap = {self.tile_overlap} px does not fit tiles of "
+                              f"{self.size[1]}x{self.size[0]} (the network's input)",
+                              hint=f"give an overlap below {min(self.size)}, at least the largest object's side")
         if self.tile_overlap is not None:
             splits = {name: None if sp is None else tile_split(sp, self.size, self.tile_overlap)
                       for name, sp in splits.items()}
