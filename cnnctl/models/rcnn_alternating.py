@@ -9,7 +9,7 @@
 
 ``model.alternating = [e1, e2, e3, e4]`` gives each step's epochs (they add up to ``train.epochs``).
 The stage is a function of the epoch (``stage_of_epoch``); the detect task's ``TrainingStages``
-callback sets it at each epoch's start and retraces the step functions. The paper's Table 3 shows
+callback sets it at each epoch's start and retraces the step functions. The paper's Table 2 shows
 the shared, 4-step network at 59.9 mAP (ZF, VOC 2007) against 58.7 unshared (after step 2).
 
 Fixed layers run in inference mode (their batch norm statistics are fixed too). Until step 3 the
@@ -23,9 +23,6 @@ from __future__ import annotations
 import keras
 
 from cnnctl.models.rcnn import FasterRCNN
-
-STAGES = {1: "the RPN, on its own backbone", 2: "the detector, on the other backbone, with stage 1's proposals",
-          3: "the RPN head on the detector's fixed backbone", 4: "the detector's own layers on the shared backbone"}
 
 
 def check_stage_epochs(stage_epochs) -> tuple[int, int, int, int]:
@@ -110,9 +107,12 @@ class AlternatingFasterRCNN(FasterRCNN):
 
 class TrainingStages(keras.callbacks.Callback):
     """For a model trained in stages (``stage_of_epoch``): set each epoch's stage before its first step
-    and retrace the train and test functions when it changes; the stage goes into the epoch's logs."""
+    and retrace the train and test functions when it changes; the stage goes into the epoch's logs.
+    Any other model is left alone."""
 
     def on_epoch_begin(self, epoch, logs=None):
+        if not hasattr(self.model, "stage_of_epoch"):
+            return
         stage = self.model.stage_of_epoch(epoch)
         if stage != self.model.stage:
             self.model.stage = stage
@@ -120,5 +120,5 @@ class TrainingStages(keras.callbacks.Callback):
             self.model.make_test_function(force=True)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
+        if logs is not None and hasattr(self.model, "stage_of_epoch"):
             logs["stage"] = float(self.model.stage)

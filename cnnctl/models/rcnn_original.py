@@ -170,6 +170,13 @@ class RCNN(FastRCNN):
         return (tf.reshape(box_ops.clip(moved, *self.image_size), (m, k, 4)), svm_in @ self.svm,
                 tf.nn.softmax(logits)[:, 1:])
 
+    def _search_one(self, image: np.ndarray) -> np.ndarray:
+        """Selective search on one image with the model's settings -> (n, 4) boxes."""
+        from cnnctl.detection.selective_search import selective_search
+
+        s = self.settings
+        return selective_search(image, int(s["max_proposals"]), s["search_mode"], int(s["search_min_size"]))
+
     def calibrate_scores(self, images: np.ndarray, gt_boxes: list, gt_classes: list, log=print,
                          batch: int = 16) -> dict:
         """Platt scaling of each class's SVM on held-out images (after ``fit_second_stage``): every
@@ -180,7 +187,6 @@ class RCNN(FastRCNN):
         -> the (a, b) of each class for metrics.json."""
         import tensorflow as tf
 
-        from cnnctl.detection.selective_search import selective_search
         from cnnctl.detection.svm import platt_scale
 
         if not self.fitted.numpy():
@@ -190,8 +196,7 @@ class RCNN(FastRCNN):
         margins, correct = [], []
         for start in range(0, len(images), batch):
             chunk = np.asarray(images[start:start + batch])
-            found = [selective_search(im, int(s["max_proposals"]), s["search_mode"], int(s["search_min_size"]))
-                     for im in chunk]
+            found = [self._search_one(im) for im in chunk]
             owner = np.concatenate([np.full(len(f), j) for j, f in enumerate(found)])
             moved, margin, _ = (np.asarray(t) for t in scored(chunk, np.concatenate(found).astype(np.float32), owner))
             margins.append(margin)
@@ -232,8 +237,6 @@ class RCNN(FastRCNN):
         -> numbers for metrics.json."""
         import tensorflow as tf
 
-        from cnnctl.detection.selective_search import selective_search
-
         s = self.settings
         k = self.num_classes
         t0 = time.perf_counter()
@@ -247,7 +250,7 @@ class RCNN(FastRCNN):
                 i = start + j
                 gt = np.asarray(gt_boxes[i], np.float32).reshape(-1, 4)
                 cls = np.asarray(gt_classes[i], np.int64).reshape(-1)
-                found = selective_search(image, int(s["max_proposals"]), s["search_mode"], int(s["search_min_size"]))
+                found = self._search_one(image)
                 cand = np.concatenate([gt, found])                                  # ground truth first
                 ious = np.asarray(box_ops.iou(cand, gt)) if len(gt) else np.zeros((len(cand), 0), np.float32)
                 per_class = np.zeros((len(cand), k), np.float32)             # best IoU with each class's boxes

@@ -189,14 +189,14 @@ def tile_split(sp, size: tuple[int, int], overlap: int):
         padded = tiles.pad_to(image, size)
         name = sp.names[i] if sp.names else str(i)
         for y0, x0, _ in tiles.tile_grid(padded.shape[0], padded.shape[1], size, overlap):
-            boxes, classes = tiles.boxes_in_tile(sp.boxes[i], sp.classes[i], y0, x0, size)
+            # the "classes" passed are row numbers, so the kept rows pick classes and difficult flags
+            boxes, rows = tiles.boxes_in_tile(sp.boxes[i], np.arange(len(sp.boxes[i])), y0, x0, size)
             out.images.append(tiles.crop(padded, y0, x0, size))
             out.boxes.append(boxes)
-            out.classes.append(classes.astype(np.int32))
+            out.classes.append(np.asarray(sp.classes[i], np.int32)[rows])
             out.names.append(f"{name}@{y0},{x0}")
-            if sp.difficult is not None:     # a tile's boxes keep their flags
-                keep_rows = tiles.boxes_in_tile(sp.boxes[i], np.arange(len(sp.boxes[i])), y0, x0, size)[1]
-                out.difficult.append(np.asarray(sp.difficult[i])[keep_rows])
+            if sp.difficult is not None:
+                out.difficult.append(np.asarray(sp.difficult[i])[rows])
     return out
 
 
@@ -311,7 +311,7 @@ class DetectTask(ClassNamesRunFile, Task):
     def epoch_callbacks(self, run, data, cfg) -> list:
         from cnnctl.models.rcnn_alternating import TrainingStages
 
-        return [TrainingStages(), ValidationMAP(data)] if cfg.model.options.get("alternating") else [ValidationMAP(data)]
+        return [TrainingStages(), ValidationMAP(data)]
 
     def after_training(self, run, model, data, log) -> dict[str, Any]:
         """R-CNN's second stage (SVMs and box regressors on the fine-tuned network's features), fitted on
