@@ -390,14 +390,3 @@ def test_two_replica_training_through_the_engine_matches_one_device(make_folder,
     keras.utils.set_random_seed(0)
     initial = np.asarray(models.build("lenet5", num_classes=2).weights[0])
     assert np.abs(initial - one[0]).max() > 1e-3   # 4 steps did move the weights
-
-
-def test_multi_worker_training_is_refused_with_a_message_until_it_works(make_folder, tmp_path):
-    """docs/scale-out.md says multi-worker training does not work yet: it must say so, not crash."""
-    tf_config = {"cluster": {"worker": ["localhost:23456", "localhost:23457"]}, "task": {"type": "worker", "index": 0}}
-    p = _cnnctl("train", "--data", make_folder(per_class=4), "--epochs", "1", "--out-dir", tmp_path / "runs",
-                env={**os.environ, "TF_CONFIG": json.dumps(tf_config)})
-    out, _ = p.communicate(timeout=120)
-    assert p.returncode == 2 and "Traceback" not in out, out
-    assert "multi-worker training does not work" in out and "unset TF_CONFIG" in out
-    assert not (tmp_path / "runs").exists(), "no run directory is left behind"

@@ -11,6 +11,9 @@ import typer
 
 from cnnctl.errors import CnnctlError
 
+# What TensorFlow raises in a worker whose peer died in the middle of an all-reduce.
+_LOST_PEER_ERRORS = {"UnavailableError", "CancelledError", "DeadlineExceededError", "AbortedError"}
+
 
 def quiet_tensorflow() -> None:
     """Hide TensorFlow's C++ start-up chatter unless the user asked for it."""
@@ -69,6 +72,13 @@ def report_errors(fn: Callable) -> Callable:
             raise typer.Exit(3) from None
         except Exception as e:
             name = type(e).__name__
+            if name in _LOST_PEER_ERRORS and os.environ.get("TF_CONFIG"):
+                # a collective op of MultiWorkerMirroredStrategy failed: another worker died or hung up
+                err.print(f"[bold red]error:[/] lost contact with another worker ({name}: "
+                          f"{str(e).splitlines()[0][:200]})", soft_wrap=True)
+                err.print("[yellow]fix:[/] stop every worker, then start them all again with "
+                          "`cnnctl train --resume RUN_DIR` (the last checkpoint is intact)", soft_wrap=True)
+                raise typer.Exit(5) from None
             if name == "ResourceExhaustedError":
                 err.print(f"[bold red]error:[/] out of memory in TensorFlow: {str(e).splitlines()[0]}")
                 err.print("[yellow]fix:[/] lower --batch-size or use a smaller input size")

@@ -159,6 +159,21 @@ def scale_and_crop(img, spec: InputSpec, short_range: tuple[int, int] | None, se
     return tf.image.stateless_random_crop(img, (spec.height, spec.width, spec.channels), seed + [0, 1])
 
 
+def shard_by_example(ds):
+    """``ds`` with AutoShardPolicy.DATA: under MultiWorkerMirroredStrategy every worker builds the
+    same global batches (their order is a function of seed and epoch) and keeps its slice of each.
+
+    TensorFlow's AUTO policy would shard TFRecord sources by file instead: each worker would then
+    batch different examples in a different order, and neither the steps of a one-process run nor
+    an exact resume would be kept.
+    """
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
 def _finish(ds):
     """Deterministic order, data sharding across workers, no autotuning, prefetch."""
     import tensorflow as tf

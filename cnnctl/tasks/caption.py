@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
+from cnnctl.data.pipeline import shard_by_example
 from cnnctl.errors import CnnctlError
 from cnnctl.tasks.base import TASKS, Field, Task
 
@@ -203,7 +204,7 @@ class CaptionDataModule:
 
         spec = ({key: tf.TensorSpec((None, *source.shape[1:]), dtype),
                  "tokens": tf.TensorSpec((None, None), tf.int32)}, tf.TensorSpec((None, None), tf.int32))
-        return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+        return shard_by_example(tf.data.Dataset.from_generator(batches, output_signature=spec)).prefetch(2)
 
     def train_dataset(self, epoch: int, skip_batches: int = 0):
         from cnnctl.data.pipeline import epoch_permutation

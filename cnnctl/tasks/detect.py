@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
+from cnnctl.data.pipeline import shard_by_example
 from cnnctl.errors import CnnctlError
 from cnnctl.tasks.base import (
     TASKS,
@@ -166,7 +167,7 @@ class DetectDataModule:
         b = bsz if epoch is not None else None
         spec = (tf.TensorSpec((b, h, w, self.channels), tf.uint8),
                 tf.TensorSpec((b, self.max_boxes, 4), tf.float32), tf.TensorSpec((b, self.max_boxes), tf.int32))
-        return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+        return shard_by_example(tf.data.Dataset.from_generator(batches, output_signature=spec)).prefetch(2)
 
     def train_dataset(self, epoch: int, skip_batches: int = 0):
         from cnnctl.data.pipeline import epoch_permutation

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
+from cnnctl.data.pipeline import shard_by_example
 from cnnctl.errors import CnnctlError
 from cnnctl.tasks.base import (
     TASKS,
@@ -234,7 +235,7 @@ class SegmentDataModule:
         t, o, c = self.in_side, self.out_side, windows.images[0].shape[-1]
         spec = (tf.TensorSpec((None, t, t, c), tf.uint8), tf.TensorSpec((None, o, o), tf.int32),
                 tf.TensorSpec((None, o, o), tf.float32))
-        return tf.data.Dataset.from_generator(batches, output_signature=spec).prefetch(2)
+        return shard_by_example(tf.data.Dataset.from_generator(batches, output_signature=spec)).prefetch(2)
 
     def train_dataset(self, epoch: int, skip_batches: int = 0):
         from cnnctl.data.pipeline import epoch_permutation

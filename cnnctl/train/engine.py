@@ -54,30 +54,39 @@ def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
         task.mode(cfg.schedule.monitor)
     if not cfg.model.name.startswith("keras:"):  # keras.applications backbones of `finetune` are not ours
         check_options(cfg.model.name, {k: v for k, v in cfg.model.options.items() if k != "input_shape"})
+    from cnnctl.train import workers
+
+    role = workers.Role.of(cfg.train.strategy)
+    if not role.chief:  # a non-chief worker says nothing (the chief speaks for the job) and writes to a scratch folder
+        console = Console(quiet=True)
+        log = lambda msg: None
     if resume is not None:
         run = RunDir.open(resume)
         if not run.has_backup():
             raise CnnctlError(f"{run.path} has no resume backup (it was stopped before its first checkpoint)",
                               hint="start it again with `cnnctl train` instead of --resume")
+        run = role.own_copy(run)
     else:
         run = None
     # The lock comes first: a second process must not touch a run in use.
     if run is not None:
         run.lock()
+        role.announce(run)
     try:
-        return _train_locked(cfg, task, run, console, log, progress_factory)
+        return _train_locked(cfg, task, run, console, log, progress_factory, role)
     finally:
         if run is not None:
             run.unlock()
+        role.clean_up()
 
 
-def _train_locked(cfg: Config, task, run, console, log, progress_factory) -> RunResult:
+def _train_locked(cfg: Config, task, run, console, log, progress_factory, role) -> RunResult:
     from cnnctl.train.rundir import RunDir, default_run_name
     from cnnctl.train.runtime import configure, pick_strategy
 
     t_start = time.perf_counter()
     tc = cfg.train
-    policy = configure(tc.precision, tc.deterministic, tc.seed, tc.devices)
+    policy = configure(tc.precision, tc.deterministic, tc.seed, tc.devices, tc.strategy)
     strategy = pick_strategy(tc.strategy)
     replicas = strategy.num_replicas_in_sync
     global_batch = tc.batch_size
@@ -90,8 +99,10 @@ def _train_locked(cfg: Config, task, run, console, log, progress_factory) -> Run
     steps = data.steps("train")
 
     if run is None:
-        run = RunDir.create(tc.out_dir, tc.name or default_run_name(cfg.model.name.replace(":", "-"), data.source))
+        run = RunDir.create(role.out_dir(tc.out_dir),
+                            tc.name or default_run_name(cfg.model.name.replace(":", "-"), data.source))
         run.lock()
+        role.announce(run)
         created = True
     else:
         created = False
@@ -111,7 +122,7 @@ def _train_locked(cfg: Config, task, run, console, log, progress_factory) -> Run
 
             return fit_features(cfg, task, run, data, policy, console, log, t_start)
         return _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
-                    console, log, progress_factory, t_start)
+                    console, log, progress_factory, t_start, _layout(role, replicas, per_replica_batch))
     except BaseException:
         if created and not run.has_backup():
             import shutil
@@ -123,8 +134,18 @@ def _train_locked(cfg: Config, task, run, console, log, progress_factory) -> Run
             run.unlock()
 
 
+def _layout(role, replicas: int, per_replica_batch: int) -> str:
+    """How the global batch is split, for the line printed before training."""
+    if role.workers <= 1:
+        return f"{replicas} replica(s) x {per_replica_batch}"
+    # Every worker builds the same (seed, epoch)-ordered global batches and keeps its slice of each
+    # (AutoShardPolicy.DATA), so the steps are those of one process with the same global batch.
+    return (f"{role.workers} workers x {replicas // role.workers} replica(s) x {per_replica_batch}; "
+            "data sharded by example: each worker keeps its slice of every global batch")
+
+
 def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_batch, steps,
-         console, log, progress_factory, t_start) -> RunResult:
+         console, log, progress_factory, t_start, layout) -> RunResult:
     import keras
 
     from cnnctl.train import callbacks as cb
@@ -183,7 +204,7 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
     console.print(f"[bold]{cfg.model.name}[/] ({params:,} parameters) on [bold]{data.source}[/]{where}: "
                   f"{escape(data.describe())}", soft_wrap=True)
     console.print(f"{tc.epochs} epochs x {steps} steps, batch {tc.batch_size} "
-                  f"({replicas} replica(s) x {per_replica_batch}), {policy}, "
+                  f"({layout}), {policy}, "
                   f"{cfg.optimizer.name} lr {cfg.optimizer.lr} {cfg.schedule.name} -> {escape(str(run.path))}",
                   soft_wrap=True)
 

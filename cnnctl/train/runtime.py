@@ -52,11 +52,16 @@ def configure_devices(devices: int) -> None:
                               f"(it has {have})", hint="pass --devices on the command line") from None
 
 
-def configure(precision: str, deterministic: bool, seed: int, devices: int) -> str:
-    """Set devices, mixed precision policy, seeds and op determinism -> the precision in force."""
+def configure(precision: str, deterministic: bool, seed: int, devices: int, strategy: str = "default") -> str:
+    """Set devices, mixed precision policy, seeds and op determinism -> the precision in force.
+
+    A multi-worker strategy is made first of all (see ``start_multiworker``).
+    """
     import keras
     import tensorflow as tf
 
+    if wants_multiworker(strategy):
+        start_multiworker(devices)
     configure_devices(devices)
     policy = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(policy)
@@ -66,22 +71,90 @@ def configure(precision: str, deterministic: bool, seed: int, devices: int) -> s
     return policy
 
 
-def _tf_config_workers() -> int:
+def _tf_config() -> dict:
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        return 0
+        return {}
     try:
-        return len(json.loads(raw).get("cluster", {}).get("worker", []))
-    except (ValueError, AttributeError):
-        raise CnnctlError("TF_CONFIG is not valid JSON",
+        parsed = json.loads(raw)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("cluster", {}), dict):
+        raise CnnctlError("TF_CONFIG is not valid JSON of a cluster",
                           hint='e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                               '"task": {"type": "worker", "index": 0}}') from None
+                               '"task": {"type": "worker", "index": 0}}')
+    return parsed
+
+
+def _tf_config_workers() -> int:
+    """How many training processes TF_CONFIG names (its workers and its chief, if it has one)."""
+    cluster = _tf_config().get("cluster", {})
+    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def is_chief() -> bool:
+    """True unless this process is a non-chief worker of a multi-worker cluster.
+
+    The chief is the ``chief`` task if TF_CONFIG has one, else worker 0 (TensorFlow's rule).
+    Only the chief writes the run directory; the others write theirs to a temporary folder.
+    """
+    conf = _tf_config()
+    if _tf_config_workers() <= 1:
+        return True
+    task = conf.get("task", {})
+    if "chief" in conf.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def wants_multiworker(kind: str) -> bool:
+    return kind == "multiworker" or (kind == "auto" and _tf_config_workers() > 1)
 
 
 # One strategy per device set and process: a second MirroredStrategy in the same process (the
 # two stages of `finetune --stages`) reused the collective instance keys of the first and its
 # gradient all-reduce failed with "Shape mismatch in the collective instance".
 _STRATEGIES: dict = {}
+
+
+def start_multiworker(devices: int = 1):
+    """Make the process's MultiWorkerMirroredStrategy; it must come before any other TensorFlow op.
+
+    TensorFlow configures collective ops when its runtime starts, so the strategy has to exist
+    before the first op or device query ("Collective ops must be configured at program startup").
+    On CPUs it all-reduces with rings over gRPC; on GPUs with NCCL.
+    """
+    if "multiworker" in _STRATEGIES:
+        return _STRATEGIES["multiworker"]
+    workers = _tf_config_workers()
+    if workers < 1:
+        raise CnnctlError("--strategy multiworker needs TF_CONFIG describing the cluster",
+                          hint='set TF_CONFIG={"cluster": {"worker": [...]}, "task": {"type": "worker", "index": N}}, '
+                               "or start local workers with `cnnctl launch --workers N -- train ...`")
+    if devices > 1:
+        raise CnnctlError(f"--devices {devices} splits one CPU for MirroredStrategy; it does not combine with "
+                          "multi-worker training", hint="drop --devices (each worker is one replica on a CPU)")
+    import tensorflow as tf
+
+    implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL
+                      if tf.config.list_physical_devices("GPU") else
+                      tf.distribute.experimental.CommunicationImplementation.RING)
+    try:
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
+    except RuntimeError as e:  # TensorFlow ran ops before the strategy was made (a bug in cnnctl)
+        raise CnnctlError(f"multi-worker training could not start: {e}",
+                          hint="start each worker as a fresh `cnnctl train` process "
+                               "(`cnnctl launch --workers N -- train ...` does)") from None
+    from cnnctl.train import keras_multiworker
+
+    if not keras_multiworker.apply():
+        import keras
+
+        raise CnnctlError(f"multi-worker training needs Keras 3.15's TensorFlow trainer; this is Keras {keras.__version__}",
+                          hint='install the pinned versions: pip install -e "."')
+    _STRATEGIES["multiworker"] = strategy
+    return strategy
 
 
 def pick_strategy(kind: str):
@@ -91,17 +164,14 @@ def pick_strategy(kind: str):
     MirroredStrategy when more than one GPU (or logical CPU device) is
     visible, else the default strategy.
     """
+    if wants_multiworker(kind):  # before any device query: see start_multiworker
+        return start_multiworker()
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
     cpus = tf.config.list_logical_devices("CPU")
     if kind == "auto":
-        if _tf_config_workers() > 1:
-            kind = "multiworker"
-        elif len(gpus) > 1 or (not gpus and len(cpus) > 1):
-            kind = "mirrored"
-        else:
-            kind = "default"
+        kind = "mirrored" if len(gpus) > 1 or (not gpus and len(cpus) > 1) else "default"
     if kind == "default":
         return tf.distribute.get_strategy()
     if kind == "mirrored":
@@ -109,17 +179,4 @@ def pick_strategy(kind: str):
         if devices not in _STRATEGIES:
             _STRATEGIES[devices] = tf.distribute.MirroredStrategy(devices=list(devices))
         return _STRATEGIES[devices]
-    if kind == "multiworker":
-        if _tf_config_workers() < 1:
-            raise CnnctlError("--strategy multiworker needs TF_CONFIG describing the cluster",
-                              hint='set TF_CONFIG={"cluster": {"worker": [...]}, "task": {"type": "worker", "index": N}}')
-        if "multiworker" not in _STRATEGIES:
-            try:
-                _STRATEGIES["multiworker"] = tf.distribute.MultiWorkerMirroredStrategy()
-            except RuntimeError as e:  # TensorFlow ran ops before the strategy was made
-                raise CnnctlError(
-                    f"multi-worker training does not work in this version of cnnctl ({e})",
-                    hint="train on one machine: unset TF_CONFIG (or pass --strategy mirrored / default); "
-                         "multi-worker support is being built (docs/scale-out.md)") from None
-        return _STRATEGIES["multiworker"]
     raise CnnctlError(f"unknown strategy {kind!r}", hint="choose auto, default, mirrored or multiworker")
