@@ -24,7 +24,7 @@ def _cnnctl(*args, env=None):
 def _weights(path: Path):
     import keras
 
-    import cnnctl.models  # noqa: F401  (registers the custom layers)
+    import cnnctl.models
     import cnnctl.train.optim  # noqa: F401  (and the optimizers a .keras file names)
     return [v.numpy() for v in keras.models.load_model(path, safe_mode=True).weights]
 
