@@ -101,6 +101,7 @@ class TrainConfig:
     jit: bool = False
     deterministic: bool = False
     strategy: str = "auto"        # auto | default | mirrored | multiworker
+    cluster: str = "tf_config"    # where a multi-worker job's layout comes from: tf_config (TF_CONFIG) | slurm
     devices: int = 0              # >0: that many logical CPU devices (for mirrored)
     checkpoint_every: int = 0     # steps between resume backups; 0 = each epoch only
     monitor: str = ""             # what best.keras tracks; "" = the task's (classify: val_accuracy)
@@ -197,6 +198,7 @@ CHOICES = {
     "schedule.name": ("constant", "step", "plateau", "cosine", "piecewise"),
     "train.precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     "train.strategy": ("auto", "default", "mirrored", "multiworker"),
+    "train.cluster": ("tf_config", "slurm"),
 }
 POSITIVE = {"train.epochs", "train.batch_size", "caption.image_size", "caption.grid", "caption.min_count",
             "caption.max_words", "caption.beam",

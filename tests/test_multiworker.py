@@ -136,3 +136,63 @@ def test_multiworker_without_a_cluster_and_a_launch_of_a_non_training_command_ar
     p = _cnnctl("launch", "--workers", "2", "--", "predict", "x.jpg")
     text, _ = p.communicate(timeout=60)
     assert p.returncode == 2 and "runs training commands" in text and "Traceback" not in text, text
+
+
+def _two_free_ports() -> int:
+    """A port p with p and p + 1 both free (Slurm's resolver numbers a node's tasks from a base port)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as a:
+            a.bind(("localhost", 0))
+            base = a.getsockname()[1]
+            try:
+                with socket.socket() as b:
+                    b.bind(("localhost", base + 1))
+                    return base
+            except OSError:
+                continue
+    raise AssertionError("no two consecutive free ports")
+
+
+def test_two_slurm_tasks_on_one_node_train_one_job(make_folder, tmp_path):
+    """`--cluster slurm` reads the layout srun gives each task (here: 2 tasks on node localhost)."""
+    data = make_folder(classes=2, per_class=8)
+    base = _two_free_ports()
+    procs = []
+    for rank in range(2):
+        env = {**_env(tmp_path), "SLURM_PROCID": str(rank), "SLURM_STEP_NUM_TASKS": "2",
+               "SLURM_STEP_NODELIST": "localhost", "SLURM_STEP_TASKS_PER_NODE": "2",
+               "CNNCTL_PORT_BASE": str(base), "TF_NUM_INTRAOP_THREADS": "1"}
+        env.pop("TF_CONFIG", None)
+        procs.append(_cnnctl("train", "--cluster", "slurm", "--data", data, "--epochs", "1", "--out-dir",
+                             tmp_path / "runs", "--name", "slurm", *SMALL, env=env))
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "2 workers x 1 replica(s) x 4" in outs[0] and outs[1].strip() == "", outs
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["slurm"]
+    assert json.loads((tmp_path / "runs" / "slurm" / "metrics.json").read_text())["replicas"] == 2
+    assert _scratch_left(tmp_path) == []
+
+
+def test_mixed_float16_training_scales_the_loss():
+    """What `--precision auto` picks on GPUs: float16 compute with a dynamic loss scale, so that small
+    gradients do not flush to zero (the optimizer Keras compiles is a LossScaleOptimizer)."""
+    import keras
+
+    from cnnctl import models
+    from cnnctl.tasks import classify
+
+    before = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = models.build("lenet5", num_classes=10)
+        classify.compile_model(model, keras.optimizers.SGD(0.1), 10)
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 1)).astype("float32")
+        y = np.eye(10, dtype="float32")[np.arange(8)]
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        assert "float16" in {layer.compute_dtype for layer in model.layers}   # the convolutions compute in fp16
+        assert all(np.isfinite(np.asarray(w)).all() for w in model.weights)
+    finally:
+        keras.mixed_precision.set_global_policy(before)

@@ -8,6 +8,7 @@ from cnnctl.cli import caption as caption_cmd
 from cnnctl.cli import data as data_cmd
 from cnnctl.cli import detect as detect_cmd
 from cnnctl.cli import evaluate as evaluate_cmd
+from cnnctl.cli import export as export_cmd
 from cnnctl.cli import finetune as finetune_cmd
 from cnnctl.cli import generate as generate_cmd
 from cnnctl.cli import launch as launch_cmd
@@ -35,6 +36,7 @@ app.command("caption")(caption_cmd.caption)
 app.command("generate")(generate_cmd.generate)
 app.command("segment")(segment_cmd.segment)
 app.command("detect")(detect_cmd.detect)
+app.command("export")(export_cmd.export)
 app.command("launch", context_settings={"allow_interspersed_args": False})(launch_cmd.launch)
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(visualize_cmd.app, name="visualize")

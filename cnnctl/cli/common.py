@@ -72,7 +72,7 @@ def report_errors(fn: Callable) -> Callable:
             raise typer.Exit(3) from None
         except Exception as e:
             name = type(e).__name__
-            if name in _LOST_PEER_ERRORS and os.environ.get("TF_CONFIG"):
+            if name in _LOST_PEER_ERRORS and (os.environ.get("TF_CONFIG") or os.environ.get("SLURM_PROCID")):
                 # a collective op of MultiWorkerMirroredStrategy failed: another worker died or hung up
                 err.print(f"[bold red]error:[/] lost contact with another worker ({name}: "
                           f"{str(e).splitlines()[0][:200]})", soft_wrap=True)

@@ -17,6 +17,11 @@ class Precision(str, Enum):
     mixed_float16 = "mixed_float16"
 
 
+class Cluster(str, Enum):
+    tf_config = "tf_config"
+    slurm = "slurm"
+
+
 class Strategy(str, Enum):
     auto = "auto"
     default = "default"
@@ -38,6 +43,7 @@ def train(
     jit: bool | None = typer.Option(None, "--jit/--no-jit", help="Compile the train step with XLA."),
     deterministic: bool | None = typer.Option(None, "--deterministic", help="Deterministic ops and data order (bit-reproducible on CPU)."),
     strategy: Strategy | None = typer.Option(None, "--strategy", help="Distribution strategy."),
+    cluster: Cluster | None = typer.Option(None, "--cluster", help="Where a multi-worker job's layout comes from: TF_CONFIG, or Slurm's variables under srun."),
     devices: int | None = typer.Option(None, "--devices", help="Split the CPU into N logical devices (MirroredStrategy on one CPU)."),
     clipnorm: float | None = typer.Option(None, "--clipnorm", help="Clip the global gradient norm to this value."),
     checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="Also write a resume backup every N steps."),
@@ -67,6 +73,7 @@ def train(
         "train.name": name, "train.seed": seed, "train.precision": precision.value if precision else None,
         "train.jit": jit, "train.deterministic": deterministic,
         "train.strategy": strategy.value if strategy else None, "train.devices": devices,
+        "train.cluster": cluster.value if cluster else None,
         "optimizer.clipnorm": clipnorm, "train.checkpoint_every": checkpoint_every,
         "data.skip_bad": True if skip_bad else None, "train.out_dir": str(out_dir) if out_dir else None,
     }

@@ -56,7 +56,7 @@ def train(cfg: Config, resume: str | os.PathLike | None = None, console=None,
         check_options(cfg.model.name, {k: v for k, v in cfg.model.options.items() if k != "input_shape"})
     from cnnctl.train import workers
 
-    role = workers.Role.of(cfg.train.strategy)
+    role = workers.Role.of(cfg.train.strategy, cfg.train.cluster)
     if not role.chief:  # a non-chief worker says nothing (the chief speaks for the job) and writes to a scratch folder
         console = Console(quiet=True)
         log = lambda msg: None
@@ -86,8 +86,8 @@ def _train_locked(cfg: Config, task, run, console, log, progress_factory, role) 
 
     t_start = time.perf_counter()
     tc = cfg.train
-    policy = configure(tc.precision, tc.deterministic, tc.seed, tc.devices, tc.strategy)
-    strategy = pick_strategy(tc.strategy)
+    policy = configure(tc.precision, tc.deterministic, tc.seed, tc.devices, tc.strategy, tc.cluster)
+    strategy = pick_strategy(tc.strategy, tc.cluster)
     replicas = strategy.num_replicas_in_sync
     global_batch = tc.batch_size
     if global_batch % replicas:

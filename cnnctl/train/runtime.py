@@ -6,6 +6,7 @@ devices cannot be changed afterwards), so commands call it first.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -52,7 +53,8 @@ def configure_devices(devices: int) -> None:
                               f"(it has {have})", hint="pass --devices on the command line") from None
 
 
-def configure(precision: str, deterministic: bool, seed: int, devices: int, strategy: str = "default") -> str:
+def configure(precision: str, deterministic: bool, seed: int, devices: int, strategy: str = "default",
+              cluster: str = "tf_config") -> str:
     """Set devices, mixed precision policy, seeds and op determinism -> the precision in force.
 
     A multi-worker strategy is made first of all (see ``start_multiworker``).
@@ -60,8 +62,8 @@ def configure(precision: str, deterministic: bool, seed: int, devices: int, stra
     import keras
     import tensorflow as tf
 
-    if wants_multiworker(strategy):
-        start_multiworker(devices)
+    if wants_multiworker(strategy, cluster):
+        start_multiworker(devices, cluster)
     configure_devices(devices)
     policy = resolve_precision(precision)
     keras.mixed_precision.set_global_policy(policy)
@@ -86,29 +88,45 @@ def _tf_config() -> dict:
     return parsed
 
 
-def _tf_config_workers() -> int:
-    """How many training processes TF_CONFIG names (its workers and its chief, if it has one)."""
-    cluster = _tf_config().get("cluster", {})
-    return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+@dataclasses.dataclass(frozen=True)
+class ClusterPlace:
+    """This process's place in a training job: how many processes, its rank, whether it is the chief."""
+
+    size: int = 1
+    rank: int = 0
+    chief: bool = True
 
 
-def is_chief() -> bool:
-    """True unless this process is a non-chief worker of a multi-worker cluster.
+def cluster_place(cluster: str = "tf_config") -> ClusterPlace:
+    """Read the job's layout from TF_CONFIG, or from Slurm's variables (``--cluster slurm``, under srun).
 
-    The chief is the ``chief`` task if TF_CONFIG has one, else worker 0 (TensorFlow's rule).
-    Only the chief writes the run directory; the others write theirs to a temporary folder.
+    The chief is TF_CONFIG's ``chief`` task if it has one, else worker 0 (TensorFlow's rule), and
+    Slurm's task 0. Only the chief writes the run directory.
     """
+    if cluster == "slurm":
+        try:
+            rank = int(os.environ["SLURM_PROCID"])
+            size = int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ["SLURM_NTASKS"])
+        except (KeyError, ValueError):
+            raise CnnctlError("--cluster slurm needs SLURM_PROCID and SLURM_STEP_NUM_TASKS (or SLURM_NTASKS)",
+                              hint="start one task per worker with `srun cnnctl train --cluster slurm ...` "
+                                   "inside an allocation (docs/scale-out.md)") from None
+        return ClusterPlace(size, rank, rank == 0)
+    if cluster != "tf_config":
+        raise CnnctlError(f"unknown cluster {cluster!r}", hint="choose tf_config (TF_CONFIG) or slurm")
     conf = _tf_config()
-    if _tf_config_workers() <= 1:
-        return True
+    members = conf.get("cluster", {})
+    size = len(members.get("worker", [])) + len(members.get("chief", []))
+    if size <= 1:
+        return ClusterPlace(max(size, 1))
     task = conf.get("task", {})
-    if "chief" in conf.get("cluster", {}):
-        return task.get("type") == "chief"
-    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+    rank = int(task.get("index", 0))
+    chief = task.get("type") == "chief" if "chief" in members else task.get("type") == "worker" and rank == 0
+    return ClusterPlace(size, rank, chief)
 
 
-def wants_multiworker(kind: str) -> bool:
-    return kind == "multiworker" or (kind == "auto" and _tf_config_workers() > 1)
+def wants_multiworker(kind: str, cluster: str = "tf_config") -> bool:
+    return kind == "multiworker" or (kind == "auto" and (cluster == "slurm" or cluster_place(cluster).size > 1))
 
 
 # One strategy per device set and process: a second MirroredStrategy in the same process (the
@@ -117,7 +135,28 @@ def wants_multiworker(kind: str) -> bool:
 _STRATEGIES: dict = {}
 
 
-def start_multiworker(devices: int = 1):
+def _slurm_resolver():
+    """Slurm's layout as a cluster resolver; ports from CNNCTL_PORT_BASE (default 8888) up, one per task on a node."""
+    import shutil
+
+    import tensorflow as tf
+
+    port_base = int(os.environ.get("CNNCTL_PORT_BASE", "8888"))
+    if os.environ.get("CUDA_VISIBLE_DEVICES") or shutil.which("nvidia-smi"):
+        gpu_options = {}   # the resolver counts the node's GPUs and hands each task its share
+    else:
+        # A CPU node: the resolver would ask nvidia-smi (absent) for a GPU count, and with 0 GPUs
+        # it divides by zero. One notional device per task, and CUDA_VISIBLE_DEVICES left alone.
+        tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or 1)
+        gpu_options = {"gpus_per_node": tasks, "gpus_per_task": 1, "auto_set_gpu": False}
+    try:
+        return tf.distribute.cluster_resolver.SlurmClusterResolver(port_base=port_base, **gpu_options)
+    except (RuntimeError, ValueError) as e:
+        raise CnnctlError(f"cannot read the Slurm job's layout: {e}",
+                          hint="start one task per worker with `srun cnnctl train --cluster slurm ...`") from None
+
+
+def start_multiworker(devices: int = 1, cluster: str = "tf_config"):
     """Make the process's MultiWorkerMirroredStrategy; it must come before any other TensorFlow op.
 
     TensorFlow configures collective ops when its runtime starts, so the strategy has to exist
@@ -126,8 +165,7 @@ def start_multiworker(devices: int = 1):
     """
     if "multiworker" in _STRATEGIES:
         return _STRATEGIES["multiworker"]
-    workers = _tf_config_workers()
-    if workers < 1:
+    if cluster == "tf_config" and not os.environ.get("TF_CONFIG"):
         raise CnnctlError("--strategy multiworker needs TF_CONFIG describing the cluster",
                           hint='set TF_CONFIG={"cluster": {"worker": [...]}, "task": {"type": "worker", "index": N}}, '
                                "or start local workers with `cnnctl launch --workers N -- train ...`")
@@ -139,9 +177,10 @@ def start_multiworker(devices: int = 1):
     implementation = (tf.distribute.experimental.CommunicationImplementation.NCCL
                       if tf.config.list_physical_devices("GPU") else
                       tf.distribute.experimental.CommunicationImplementation.RING)
+    resolver = _slurm_resolver() if cluster == "slurm" else None
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy(
-            communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
+            cluster_resolver=resolver, communication_options=tf.distribute.experimental.CommunicationOptions(implementation=implementation))
     except RuntimeError as e:  # TensorFlow ran ops before the strategy was made (a bug in cnnctl)
         raise CnnctlError(f"multi-worker training could not start: {e}",
                           hint="start each worker as a fresh `cnnctl train` process "
@@ -157,15 +196,15 @@ def start_multiworker(devices: int = 1):
     return strategy
 
 
-def pick_strategy(kind: str):
+def pick_strategy(kind: str, cluster: str = "tf_config"):
     """The one place a ``tf.distribute`` strategy is chosen.
 
     auto: MultiWorkerMirroredStrategy when TF_CONFIG names several workers,
     MirroredStrategy when more than one GPU (or logical CPU device) is
     visible, else the default strategy.
     """
-    if wants_multiworker(kind):  # before any device query: see start_multiworker
-        return start_multiworker()
+    if wants_multiworker(kind, cluster):  # before any device query: see start_multiworker
+        return start_multiworker(cluster=cluster)
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")

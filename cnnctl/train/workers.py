@@ -32,15 +32,14 @@ class Role:
     scratch: Path | None = None
 
     @classmethod
-    def of(cls, strategy: str) -> Role:
-        """This process's part in the job: from TF_CONFIG when the strategy is multi-worker."""
+    def of(cls, strategy: str, cluster: str = "tf_config") -> Role:
+        """This process's part in the job: from TF_CONFIG (or Slurm) when the strategy is multi-worker."""
         from cnnctl.train import runtime
 
-        if not runtime.wants_multiworker(strategy):
+        if not runtime.wants_multiworker(strategy, cluster):
             return cls()
-        workers = runtime._tf_config_workers()
-        task = runtime._tf_config().get("task", {})
-        return cls(chief=runtime.is_chief(), index=int(task.get("index", 0)), workers=workers)
+        place = runtime.cluster_place(cluster)
+        return cls(chief=place.chief, index=place.rank, workers=place.size)
 
     def _scratch(self) -> Path:
         if self.scratch is None:

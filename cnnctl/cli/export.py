@@ -1,0 +1,42 @@
+"""``cnnctl export``: a run's network as SavedModel, ONNX, LiteRT or .keras, taking uint8 images."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from cnnctl.cli.common import console, quiet_tensorflow, report_errors
+
+
+class Format(str, Enum):
+    savedmodel = "savedmodel"
+    onnx = "onnx"
+    litert = "litert"
+    keras = "keras"
+
+
+@report_errors
+def export(
+    run: Path = typer.Argument(..., help="A classification or segmentation run directory."),
+    format_: Format = typer.Option(Format.savedmodel, "--format", "-f", help="savedmodel (TF Serving), onnx, litert (.tflite) or keras."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Where to write it (default: RUN/export/model[.onnx|.tflite|.keras])."),
+    last: bool = typer.Option(False, "--last", help="Export model.keras (the last epoch) instead of best.keras."),
+):
+    """Export a trained network; every format takes uint8 images (batch, height, width, channels).
+
+    Examples:
+
+        cnnctl export checkpoints/RUN                      # SavedModel with a serving_default signature
+
+        cnnctl export checkpoints/RUN --format onnx --out model.onnx
+
+        cnnctl export checkpoints/RUN --format litert --out model.tflite
+    """
+    quiet_tensorflow()
+    from cnnctl.export import export as run_export
+
+    path = run_export(run, format_.value, out, best=not last)
+    size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    console().print(f"{format_.value}: {path} ({size / 1e6:.2f} MB); input uint8 images, output probabilities")
