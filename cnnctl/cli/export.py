@@ -19,12 +19,12 @@ class Format(str, Enum):
 
 @report_errors
 def export(
-    run: Path = typer.Argument(..., help="A classification or segmentation run directory."),
+    run: Path = typer.Argument(..., help="A run directory (classification, segmentation, GAN, captioning, detection)."),
     format_: Format = typer.Option(Format.savedmodel, "--format", "-f", help="savedmodel (TF Serving), onnx, litert (.tflite) or keras."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where to write it (default: RUN/export/model[.onnx|.tflite|.keras])."),
     last: bool = typer.Option(False, "--last", help="Export model.keras (the last epoch) instead of best.keras."),
 ):
-    """Export a trained network; every format takes uint8 images (batch, height, width, channels).
+    """Export a trained network; images go in as uint8 (batch, height, width, channels).
 
     Examples:
 
@@ -37,6 +37,16 @@ def export(
     quiet_tensorflow()
     from cnnctl.export import export as run_export
 
-    path = run_export(run, format_.value, out, best=not last)
+    path, what = run_export(run, format_.value, out, best=not last)
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-    console().print(f"{format_.value}: {path} ({size / 1e6:.2f} MB); input uint8 images, output probabilities")
+    out_console = console()
+    out_console.print(f"{what.task} run -> {format_.value}: {path} ({size / 1e6:.2f} MB)", soft_wrap=True, markup=False)
+    for g in what.graphs:
+        ins = ", ".join(f"{k} {spec.dtype.name}{_shape(spec.shape)}" for k, spec in g.inputs.items())
+        out_console.print(f"  {g.name}: {ins}", soft_wrap=True, markup=False)
+    if what.note:
+        out_console.print(f"  {what.note}", soft_wrap=True, markup=False)
+
+
+def _shape(shape) -> str:
+    return "(" + ", ".join("batch" if d is None else str(d) for d in shape) + ")"
