@@ -31,8 +31,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from cnnctl.errors import CnnctlError
 
 FORMATS = ("savedmodel", "onnx", "litert", "keras")
@@ -98,7 +96,7 @@ def _image_spec(model, name: str = "images"):
     return tf.TensorSpec((None, *shape), tf.uint8, name=name)
 
 
-def uint8_model(model, task: str = "classify"):
+def uint8_model(model):
     """``model`` behind a uint8 input, with probabilities out (classification, segmentation)."""
     import keras
 
@@ -106,9 +104,7 @@ def uint8_model(model, task: str = "classify"):
     images = keras.Input(shape, dtype="uint8", name="images")
     logits = model(keras.ops.cast(images, "float32"))
     probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
-    wrapped = keras.Model(images, probabilities, name=f"{model.name}_uint8")
-    wrapped(np.zeros((1, *shape), np.uint8))
-    return wrapped
+    return keras.Model(images, probabilities, name=f"{model.name}_uint8")
 
 
 def _classifier(run, task: str, best: bool) -> Export:
@@ -117,7 +113,7 @@ def _classifier(run, task: str, best: bool) -> Export:
 
 def classifier_export(model, task: str = "classify") -> Export:
     """A classification or segmentation network's one graph: uint8 images -> probabilities."""
-    wrapped = uint8_model(model, task)
+    wrapped = uint8_model(model)
     spec = _image_spec(model)
 
     def serve(images):

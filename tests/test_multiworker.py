@@ -196,3 +196,17 @@ def test_mixed_float16_training_scales_the_loss():
         assert all(np.isfinite(np.asarray(w)).all() for w in model.weights)
     finally:
         keras.mixed_precision.set_global_policy(before)
+
+
+def test_finetune_runs_as_two_workers(make_folder, tmp_path):
+    """`finetune` loads its backbone before the engine starts: the strategy must come even earlier."""
+    data = make_folder(classes=3, per_class=8)
+    p = _cnnctl("launch", "--workers", "2", "--", "finetune", "--data", data, "--backbone", "fashion_cnn",
+                "--weights", "fashion_mnist", "--freeze", "conv", "--epochs", "1", "--batch-size", "8",
+                "--out-dir", tmp_path / "runs", "--name", "ft", env=_env(tmp_path))
+    text, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, text
+    assert "2 workers x 1 replica(s) x 4" in text and "Traceback" not in text
+    assert "[w1] " not in text, "a non-chief worker printed"
+    assert [q.name for q in (tmp_path / "runs").iterdir()] == ["ft"]
+    assert _scratch_left(tmp_path) == []

@@ -65,10 +65,15 @@ def finetune(
     cfg = config.load(recipe or "finetune", set_, {k: v for k, v in values.items() if v is not None})
     if head_epochs is not None and head_epochs <= 0:
         raise CnnctlError(f"--head-epochs {head_epochs} must be positive")
+    from rich.console import Console
+
     from cnnctl.train import finetune as ft
     from cnnctl.train.engine import train as run_training
+    from cnnctl.train.runtime import start_cluster_first
 
-    log = lambda m: console(stderr=True).print(m, style="dim", soft_wrap=True, markup=False)
+    chief = start_cluster_first(cfg.train)   # before the backbone is loaded: TF must not have started
+    say = console if chief else (lambda stderr=False: Console(quiet=True))
+    log = lambda m: say(stderr=True).print(m, style="dim", soft_wrap=True, markup=False)
     source = ft.load_source(cfg.finetune, log=log)
     import dataclasses
 
@@ -78,7 +83,7 @@ def finetune(
         layer.trainable = True
     _adopt_source(cfg, source)
     if not stages:
-        run_training(cfg, console=console())
+        run_training(cfg, console=say())
         return
     if freeze != "conv":
         raise CnnctlError("--stages starts with the head alone: use it with --freeze conv",
@@ -88,17 +93,17 @@ def finetune(
     base = cfg.train.name or f"{source.name}-finetune-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     head_cfg = config.apply_overrides(config.from_dict(cfg.to_dict()), values={
         "train.name": f"{base}-head", **({"train.epochs": head_epochs} if head_epochs else {})})
-    console().print(f"[bold]stage 1/2[/]: the new head alone ({head_cfg.train.epochs} epochs)")
-    first = run_training(head_cfg, console=console())
+    say().print(f"[bold]stage 1/2[/]: the new head alone ({head_cfg.train.epochs} epochs)")
+    first = run_training(head_cfg, console=say())
     groups = ft.stages(source.model, {ft.classifier_layer(source.model).name})
     frozen = max(0, len(groups) - unfreeze)
     second = config.apply_overrides(config.from_dict(cfg.to_dict()), values={
         "train.name": base, "finetune.from_run": str(first.run_dir), "finetune.backbone": "",
         "finetune.keep_head": True, "finetune.freeze": f"partial:{frozen}"})
-    console().print(f"[bold]stage 2/2[/]: the top {len(groups) - frozen} stage(s) "
+    say().print(f"[bold]stage 2/2[/]: the top {len(groups) - frozen} stage(s) "
                     f"({', '.join(n for n, _ in groups[frozen:])}) with the head, body at lr x "
                     f"{second.finetune.body_lr_scale}")
-    run_training(second, console=console())
+    run_training(second, console=say())
 
 
 def _adopt_source(cfg, source) -> None:

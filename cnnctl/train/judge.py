@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnctl.errors import CnnctlError
+from cnnctl.train.workers import LAUNCH_STATE_ENV, SCRATCH_ENV
 
 JUDGE_VERSION = 1      # bump when the recipe below changes: cached judges are keyed by it
 
@@ -59,6 +61,16 @@ def ensure_judge(gen_cfg, data_cfg, image_shape, train_images: int, log) -> Path
         return run
     key = judge_key(data_cfg, image_shape, gen_cfg.judge_epochs, train_images)
     root = _cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    # The workers of a multi-worker job on one machine share the cache: one trains, the others wait.
+    with open(root / f"{key}.lock", "w") as lock:
+        import fcntl
+
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _train_judge(gen_cfg, data_cfg, image_shape, train_images, root, key, log)
+
+
+def _train_judge(gen_cfg, data_cfg, image_shape, train_images: int, root: Path, key: str, log) -> Path:
     run = root / key
     if (run / "model.keras").is_file() and (run / "metrics.json").is_file():
         return run
@@ -67,14 +79,16 @@ def ensure_judge(gen_cfg, data_cfg, image_shape, train_images: int, log) -> Path
         import shutil
 
         shutil.rmtree(run, ignore_errors=True)
-    root.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "cnnctl", "train", "--epochs", str(gen_cfg.judge_epochs), "--seed", "0",
+    cmd = [sys.executable, "-m", "cnnctl", "train", "--strategy", "default", "--epochs", str(gen_cfg.judge_epochs), "--seed", "0",
            "--batch-size", str(judge_batch(train_images)), "--precision", "float32", "--out-dir", str(root), "--name", key,
            "--set", f"data.source={json.dumps(data_cfg.source)}", "--set", f"data.val_split={data_cfg.val_split}",
            "--set", f"model.input_shape={json.dumps(list(image_shape))}", "--set", "data.augment=[]"]
     if data_cfg.path:
         cmd += ["--data", data_cfg.path]
-    done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    # one process of its own: not a member of the GAN run's cluster, if it has one
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TF_CONFIG", "SLURM_PROCID", LAUNCH_STATE_ENV, SCRATCH_ENV)}
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     if done.returncode != 0 or not (run / "model.keras").is_file():
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
         raise CnnctlError(f"training the judge classifier failed:\n{tail}",

@@ -70,6 +70,13 @@ def configure(precision: str, deterministic: bool, seed: int, devices: int, stra
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:  # the switch is process-wide: a later run in the same process (tests, notebooks) must not inherit it
+        from tensorflow.python.framework import (
+            config as tf_config,  # no public off switch in TF 2.21
+        )
+
+        if tf_config.is_op_determinism_enabled():
+            tf_config.disable_op_determinism()
     return policy
 
 
@@ -194,6 +201,16 @@ def start_multiworker(devices: int = 1, cluster: str = "tf_config"):
                           hint='install the pinned versions: pip install -e "."')
     _STRATEGIES["multiworker"] = strategy
     return strategy
+
+
+def start_cluster_first(train_cfg) -> bool:
+    """For commands that touch TensorFlow before the engine (finetune loads its backbone): make the
+    multi-worker strategy now, if the recipe and environment ask for one. True for the chief (and
+    for every single-process run): only the chief should print."""
+    if not wants_multiworker(train_cfg.strategy, train_cfg.cluster):
+        return True
+    start_multiworker(train_cfg.devices, train_cfg.cluster)
+    return cluster_place(train_cfg.cluster).chief
 
 
 def pick_strategy(kind: str, cluster: str = "tf_config"):
