@@ -210,3 +210,28 @@ def test_finetune_runs_as_two_workers(make_folder, tmp_path):
     assert "[w1] " not in text, "a non-chief worker printed"
     assert [q.name for q in (tmp_path / "runs").iterdir()] == ["ft"]
     assert _scratch_left(tmp_path) == []
+
+
+def test_without_the_launcher_a_worker_whose_peer_dies_stops_with_one_message(make_folder, tmp_path):
+    """Two workers started by hand (as on two machines); one is killed. TensorFlow's heartbeat check
+    aborts the survivor's all-reduce, and cnnctl turns that into one message and exit 5, not a hang."""
+    data = make_folder(classes=3, per_class=40)
+    ports = [_two_free_ports()]
+    ports.append(ports[0] + 1)
+    procs = []
+    for i in range(2):
+        cluster = {"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": i}}
+        env = {**_env(tmp_path), "TF_CONFIG": json.dumps(cluster), "TF_NUM_INTRAOP_THREADS": "1"}
+        procs.append(_cnnctl("train", "--data", data, "--epochs", "200", "--checkpoint-every", "5",
+                             "--out-dir", tmp_path / "runs", "--name", "pair", *SMALL, env=env))
+    latest = tmp_path / "runs" / "pair" / "backup" / "LATEST"
+    deadline = time.time() + 300
+    while not latest.exists() and time.time() < deadline and procs[0].poll() is None:
+        time.sleep(0.05)
+    procs[1].kill()
+    procs[1].communicate()
+    start = time.time()
+    text, _ = procs[0].communicate(timeout=240)                # a hang fails here
+    assert procs[0].returncode == 5, text
+    assert "lost contact with another worker" in text and "--resume" in text and "Traceback" not in text, text
+    assert time.time() - start < 240

@@ -74,8 +74,13 @@ def report_errors(fn: Callable) -> Callable:
             name = type(e).__name__
             if name in _LOST_PEER_ERRORS and (os.environ.get("TF_CONFIG") or os.environ.get("SLURM_PROCID")):
                 # a collective op of MultiWorkerMirroredStrategy failed: another worker died or hung up
-                err.print(f"[bold red]error:[/] lost contact with another worker ({name}: "
-                          f"{str(e).splitlines()[0][:200]})", soft_wrap=True)
+                import re
+
+                text = str(e)
+                dead = re.findall(r"unhealthy[^/]*(/job:\w+/replica:\d+/task:\d+)", text, flags=re.S)
+                what = (f"worker {dead[0]} stopped sending heartbeats" if dead
+                        else f"{name}: {text.splitlines()[0][:200]}")
+                err.print(f"[bold red]error:[/] lost contact with another worker ({what})", soft_wrap=True)
                 err.print("[yellow]fix:[/] stop every worker, then start them all again with "
                           "`cnnctl train --resume RUN_DIR` (the last checkpoint is intact)", soft_wrap=True)
                 raise typer.Exit(5) from None
