@@ -137,6 +137,18 @@ def test_multiworker_without_a_cluster_and_a_launch_of_a_non_training_command_ar
     text, _ = p.communicate(timeout=60)
     assert p.returncode == 2 and "runs training commands" in text and "Traceback" not in text, text
 
+    import socket
+
+    with socket.socket() as taken:                          # a port some other program listens on
+        taken.bind(("localhost", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = _cnnctl("launch", "--workers", "2", "--port", port, "--", "train", "--epochs", "1",
+                    "--out-dir", tmp_path / "runs2", env=_env(tmp_path))
+        text, _ = p.communicate(timeout=300)
+    assert p.returncode == 2 and "could not listen" in text and "Traceback" not in text, text
+    assert not (tmp_path / "runs2").exists()
+
 
 def _two_free_ports() -> int:
     """A port p with p and p + 1 both free (Slurm's resolver numbers a node's tasks from a base port)."""

@@ -77,7 +77,7 @@ def report_errors(fn: Callable) -> Callable:
                 import re
 
                 text = str(e)
-                dead = re.findall(r"unhealthy[^/]*(/job:\w+/replica:\d+/task:\d+)", text, flags=re.S)
+                dead = re.findall(r"unhealthy[^/]*(/job:\w+/replica:\d+/task:\d+)", text, flags=re.DOTALL)
                 what = (f"worker {dead[0]} stopped sending heartbeats" if dead
                         else f"{name}: {text.splitlines()[0][:200]}")
                 err.print(f"[bold red]error:[/] lost contact with another worker ({what})", soft_wrap=True)

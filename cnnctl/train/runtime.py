@@ -192,6 +192,10 @@ def start_multiworker(devices: int = 1, cluster: str = "tf_config"):
         raise CnnctlError(f"multi-worker training could not start: {e}",
                           hint="start each worker as a fresh `cnnctl train` process "
                                "(`cnnctl launch --workers N -- train ...` does)") from None
+    except tf.errors.UnknownError as e:  # "Could not start gRPC server": this worker's port is taken
+        raise CnnctlError(f"this worker could not listen on its address in the cluster ({str(e).splitlines()[0]})",
+                          hint="the port is probably in use: pick free ports in TF_CONFIG "
+                               "(or `cnnctl launch --port P`, or leave --port out)") from None
     from cnnctl.train import keras_multiworker
 
     if not keras_multiworker.apply():
