@@ -1,6 +1,6 @@
 """The default job's first epoch on 1 process, 2 local workers and 2 MirroredStrategy replicas.
 
-    python benchmarks/scale_out.py [--out checkpoints/bench-scale-out] [--epochs 1]
+    python benchmarks/scale_out.py [--out checkpoints/bench-scale-out] [--epochs 1] [--runs one workers2 mirrored2]
     python benchmarks/scale_out.py --plan      # the GPU scaling table for ResNet-50 (no training)
 
 Runs, each at the recipe's global batch (128) and seed 0, into OUT/RUN:
@@ -70,6 +70,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("checkpoints/bench-scale-out"))
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS),
+                    help="which runs to train again (the others are read from OUT)")
     ap.add_argument("--plan", action="store_true", help="print the ResNet-50 GPU scaling table and stop")
     args = ap.parse_args()
     if args.plan:
@@ -78,9 +80,10 @@ def main() -> None:
     rows = []
     for name, command in RUNS.items():
         run = args.out / name
-        shutil.rmtree(run, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "cnnctl", *command, "--epochs", str(args.epochs), "--seed", "0",
-                        "--out-dir", str(args.out), "--name", name], check=True)
+        if name in args.runs:
+            shutil.rmtree(run, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "cnnctl", *command, "--epochs", str(args.epochs), "--seed", "0",
+                            "--out-dir", str(args.out), "--name", name], check=True)
         history = list(csv.DictReader((run / "history.csv").open()))
         metrics = json.loads((run / "metrics.json").read_text())
         rows.append((name, float(history[-1]["seconds"]), metrics["test_accuracy"], metrics["replicas"],
