@@ -42,12 +42,7 @@ class Registry:
 
     def get(self, name: str) -> Entry:
         if name not in self._entries:
-            names = sorted(self._entries)
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise CnnctlError(
-                f"unknown {self.kind} {name!r}",
-                hint=f"{hint}valid {self.kind}s: {', '.join(names)}")
+            raise unknown_name(self.kind, name, self._entries)
         return self._entries[name]
 
     def names(self) -> list[str]:
@@ -58,3 +53,11 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries
+
+
+def unknown_name(kind: str, name: str, valid) -> CnnctlError:
+    """The error for a name that is not among ``valid``: the closest match, then every valid name."""
+    names = sorted(valid)
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return CnnctlError(f"unknown {kind} {name!r}", hint=f"{hint}valid {kind}s: {', '.join(names)}")

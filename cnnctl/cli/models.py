@@ -20,14 +20,21 @@ def models(
 
         cnnctl models resnet20 --json
     """
-    quiet_tensorflow()
-    from cnnctl import models as registry
+    from cnnctl import model_catalog
+    from cnnctl.registry import unknown_name
 
-    names = [registry.MODELS.get(name).name] if name else registry.MODELS.names()
-    with console(stderr=True).status(f"building {len(names)} model(s) to count parameters and multiply-adds..."):
-        rows = [registry.describe(n) for n in names]
-    for r in rows:
-        r["input_shape"] = list(r["input_shape"])
+    # The counts come from the shipped table, without TensorFlow; only model families edited since
+    # the table was written are built (python -m cnnctl.model_catalog writes it again).
+    catalog = model_catalog.read()
+    stale = model_catalog.stale_families(catalog)
+    if stale:
+        quiet_tensorflow()
+    with console(stderr=True).status(f"building {len(stale)} edited model famil{'y' if len(stale) == 1 else 'ies'} to count them..."
+                                     if stale else "reading the model table..."):
+        every = model_catalog.rows_of(catalog, stale)
+    rows = [r for r in every if r["name"] == name] if name else every
+    if not rows:
+        raise unknown_name("model", name, [r["name"] for r in every])
     if json_:
         echo_json(rows)
         return
