@@ -41,8 +41,14 @@ class DataConfig:
     cache: bool = True            # decode files once into memory when they fit
     cache_limit_gb: float = 4.0   # above this the pipeline streams from disk instead
     skip_bad: bool = False        # skip unreadable images instead of stopping
-    augment: list[str] = field(default_factory=list)  # "flip", "crop", "mixup", "pca_color"; segment: "flip", "vflip"
+    augment: list[str] = field(default_factory=list)  # "flip", "crop", "inception_crop", "mixup", "pca_color"; segment: "flip", "vflip"
     crop_padding: int = 4         # pixels of zero padding for "crop"
+    # "inception_crop" (Szegedy et al. 2015 sec. 6): a patch of crop_area of the image's area with
+    # aspect ratio (width / height) in crop_ratio, resized to the model's input. It crops the
+    # full-size image when resize_short is set (evaluation then uses eval_resize_short), otherwise
+    # the image at the model's size.
+    crop_area: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3])
     mixup_alpha: float = 0.2
     pca_std: float = 0.1          # AlexNet's colour augmentation: alpha ~ N(0, pca_std)
     # ImageNet-style scale augmentation for image files: [S] resizes every training image's
@@ -308,10 +314,17 @@ def validate(cfg: Config) -> Config:
         raise CnnctlError(f"data.val_split = {cfg.data.val_split} is out of range",
                           hint="use a fraction in [0, 1), e.g. 0.1")
     for aug in cfg.data.augment:
-        if aug not in ("flip", "vflip", "elastic", "crop", "mixup", "pca_color"):
+        if aug not in ("flip", "vflip", "elastic", "crop", "inception_crop", "mixup", "pca_color"):
             raise CnnctlError(f"unknown augmentation {aug!r} in data.augment",
-                              hint="valid: flip, crop, mixup, pca_color; for segmentation flip, vflip, elastic; "
-                                   "for detection flip")
+                              hint="valid: flip, crop, inception_crop, mixup, pca_color; for segmentation flip, "
+                                   "vflip, elastic; for detection flip")
+    area, ratio = cfg.data.crop_area, cfg.data.crop_ratio
+    if len(area) != 2 or not 0 < area[0] <= area[1] <= 1:
+        raise CnnctlError(f"data.crop_area = {area} is not valid",
+                          hint="use [min, max] fractions of the image's area with 0 < min <= max <= 1, e.g. [0.08, 1.0]")
+    if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
+        raise CnnctlError(f"data.crop_ratio = {ratio} is not valid",
+                          hint="use [min, max] aspect ratios (width / height) with 0 < min <= max, e.g. [0.75, 1.3333]")
     if len(cfg.data.resize_short) > 2 or any(int(s) <= 0 for s in cfg.data.resize_short) or (
             len(cfg.data.resize_short) == 2 and cfg.data.resize_short[0] > cfg.data.resize_short[1]):
         raise CnnctlError(f"data.resize_short = {cfg.data.resize_short} is not valid",

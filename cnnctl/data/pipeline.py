@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnctl.config import DataConfig
+from cnnctl.data import inception_crop
 from cnnctl.data.examples import Examples, stratified_split
 from cnnctl.data.images import ImageError, inspect_image, load_image
 from cnnctl.data.sources import load_source
@@ -293,8 +294,12 @@ class DataModule:
                               hint=f"use sizes >= {side}, e.g. [{round(side * 256 / 224)}]")
         what = ("scale jittering S in [{}, {}]".format(*self.cfg.resize_short) if len(self.cfg.resize_short) == 2
                 else f"shorter side {self.cfg.resize_short[0]}")
-        self.log(f"training crops: {what}, random {self.spec.height}x{self.spec.width} crops; "
-                 f"evaluation: shorter side {self.eval_short}, centre crop")
+        crops = f"{what}, random {self.spec.height}x{self.spec.width} crops"
+        if "inception_crop" in self.cfg.augment:
+            (a0, a1), (r0, r1) = self.cfg.crop_area, self.cfg.crop_ratio
+            crops = (f"Inception patches of the full image ({a0:.0%}-{a1:.0%} of its area, aspect {r0:.2f}-{r1:.2f}) "
+                     f"resized to {self.spec.height}x{self.spec.width}")
+        self.log(f"training crops: {crops}; evaluation: shorter side {self.eval_short}, centre crop")
 
     @property
     def eval_short(self) -> int:
@@ -472,8 +477,12 @@ class DataModule:
             return lambda img, pos: scale_and_crop(img, spec, (self.eval_short, self.eval_short))
         short_range = (int(rs[0]), int(rs[-1]))
         base = int(self.seed) * 1_000_003 + int(epoch)
+        patches = "inception_crop" in self.cfg.augment
 
         def fit(img, pos):
+            if patches:       # a patch of the full-size image instead of scale + crop
+                seed = tf.stack([tf.constant(base, tf.int64), tf.cast(pos, tf.int64) + inception_crop.INCEPTION_STREAM])
+                return inception_crop.crop_one(img, spec, seed, self.cfg.crop_area, self.cfg.crop_ratio)
             seed = tf.stack([tf.constant(base, tf.int64), tf.cast(pos, tf.int64) + (7 << 40)])
             return scale_and_crop(img, spec, short_range, seed)
 
@@ -516,6 +525,7 @@ class DataModule:
         spec, k, cfg, seed = self.spec, self.num_classes, self.cfg, self.seed
         pca = self.pca
         augs = list(cfg.augment) if augment else []
+        patches_here = "inception_crop" in augs and not cfg.resize_short
         from cnnctl.data import geometry
 
         def fn(i, images, labels):
@@ -530,6 +540,9 @@ class DataModule:
             y = tf.one_hot(labels, k)
             base = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, i])  # stateless seed per batch
             n = tf.shape(x)[0]
+            if patches_here:                       # full-size images get theirs when decoded (_crop_fn)
+                x = inception_crop.crop_batch(x, base + [0, inception_crop.INCEPTION_STREAM], cfg.crop_area,
+                                              cfg.crop_ratio)
             if "crop" in augs:                     # masks and boxes would move with these (data/geometry.py)
                 x, _, _ = geometry.random_translate(x, base, cfg.crop_padding)
             if "flip" in augs:
