@@ -40,6 +40,7 @@ def predict(
         input_spec,
         load_images,
         load_run_model,
+        logits_of,
         softmax,
     )
 
@@ -75,7 +76,7 @@ def predict(
             classes = imagenet_class_names() if n == 1000 else [f"class {i}" for i in range(n)]
         short = imagenet_short_side(spec.height)
     x = load_images(images, spec, short)
-    probs = softmax(np.asarray(model.predict(x, verbose=0, batch_size=64), dtype=np.float64))
+    probs = softmax(logits_of(model, x).astype(np.float64))
     k = min(top_k, len(classes))
     results = []
     for p, row in zip(images, probs):

@@ -1,0 +1,88 @@
+"""Cold start of `cnnctl predict --model efficientnet_lite0 --weights imagenet PHOTO` against the floor,
+`python -c "import tensorflow"`, each in a fresh process, interleaved; then where the time above the
+floor goes, phase by phase, in one process (with the alternatives: a cached `.keras` instead of
+build + weights, `model.predict` instead of one eager call).
+
+    python benchmarks/cold_start.py [--rounds 5]
+
+The converted ImageNet weights are cached first (a conversion is a one-time cost, not a cold start).
+"""
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PHOTO = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos" / "chelsea.jpg"
+PREDICT = [sys.executable, "-m", "cnnctl", "predict", "--model", "efficientnet_lite0", "--weights", "imagenet",
+           str(PHOTO)]
+FLOOR = [sys.executable, "-c", "import tensorflow"]
+
+# One process, phase by phase (TF's import first, as cnnctl predict does).
+PHASES = r'''
+import os, sys, time, json
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+t = [time.perf_counter()]
+import tensorflow as tf; t.append(time.perf_counter())
+from cnnctl import models; t.append(time.perf_counter())
+m = models.build("efficientnet_lite0", num_classes=1000); t.append(time.perf_counter())
+from cnnctl.weights import cache_dir
+m.load_weights(cache_dir() / "efficientnet_lite0-imagenet.weights.h5"); t.append(time.perf_counter())
+from cnnctl.inference import load_images, imagenet_short_side, input_spec, logits_of
+spec = input_spec(m)
+x = load_images([sys.argv[1]], spec, imagenet_short_side(spec.height)); t.append(time.perf_counter())
+logits_of(m, x); t.append(time.perf_counter())
+m.predict(x, verbose=0); t.append(time.perf_counter())
+m.save(sys.argv[2]); t.append(time.perf_counter())
+import keras
+keras.saving.load_model(sys.argv[2], compile=False); t.append(time.perf_counter())
+print(json.dumps([b - a for a, b in zip(t, t[1:])]))
+'''
+NAMES = ["import tensorflow", "import cnnctl.models (every family)", "build efficientnet_lite0",
+         "load the cached weights (.weights.h5)", "read and resize the photo", "first inference (one eager call)",
+         "(alternative) model.predict after that", None, "(alternative) load a cached .keras instead of build + weights"]
+
+
+def wall(cmd) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    subprocess.run(PREDICT, check=True, capture_output=True)           # converts and caches the weights once
+    floor, predict = [], []
+    for _ in range(args.rounds):
+        floor.append(wall(FLOOR))
+        predict.append(wall(PREDICT))
+    print(f"`python benchmarks/cold_start.py --rounds {args.rounds}` (fresh process each, interleaved)\n")
+    print("| command | median s | min s | max s |")
+    print("|---|---:|---:|---:|")
+    for name, times in (('python -c "import tensorflow" (floor)', floor),
+                        ("cnnctl predict --model efficientnet_lite0 --weights imagenet chelsea.jpg", predict)):
+        print(f"| {name} | {statistics.median(times):.2f} | {min(times):.2f} | {max(times):.2f} |")
+    print(f"\nabove the floor: {statistics.median(predict) - statistics.median(floor):.2f} s (medians)\n")
+
+    import json
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(3):
+            p = subprocess.run([sys.executable, "-c", PHASES, str(PHOTO), str(Path(tmp) / "m.keras")],
+                               check=True, capture_output=True, text=True)
+            runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+    print("Phases in one process (median of 3):\n")
+    print("| phase | s |")
+    print("|---|---:|")
+    for i, name in enumerate(NAMES):
+        if name:
+            print(f"| {name} | {statistics.median(r[i] for r in runs):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
