@@ -169,7 +169,8 @@ def test_mode_collapse_is_warned_about(cond_run, gan_env, tmp_path):
     from cnnctl.train.rundir import RunDir
 
     root, _ = gan_env
-    judge = Judge(next((root / "cache" / "judges").iterdir()))
+    # the cache holds the judge's run directory and its lock file (HASH.lock) side by side
+    judge = Judge(next(p for p in (root / "cache" / "judges").iterdir() if p.is_dir()))
     gan = models.build("dcgan", num_classes=3, width=8)
     for w in gan.generator.get_layer("to_image").weights:
         w.assign(np.zeros(w.shape, "float32"))                # every sample is the same grey square

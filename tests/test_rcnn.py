@@ -229,9 +229,11 @@ def test_an_rcnn_run_fits_its_svms_and_detects(tmp_path):
     from cnnctl.data.scenes import free_scene
     from cnnctl.data.sources import fashion_mnist
 
+    # mixed_bfloat16 whatever the machine (auto picks it only on CPUs with bf16 units): the second
+    # stage's weights must stay float32 under autocast
     r = runner.invoke(app, ["train", "detect-scenes-rcnn", "--epochs", "1", "--out-dir", str(tmp_path), "--name", "rcnn",
                             "--set", "data.scene_counts=[16, 4, 8]", "--set", "model.widths=[8, 16, 16, 32]",
-                            "--set", "model.head_width=64"])
+                            "--set", "model.head_width=64", "--precision", "mixed_bfloat16"])
     assert r.exit_code == 0, r.output
     assert "R-CNN second stage" in r.output and "rpn_cls" not in r.output and "calibrated (Platt)" in r.output
     run = tmp_path / "rcnn"

@@ -175,6 +175,83 @@ def shard_by_example(ds):
     return ds.with_options(options)
 
 
+def splits_without_empty_replica(n: int, replicas: int) -> bool:
+    """Whether a batch of ``n`` reaches every one of ``replicas`` replicas: a strategy gives each
+    replica ceil(n / replicas) examples until they run out, so 5 on 4 replicas is 2, 2, 1, 0."""
+    q, s = divmod(n, replicas)
+    return n > 0 and (s == 0 or q + s >= replicas)
+
+
+def tail_cut(n: int, replicas: int) -> list[int] | None:
+    """Sizes to cut the last ``n`` examples of a split into: the first a multiple of ``replicas``,
+    each reaching every replica; None when no cut does (n too small)."""
+    if n % replicas == 0:
+        return [n]
+    for first in range(n - n % replicas, 0, -replicas):
+        if splits_without_empty_replica(n - first, replicas):
+            return [first, n - first]
+    return None
+
+
+def no_empty_replica(ds, replicas: int):
+    """Evaluation batches ``ds`` re-cut so that a ``replicas``-way strategy can evaluate them; the
+    examples, their order and every per-example mean are unchanged.
+
+    Two things break ``model.evaluate`` under a distribution strategy in Keras 3.15 / TF 2.21:
+    - a strategy gives each replica ceil(n / replicas) examples of a batch of n until they run out,
+      so a short last batch (1 on 2 replicas; 5 on 4) leaves a replica with 0, and oneDNN's Conv2D
+      answers an empty batch with its *input's* shape ((0, h, w, c_in), not c_out): the next bias
+      add or batch norm fails with "Incompatible shapes" (oneDNN is on by default on CPUs with
+      AVX-512 VNNI/BF16);
+    - Keras builds the model from the mean over replicas of the *first* batch's slices, which fails
+      ("AddN ... must have the same size") unless that batch divides evenly.
+    Full batches (multiples of ``replicas``: the engine checks) pass through as they come. A short
+    last batch and the batches held back with it (fewer than replicas^2 examples, so a cut exists
+    unless the split is that small) are cut again: first a multiple of ``replicas``, then the rest.
+    A split too small for any cut is repeated whole ``replicas`` times (every example the same
+    number of times, so losses and accuracies averaged over examples are those of the split).
+    """
+    import collections
+
+    import tensorflow as tf
+
+    specs = tf.nest.flatten(ds.element_spec)
+    if replicas <= 1 or not all(isinstance(s, tf.TensorSpec) and s.shape.rank for s in specs):
+        return ds
+
+    def count(batch) -> int:
+        return int(tf.shape(tf.nest.flatten(batch)[0])[0])
+
+    def joined(batches):
+        return tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *batches)
+
+    def batches():
+        held, total = collections.deque(), 0
+        for batch in ds:
+            held.append((batch, count(batch)))
+            total += held[-1][1]
+            while total - held[0][1] >= replicas * replicas:
+                total -= held[0][1]
+                yield held.popleft()[0]
+        if not held:
+            return
+        if held[-1][1] % replicas == 0:
+            yield from (b for b, _ in held)
+            return
+        tail = joined([b for b, _ in held])
+        sizes = tail_cut(total, replicas)
+        if sizes is None:
+            yield joined([tail] * replicas)
+            return
+        start = 0
+        for size in sizes:
+            yield tf.nest.map_structure(lambda t, a=start, z=size: t[a:a + z], tail)
+            start += size
+
+    relaxed = tf.nest.map_structure(lambda s: tf.TensorSpec((None, *s.shape[1:]), s.dtype), ds.element_spec)
+    return shard_by_example(tf.data.Dataset.from_generator(batches, output_signature=relaxed))
+
+
 def _finish(ds):
     """Deterministic order, data sharding across workers, no autotuning, prefetch."""
     import tensorflow as tf

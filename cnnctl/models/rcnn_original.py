@@ -98,13 +98,16 @@ class RCNN(FastRCNN):
         fc7 = int(detector.outputs[1].shape[-1])
         pool5 = int(np.prod(backbone.outputs[0].shape[1:]))
         k = self.num_classes
-        # the second stage, fitted after fine-tuning (zeros: softmax scores, boxes unmoved)
-        self.svm = self.add_weight(shape=(fc7 + 1, k), initializer="zeros", trainable=False, name="svm")
-        self.regressors = self.add_weight(shape=(k, pool5 + 1, 4), initializer="zeros", trainable=False,
-                                          name="box_regressors")
-        self.feature_scales = self.add_weight(shape=(2,), initializer="ones", trainable=False,
-                                              name="feature_scales")             # fc7's and pool5's
-        self.fitted = self.add_weight(shape=(), initializer="zeros", trainable=False, name="second_stage_fitted")
+        # the second stage, fitted after fine-tuning (zeros: softmax scores, boxes unmoved); float32
+        # under mixed precision too (autocast=False): margins and box deltas are compared and added in
+        # float32, and the fit writes float32 solutions
+        def second_stage(shape, init, name):
+            return self.add_weight(shape=shape, initializer=init, trainable=False, autocast=False, name=name)
+
+        self.svm = second_stage((fc7 + 1, k), "zeros", "svm")
+        self.regressors = second_stage((k, pool5 + 1, 4), "zeros", "box_regressors")
+        self.feature_scales = second_stage((2,), "ones", "feature_scales")           # fc7's and pool5's
+        self.fitted = second_stage((), "zeros", "second_stage_fitted")
 
     @classmethod
     def metric_keys(cls) -> tuple[str, ...]:

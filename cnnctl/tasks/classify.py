@@ -113,6 +113,9 @@ class ClassifyTask(ClassNamesRunFile, Task):
         test = data.eval_dataset("test")
         if test is None:
             return {}
+        from cnnctl.data.pipeline import no_empty_replica
+
+        test = no_empty_replica(test, model.distribute_strategy.num_replicas_in_sync)
         result = model.evaluate(test, verbose=0, return_dict=True)
         return {"test_loss": float(result["loss"]), "test_accuracy": float(result["accuracy"]),
                 "test_top5": float(result["top5"]), "test_images": data.test.count}

@@ -148,6 +148,7 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
          console, log, progress_factory, t_start, layout) -> RunResult:
     import keras
 
+    from cnnctl.data.pipeline import no_empty_replica
     from cnnctl.train import callbacks as cb
     from cnnctl.train.optim import make_optimizer, make_schedule
     from cnnctl.train.rundir import atomic_save_model, atomic_write_text
@@ -216,6 +217,7 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
     callbacks = ([bar, guard, backup_cb, *task.epoch_callbacks(run, data, cfg), best, tensorboard]
                  + ([plateau] if plateau else []))
     val_ds = data.eval_dataset("val")
+    val_ds = None if val_ds is None else no_empty_replica(val_ds, replicas)
     fit_time, fit_images = 0.0, 0
 
     with progress:
