@@ -88,14 +88,14 @@ def stale_families(catalog: dict[str, Any]) -> list[str]:
             if m not in stored or stored[m].get("fingerprint") != fingerprint(m, seen)]
 
 
-def read(path: Path = CATALOG_PATH) -> dict[str, Any]:
+def read(path: Path | None = None) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return json.loads((path or CATALOG_PATH).read_text())
     except (OSError, ValueError):
         return {"families": {}}
 
 
-def rows(path: Path = CATALOG_PATH) -> list[dict[str, Any]]:
+def rows(path: Path | None = None) -> list[dict[str, Any]]:
     """Every model's row (name, task, params, macs, input_shape, paper, ...), sorted by name.
 
     Families whose fingerprint matches come from the table; the others are built now (this imports
@@ -125,13 +125,13 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(row, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
 
 
-def write(path: Path = CATALOG_PATH) -> dict[str, Any]:
+def write(path: Path | None = None) -> dict[str, Any]:
     """Measure every family from today's source and write the table."""
     seen: dict[Path, set[str]] = {}
     catalog = {"regenerate_with": REGENERATE,
                "families": {m: {"fingerprint": fingerprint(m, seen), "models": measure_family(m)}
                             for m in family_modules()}}
-    path.write_text(json.dumps(catalog, indent=1, sort_keys=True) + "\n")
+    (path or CATALOG_PATH).write_text(json.dumps(catalog, indent=1, sort_keys=True) + "\n")
     return catalog
 
 

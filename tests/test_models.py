@@ -222,3 +222,21 @@ def test_every_model_accepts_grey_images(name):
     model = models.build(name, num_classes=4, input_shape=(h, w, 1))
     out = model(np.full((2, h, w, 1), 100.0, "float32"), training=False)
     assert tuple(out.shape) == (2, 4) and np.all(np.isfinite(np.asarray(out)))
+
+
+def test_alexnet_kernel_init_is_the_papers_unless_asked_and_a_bad_name_is_one_message():
+    import numpy as np
+
+    from cnnctl.errors import CnnctlError
+
+    def conv1_std(**options):
+        model = models.build("alexnet", num_classes=10, input_shape=(67, 67, 1), **options)
+        return float(np.std(model.get_layer("conv1").kernel.numpy())), model.get_layer("fc7").bias.numpy()
+
+    paper, paper_bias = conv1_std()
+    he, he_bias = conv1_std(kernel_init="he_normal")
+    assert abs(paper - 0.01) < 0.001                                 # N(0, 0.01), sec. 5
+    assert abs(he - np.sqrt(2 / 121)) < 0.1 * np.sqrt(2 / 121)       # fan_in 11 x 11 x 1; truncated normal
+    assert (paper_bias == 1).all() and (he_bias == 1).all()          # the biases stay the paper's
+    with pytest.raises(CnnctlError, match="model.kernel_init = 'hee_normal' is not an initializer"):
+        models.build("alexnet", num_classes=10, input_shape=(67, 67, 1), kernel_init="hee_normal")

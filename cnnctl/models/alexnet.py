@@ -26,6 +26,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from cnnctl.errors import CnnctlError
 from cnnctl.layers import LocalResponseNormalization
 from cnnctl.models.common import pixel_input
 from cnnctl.models.registry import register
@@ -51,45 +52,56 @@ class FilterRMSCap(keras.constraints.Constraint):
         return {"radius": self.radius}
 
 
-def _conv(x, filters, kernel, stride, padding, name, bias_one=False, groups=1, init_std=0.01, constraint=None):
+def _kernel_init(kind: str):
+    """``paper``: N(0, 0.01), the initialisation of both papers; otherwise a Keras initializer name."""
+    if kind == "paper":
+        return keras.initializers.RandomNormal(0.0, 0.01)
+    try:
+        return keras.initializers.get(kind)
+    except ValueError:
+        raise CnnctlError(f"model.kernel_init = {kind!r} is not an initializer",
+                          hint="paper (N(0, 0.01)) or a Keras initializer name: he_normal, glorot_uniform, ...") from None
+
+
+def _conv(x, filters, kernel, stride, padding, name, bias_one=False, groups=1, constraint=None, init="paper"):
     return layers.Conv2D(
         filters, kernel, strides=stride, padding=padding, groups=groups, activation="relu", name=name,
-        kernel_initializer=keras.initializers.RandomNormal(0.0, init_std),
+        kernel_initializer=_kernel_init(init),
         bias_initializer="ones" if bias_one else "zeros", kernel_constraint=constraint)(x)
 
 
-def _classifier(x, num_classes, dropout, init_std=0.01, bias_one=True):
+def _classifier(x, num_classes, dropout, bias_one=True, init="paper"):
     x = layers.Flatten(name="flatten")(x)
     for i in (6, 7):
-        x = layers.Dense(4096, activation="relu", name=f"fc{i}",
-                         kernel_initializer=keras.initializers.RandomNormal(0.0, init_std),
+        x = layers.Dense(4096, activation="relu", name=f"fc{i}", kernel_initializer=_kernel_init(init),
                          bias_initializer="ones" if bias_one else "zeros")(x)
         x = layers.Dropout(dropout, name=f"drop{i}")(x)
-    return layers.Dense(num_classes, dtype="float32", name="fc8",
-                        kernel_initializer=keras.initializers.RandomNormal(0.0, init_std))(x)
+    return layers.Dense(num_classes, dtype="float32", name="fc8", kernel_initializer=_kernel_init(init))(x)
 
 
 @register("alexnet", task="classify", input_shape=(227, 227, 3), num_classes=1000, test_input=(67, 67, 3),
           paper="Krizhevsky et al., ImageNet Classification with Deep CNNs (NIPS 2012), sec. 3, Fig. 2",
           reported_error="37.5% top-1 / 17.0% top-5 on ILSVRC-2010 test (Table 1)")
 def alexnet(num_classes: int = 1000, input_shape=(227, 227, 3), towers: int = 1, dropout: float = 0.5,
-            lrn: bool = True):
+            lrn: bool = True, kernel_init: str = "paper"):
     """AlexNet; ``towers=2`` reproduces the two-GPU split as grouped convolutions (60,965,224 parameters;
-    62,378,344 with ``towers=1``)."""
+    62,378,344 with ``towers=1``). ``kernel_init``: ``paper`` (N(0, 0.01)) or a Keras initializer
+    name such as ``he_normal`` for every kernel (the biases stay the paper's)."""
     inputs, x = pixel_input(input_shape, IMAGENET_MEAN, IMAGENET_STD)
-    x = _conv(x, 96, 11, 4, "valid", "conv1")                              # (55, 55, 96)
+    init = kernel_init
+    x = _conv(x, 96, 11, 4, "valid", "conv1", init=init)                   # (55, 55, 96)
     if lrn:
         x = LocalResponseNormalization(name="lrn1")(x)
     x = layers.MaxPooling2D(3, 2, name="pool1")(x)                           # (27, 27, 96)
-    x = _conv(x, 256, 5, 1, "same", "conv2", bias_one=True, groups=towers)  # (27, 27, 256)
+    x = _conv(x, 256, 5, 1, "same", "conv2", bias_one=True, groups=towers, init=init)  # (27, 27, 256)
     if lrn:
         x = LocalResponseNormalization(name="lrn2")(x)
     x = layers.MaxPooling2D(3, 2, name="pool2")(x)                           # (13, 13, 256)
-    x = _conv(x, 384, 3, 1, "same", "conv3")                                 # all maps of both towers
-    x = _conv(x, 384, 3, 1, "same", "conv4", bias_one=True, groups=towers)
-    x = _conv(x, 256, 3, 1, "same", "conv5", bias_one=True, groups=towers)
+    x = _conv(x, 384, 3, 1, "same", "conv3", init=init)                      # all maps of both towers
+    x = _conv(x, 384, 3, 1, "same", "conv4", bias_one=True, groups=towers, init=init)
+    x = _conv(x, 256, 3, 1, "same", "conv5", bias_one=True, groups=towers, init=init)
     x = layers.MaxPooling2D(3, 2, name="pool5")(x)                           # (6, 6, 256)
-    outputs = _classifier(x, num_classes, dropout)
+    outputs = _classifier(x, num_classes, dropout, init=init)
     return keras.Model(inputs, outputs, name="alexnet" if towers == 1 else f"alexnet_{towers}towers")
 
 
