@@ -122,7 +122,10 @@ def measure_family(module: str) -> list[dict[str, Any]]:
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(row, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
+    """A registry row as JSON data; hooks a family registers for its task (U-Net's ``output_side``) are
+    code, not data, and are left out."""
+    data = {k: v for k, v in row.items() if not callable(v)}
+    return json.loads(json.dumps(data, default=lambda v: list(v) if isinstance(v, tuple) else str(v)))
 
 
 def write(path: Path | None = None) -> dict[str, Any]:

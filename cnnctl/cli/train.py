@@ -39,7 +39,7 @@ def train(
     batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Global batch size (split across replicas)."),
     name: str | None = typer.Option(None, "--name", help="Run directory name under checkpoints/."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for initialisation, data split, order and augmentation."),
-    precision: Precision | None = typer.Option(None, "--precision", help="Numeric precision; auto picks mixed_bfloat16 on CPUs with bf16 units."),
+    precision: Precision | None = typer.Option(None, "--precision", help="Numeric precision; auto picks mixed_bfloat16 on CPUs with bf16 units (float32 for models measured slower in bf16)."),
     jit: bool | None = typer.Option(None, "--jit/--no-jit", help="Compile the train step with XLA."),
     deterministic: bool | None = typer.Option(None, "--deterministic", help="Deterministic ops and data order (bit-reproducible on CPU)."),
     strategy: Strategy | None = typer.Option(None, "--strategy", help="Distribution strategy."),

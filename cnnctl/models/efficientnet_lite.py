@@ -63,6 +63,9 @@ def mbconv(x, in_filters, out_filters, kernel, stride, expand, drop_rate, name):
 
 @register("efficientnet_lite0", task="classify", input_shape=(224, 224, 3), num_classes=1000,
           test_input=(64, 64, 3), pretrained="imagenet",
+          # measured by benchmarks/train_throughput_224.py (docs/speed.md#training-at-224x224): the graph
+          # optimiser folds batch norm + ReLU6 into the convolutions in float32 only
+          cpu_bf16_slower="bfloat16 measured slower than float32 on CPU (training 0.67x, frozen backbone 0.83x)",
           paper="Tan & Le, EfficientNet (ICML 2019), Table 1; the Lite variant of the TensorFlow TPU repository",
           reported_error="24.7% top-1 on ImageNet val (EfficientNet-Lite0, 75.1% accuracy, TF TPU repository)")
 def efficientnet_lite0(num_classes: int = 1000, input_shape=(224, 224, 3), dropout: float = 0.2,

@@ -86,7 +86,8 @@ def _train_locked(cfg: Config, task, run, console, log, progress_factory, role) 
 
     t_start = time.perf_counter()
     tc = cfg.train
-    policy = configure(tc.precision, tc.deterministic, tc.seed, tc.devices, tc.strategy, tc.cluster)
+    policy = configure(tc.precision, tc.deterministic, tc.seed, tc.devices, tc.strategy, tc.cluster,
+                       model=cfg.model.name)
     strategy = pick_strategy(tc.strategy, tc.cluster)
     replicas = strategy.num_replicas_in_sync
     global_batch = tc.batch_size
@@ -205,7 +206,7 @@ def _fit(cfg, task, run, created, data, strategy, policy, replicas, per_replica_
     console.print(f"[bold]{cfg.model.name}[/] ({params:,} parameters) on [bold]{data.source}[/]{where}: "
                   f"{escape(data.describe())}", soft_wrap=True)
     console.print(f"{tc.epochs} epochs x {steps} steps, batch {tc.batch_size} "
-                  f"({layout}), {policy}, "
+                  f"({layout}), {_precision_words(cfg)}, "
                   f"{cfg.optimizer.name} lr {cfg.optimizer.lr} {cfg.schedule.name} -> {escape(str(run.path))}",
                   soft_wrap=True)
 
@@ -293,6 +294,14 @@ def _memorize(cfg, task, run, data, policy, console, t_start) -> RunResult:
     metrics = _final_metrics(task, model, data, history, 0, seconds, len(images), policy, 1,
                              time.perf_counter() - t_start, None)
     return finish_run(run, task, console, data, history, metrics, f"{cfg.model.name} memorised {data.source}")
+
+
+def _precision_words(cfg) -> str:
+    """The policy in force, with the reason when ``auto`` chose it: "float32 (auto: for X, ...)"."""
+    from cnnctl.train.runtime import explain_precision
+
+    policy, why = explain_precision(cfg.train.precision, cfg.model.name)
+    return policy if cfg.train.precision != "auto" else f"{policy} ({escape(why)})"
 
 
 def _default_progress(console):

@@ -23,15 +23,33 @@ def cpu_has_fast_bf16() -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> mixed_float16 on GPUs, mixed_bfloat16 on CPUs with bf16 units, else float32."""
+def resolve_precision(precision: str, model: str = "") -> str:
+    """The policy ``precision`` means for ``model`` here (see ``explain_precision``)."""
+    return explain_precision(precision, model)[0]
+
+
+def explain_precision(precision: str, model: str = "") -> tuple[str, str]:
+    """-> (policy, why). ``auto`` is mixed_float16 on GPUs and mixed_bfloat16 on CPUs with bf16 units,
+    except for a registered model whose entry records that bf16 was measured slower than float32 on
+    CPU (``cpu_bf16_slower``: the measurement); otherwise float32."""
     if precision != "auto":
-        return precision
+        return precision, "asked for"
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
-        return "mixed_float16"
-    return "mixed_bfloat16" if cpu_has_fast_bf16() else "float32"
+        return "mixed_float16", "auto: a GPU"
+    if not cpu_has_fast_bf16():
+        return "float32", "auto: this CPU has no bf16 units"
+    slower = _bf16_slower_on_cpu(model)
+    if slower:
+        return "float32", f"auto: for {model}, {slower}"
+    return "mixed_bfloat16", "auto: this CPU has bf16 units"
+
+
+def _bf16_slower_on_cpu(model: str) -> str:
+    from cnnctl.models import MODELS
+
+    return MODELS.get(model).meta.get("cpu_bf16_slower", "") if model in MODELS.names() else ""
 
 
 def configure_devices(devices: int) -> None:
@@ -54,7 +72,7 @@ def configure_devices(devices: int) -> None:
 
 
 def configure(precision: str, deterministic: bool, seed: int, devices: int, strategy: str = "default",
-              cluster: str = "tf_config") -> str:
+              cluster: str = "tf_config", model: str = "") -> str:
     """Set devices, mixed precision policy, seeds and op determinism -> the precision in force.
 
     A multi-worker strategy is made first of all (see ``start_multiworker``).
@@ -65,7 +83,7 @@ def configure(precision: str, deterministic: bool, seed: int, devices: int, stra
     if wants_multiworker(strategy, cluster):
         start_multiworker(devices, cluster)
     configure_devices(devices)
-    policy = resolve_precision(precision)
+    policy = resolve_precision(precision, model)
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(seed)
     if deterministic:
