@@ -104,6 +104,7 @@ class TrainConfig:
     batch_size: int = 128         # global batch; per replica = batch_size / replicas
     seed: int = 0
     precision: str = "auto"       # auto | float32 | mixed_bfloat16 | mixed_float16
+    precision_why: str = ""       # written by the engine into the run's config.toml: why auto chose `precision`
     jit: bool = False
     deterministic: bool = False
     strategy: str = "auto"        # auto | default | mirrored | multiworker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -74,18 +75,110 @@ def input_spec(model):
     return InputSpec.from_shape(model_input_shape(model))
 
 
-def logits_of(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """The model's main output for ``x`` (n, h, w, c), float32 in ``batch_size`` chunks.
+# ----------------------------------------------------------------------------- one inference path
+# Every command's forward pass goes through one traced function per model, kept for the life of the
+# process: a graph lets grappler fold batch norm into the convolutions and fuse activations, and runs
+# without Python between ops. Measured here on EfficientNet-Lite0 (2 cores, float32): one image 13 ms
+# traced against 95 ms eager, batch 32 at 144 img/s against 15 (benchmarks/inference.py).
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its tf.function
 
-    A few images (one chunk) go through one eager call: ``model.predict`` would first build its
-    tf.data pipeline and trace a predict function, about 0.3 s on one image here. More chunks share
-    ``predict_on_batch``'s function, traced once.
+
+def inference_function(model):
+    """``model``'s forward pass (``training=False``) as one ``tf.function``, traced once per model.
+
+    A model with known inputs gets their signature with the batch dimension left open, so every
+    batch size shares one trace; a subclassed model without ``inputs`` is traced per input shape
+    (``reduce_retracing``). Outputs are what the model returns (a tensor, or a list/dict of them).
     """
-    if len(x) <= batch_size:
-        out = model(x, training=False)
-        return np.asarray(out[0] if isinstance(out, (list, tuple)) else out, np.float32)
-    chunks = [model.predict_on_batch(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
-    return np.concatenate([np.asarray(c[0] if isinstance(c, (list, tuple)) else c, np.float32) for c in chunks])
+    import tensorflow as tf
+
+    fn = _TRACED.get(model)
+    if fn is None:
+        inputs = getattr(model, "inputs", None)
+        if inputs:
+            signature = [tf.TensorSpec((None, *tuple(i.shape[1:])), i.dtype) for i in inputs]
+            if len(inputs) == 1:
+                fn = tf.function(lambda x: model(x, training=False), input_signature=signature)
+            else:
+                fn = tf.function(lambda *xs: model(list(xs), training=False), input_signature=signature)
+        else:
+            fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        _TRACED[model] = fn
+    return fn
+
+
+def main_output(out) -> np.ndarray:
+    """The first output of a model's call (its logits), as float32 numpy."""
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    return np.asarray(out, np.float32)
+
+
+def logits_of(model, x: np.ndarray, batch_size: int = 32, once: bool = False) -> np.ndarray:
+    """The model's main output for ``x`` (n, h, w, c), float32, ``batch_size`` images per call.
+
+    ``once``: the caller makes one call in this process (a command on a few images). If ``x`` is one
+    batch and nothing is traced yet, it runs eagerly: no trace to pay for, 0.05-0.15 s less on a cold
+    start here. Every other call goes through ``inference_function``.
+    """
+    if once and len(x) <= batch_size and model not in _TRACED:
+        return main_output(model(x, training=False))
+    fn = inference_function(model)
+    chunks = [main_output(fn(x[i:i + batch_size])) for i in range(0, len(x), batch_size)]
+    return np.concatenate(chunks) if len(chunks) != 1 else chunks[0]
+
+
+def check_images(paths) -> None:
+    """Open every file's header: every missing or unreadable one named in one ``CnnctlError``, before any
+    pixel is decoded or any model runs."""
+    from cnnctl.data.images import ImageError, open_image
+
+    problems = []
+    for p in paths:
+        if not Path(p).is_file():
+            problems.append(f"{p}: does not exist")
+            continue
+        try:
+            open_image(str(p)).close()
+        except ImageError as e:
+            problems.append(f"{p}: {e}")
+    if problems:
+        raise CnnctlError("cannot read " + "; ".join(problems), hint="give JPEG, PNG, BMP, GIF, WebP or TIFF files")
+
+
+def image_batches(paths, spec, short_side: int = 0, batch_size: int = 32, workers: int = 2):
+    """Yield (paths, float32 (b, h, w, c)) batches of image files as ``load_for_model`` reads them.
+
+    Decoding and resizing run ahead in ``workers`` threads (Pillow and NumPy release the GIL), up to
+    two batches beyond the one being yielded, so the model computes while the next files decode;
+    results stay in the order of ``paths``. A file that fails to decode (a header that passed
+    ``check_images``, a truncated body) is one ``CnnctlError`` naming it.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cnnctl.data.images import ImageError
+
+    paths = list(paths)
+
+    def read(p):
+        try:
+            return load_for_model(str(p), spec, short_side)
+        except ImageError as e:
+            raise CnnctlError(f"cannot read {p}: {e}", hint="give JPEG, PNG, BMP, GIF, WebP or TIFF files") from None
+
+    ahead = 2 * batch_size
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pending = [pool.submit(read, p) for p in paths[:batch_size + ahead]]
+        submitted = len(pending)
+        for start in range(0, len(paths), batch_size):
+            done = [f.result() for f in pending[:batch_size]]
+            pending = pending[batch_size:]
+            more = paths[submitted:submitted + batch_size]
+            pending += [pool.submit(read, p) for p in more]
+            submitted += len(more)
+            yield paths[start:start + batch_size], np.stack(done).astype(np.float32)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

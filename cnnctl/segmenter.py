@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnctl.errors import CnnctlError
+from cnnctl.inference import logits_of
 
 
 def total_stride(model) -> int:
@@ -75,7 +76,7 @@ def _run(model, padded, origins, t, batch):
     for s in range(0, len(origins), batch):
         chunk = origins[s:s + batch]
         tiles = np.stack([padded[y:y + t, x:x + t] for y, x in chunk]).astype(np.float32)
-        yield chunk, np.asarray(model.predict_on_batch(tiles), np.float32)
+        yield chunk, logits_of(model, tiles, len(tiles))
 
 
 def _origins(size: int, t: int, core: int) -> list[int]:
@@ -116,7 +117,7 @@ def predict_labels(model, images, batch: int = 32, margin: int | None = None):
     if isinstance(images, np.ndarray) and t == o and images.shape[1:3] == (t, t):
         out = np.zeros(images.shape[:3], np.uint8)
         for s in range(0, len(images), batch):
-            logits = np.asarray(model.predict_on_batch(images[s:s + batch].astype(np.float32)))
+            logits = logits_of(model, images[s:s + batch].astype(np.float32), batch)
             out[s:s + batch] = logits.argmax(axis=-1)
         return out
     labels = [predict_tiled(model, im, margin, batch=max(1, batch // 4)).argmax(axis=-1).astype(np.uint8)

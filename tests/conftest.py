@@ -18,6 +18,27 @@ def pytest_configure(config):
     configure_devices(2)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    """The suite's weights and precision caches live in a temporary folder, not the user's ~/.cache."""
+    if not os.environ.get("CNNCTL_CACHE"):
+        os.environ["CNNCTL_CACHE"] = str(tmp_path_factory.mktemp("cnnctl-cache"))
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _float32_after_each_test():
+    """A run with --precision auto sets Keras' process-wide policy (mixed_bfloat16 on a CPU with bf16
+    units); the next test's hand-built models must not inherit it."""
+    yield
+    import sys
+
+    if "keras" in sys.modules:
+        import keras
+
+        keras.mixed_precision.set_global_policy("float32")
+
+
 def _pattern(cls: int, i: int, size: int = 28) -> np.ndarray:
     """A grey image whose class is visible: class 0 horizontal bars, class 1 vertical, 2 a disc."""
     rng = np.random.default_rng([cls, i])

