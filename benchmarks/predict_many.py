@@ -1,0 +1,103 @@
+"""`cnnctl predict` on many images in one call: this checkout against an earlier commit, and against
+the model's own batch-32 rate.
+
+    apt-get install openclipart-svg librsvg2-bin        # the JPEG folder (as train_throughput_224.py)
+    python benchmarks/predict_many.py [--images 100] [--before e43ad4c] [--rounds 2] [--data DIR]
+
+For each version, `cnnctl predict --model efficientnet_lite0 --weights imagenet --json` runs in a fresh
+process on 1 image and on ``--images`` images (JPEGs of about 256x256), interleaved, ``--rounds``
+times; the images/s of the many-image call leave out the start-up by taking the difference:
+(n - 1) / (t_n - t_1). The earlier version runs from a `git worktree` of ``--before`` (the commit
+before the one inference path: one eager call on up to 64 images, then ``predict_on_batch`` per
+64, every file decoded before the first forward pass). The batch-32 reference is the traced
+inference function on random pixels in one process, after warm-up: the most a command could reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+BATCH_RATE = r'''
+import os, time, statistics
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+from cnnctl import models
+from cnnctl.inference import logits_of
+net = models.build("efficientnet_lite0", num_classes=1000)
+x = np.random.default_rng(0).uniform(0, 255, (32, 224, 224, 3)).astype("float32")
+logits_of(net, x); logits_of(net, x)
+ts = []
+for _ in range(5):
+    t = time.perf_counter(); logits_of(net, x); ts.append(time.perf_counter() - t)
+print(32 / statistics.median(ts))
+'''
+
+
+def wall(cmd, env) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=100)
+    ap.add_argument("--before", default="e43ad4c", help="the earlier commit")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--data", default="/work/bench-data/jpeg", help="a folder of JPEGs (searched recursively)")
+    args = ap.parse_args()
+    files = sorted(Path(args.data).rglob("*.jpg"))
+    if len(files) < args.images:
+        sys.path.insert(0, str(HERE))
+        from train_throughput_224 import jpeg_folder
+
+        files = sorted(jpeg_folder(Path(tempfile.mkdtemp()), args.images).rglob("*.jpg"))
+    step = len(files) / args.images
+    files = [str(files[int(i * step)]) for i in range(args.images)]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        before = Path(tmp) / "before"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before],
+                       check=True, capture_output=True)
+        try:
+            versions = {f"before ({args.before})": before, "now": ROOT}
+            cmd = [sys.executable, "-m", "cnnctl", "predict", "--model", "efficientnet_lite0", "--weights",
+                   "imagenet", "--json"]
+            times = {(v, n): [] for v in versions for n in (1, args.images)}
+            for v, src in versions.items():       # converts and caches the weights for each version once
+                env = {**os.environ, "PYTHONPATH": str(src)}
+                subprocess.run(cmd + files[:1], check=True, capture_output=True, env=env)
+            for _ in range(args.rounds):
+                for v, src in versions.items():
+                    env = {**os.environ, "PYTHONPATH": str(src)}
+                    for n in (1, args.images):
+                        times[v, n].append(wall(cmd + files[:n], env))
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
+                           check=False, capture_output=True)
+    rate = float(subprocess.run([sys.executable, "-c", BATCH_RATE], check=True, capture_output=True, text=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.split()[-1])
+
+    print(f"`python benchmarks/predict_many.py --images {args.images} --rounds {args.rounds}` "
+          f"(EfficientNet-Lite0, float32, {os.cpu_count()} cores; medians of the rounds)\n")
+    print(f"| version | 1 image, s | {args.images} images, s | images/s beyond the first | of the batch-32 rate |")
+    print("|---|---:|---:|---:|---:|")
+    for v in versions:
+        t1, tn = statistics.median(times[v, 1]), statistics.median(times[v, args.images])
+        ips = (args.images - 1) / (tn - t1)
+        print(f"| {v} | {t1:.2f} | {tn:.2f} | {ips:.1f} | {100 * ips / rate:.0f}% |")
+    print(f"| the traced function alone, batch 32 | | | {rate:.1f} | 100% |")
+
+
+if __name__ == "__main__":
+    main()
