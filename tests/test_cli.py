@@ -107,13 +107,13 @@ def test_train_evaluate_predict_end_to_end(make_folder, pattern, tmp_path):
     _check_tta_matches_softmax_averaged_by_hand(run, hard, "144crop")
 
     img = min((data / "disc").iterdir())
-    r = invoke("predict", run, img, "--json", "--top-k", "2")
+    r = invoke("predict", run, img, "--json", "--top-k", "2", "--precision", "float32")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)[0]["top"][0]["label"] == "disc"
     # Probabilities: the model's own softmax on the images as the run's pipeline shows them (whole
     # image at 28x28, grey), on images it is unsure of (a confident 1.0 hides a wrong softmax).
     unsure = [min((hard / name).iterdir()) for name in ("bars", "stripes", "disc")]
-    r = invoke("predict", run, *unsure, "--json", "--top-k", "2")
+    r = invoke("predict", run, *unsure, "--json", "--top-k", "2", "--precision", "float32")
     assert r.exit_code == 0, r.output
     model, classes, _ = load_run_model(run)
     probs = np.asarray(tf.nn.softmax(model(load_images([str(p) for p in unsure], input_spec(model)), training=False)))

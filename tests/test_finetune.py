@@ -146,7 +146,7 @@ def test_finetune_cli_modes_from_a_run_directory(pretrained_run):
     assert second["features_reused"] is True and second["test_accuracy"] == first["test_accuracy"]
     assert first["test_accuracy"] >= 0.95
     test_images = sorted((target / "test").rglob("*.png"))
-    r = invoke("predict", out / "feat2", *test_images, "--json")
+    r = invoke("predict", out / "feat2", *test_images, "--json", "--precision", "float32")
     assert r.exit_code == 0, r.output
     labels = [p["top"][0]["label"] for p in json.loads(r.stdout)]
     assert np.mean([label == path.parent.name for label, path in zip(labels, test_images)]) == pytest.approx(

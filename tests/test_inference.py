@@ -66,6 +66,63 @@ def test_the_traced_function_is_the_model_traced_once_for_every_batch_size():
     assert forward.experimental_get_tracing_count() == 1
 
 
+def _random_statistics(model, rng):
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            _random_statistics(layer, rng)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.moving_mean.shape
+            layer.moving_mean.assign(rng.normal(0, 0.5, n).astype("float32"))
+            layer.moving_variance.assign(rng.uniform(0.3, 2.0, n).astype("float32"))
+            if layer.scale:
+                layer.gamma.assign(rng.uniform(0.5, 1.5, n).astype("float32"))
+            if layer.center:
+                layer.beta.assign(rng.normal(0, 0.3, n).astype("float32"))
+
+
+def test_batch_norms_are_folded_into_their_convolutions_and_the_outputs_do_not_change():
+    """Every kind of pair (a conv with and without bias, grouped, depthwise with multiplier 2, inside a
+    nested model, BN without scale) folds; a conv feeding two BNs, and one with its own activation,
+    do not; the outputs are the model's own."""
+    import keras
+
+    from cnnctl.bn_folding import folded_copy
+    from cnnctl.inference import inference_model
+
+    def bn(**kw):
+        return keras.layers.BatchNormalization(epsilon=1e-3, **kw)
+
+    inner_in = keras.Input((14, 14, 8))
+    y = bn()(keras.layers.DepthwiseConv2D(5, padding="same", depth_multiplier=2, use_bias=False)(inner_in))
+    inner = keras.Model(inner_in, keras.layers.ReLU(6.0)(y), name="inner")
+
+    inp = keras.Input((28, 28, 3))
+    x = bn()(keras.layers.Conv2D(8, 3, strides=2, padding="same")(inp))            # with bias
+    x = bn(scale=False)(keras.layers.Conv2D(8, 1, groups=2, use_bias=False)(x))     # grouped, no gamma
+    x = inner(x)                                                                   # nested: 16 channels
+    shared = keras.layers.Conv2D(16, 1, use_bias=False)(x)                         # two consumers: kept
+    x = keras.layers.Add()([bn()(shared), bn()(shared)])
+    x = bn()(keras.layers.Conv2D(16, 3, activation="relu")(x))                     # own activation: kept
+    model = keras.Model(inp, keras.layers.Dense(4)(keras.layers.GlobalAveragePooling2D()(x)))
+    rng = np.random.default_rng(3)
+    _random_statistics(model, rng)
+
+    copy, folded = folded_copy(model)
+    assert folded == 3
+    kinds = [type(layer).__name__ for layer in copy.layers]
+    assert kinds.count("BatchNormalization") == 3 and kinds.count("FoldedBatchNorm") == 2
+    assert [type(layer).__name__ for layer in copy.get_layer("inner").layers].count("BatchNormalization") == 0
+    x = rng.uniform(0, 255, (5, 28, 28, 3)).astype("float32")
+    want = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(np.asarray(copy(x, training=False)), want, rtol=1e-4, atol=1e-4)
+    assert inference_model(model) is not model
+    np.testing.assert_allclose(logits_of(model, x), want, rtol=1e-4, atol=1e-4)
+    # the model itself is untouched (training still has its batch norms)
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 5
+
+
 def test_image_batches_keep_the_order_of_the_files_and_decode_what_load_images_decodes(tmp_path):
     from cnnctl.data.pipeline import InputSpec
 
@@ -116,7 +173,8 @@ def test_predict_on_many_files_in_batches_equals_one_call_on_all_of_them(tmp_pat
     all 10 images, with the bundled Fashion-MNIST weights."""
     paths = _fashion_test_images(tmp_path / "p", 10)
     runner = CliRunner()
-    base = ["predict", "--model", "fashion_cnn", "--weights", "fashion_mnist", "--json", "--top-k", "10"]
+    base = ["predict", "--model", "fashion_cnn", "--weights", "fashion_mnist", "--json", "--top-k", "10",
+            "--precision", "float32"]
     streamed = runner.invoke(app, [*base, "--batch-size", "3", *paths])
     assert streamed.exit_code == 0, streamed.output
     whole = runner.invoke(app, [*base, "--batch-size", "32", *paths])
@@ -130,6 +188,34 @@ def test_predict_on_many_files_in_batches_equals_one_call_on_all_of_them(tmp_pat
         np.testing.assert_allclose([pa[i] for i in range(10)], [pb[i] for i in range(10)], atol=1e-5)
     assert len({max(r["top"], key=lambda t: t["probability"])["index"] for r in a}) > 1, \
         "the check needs images that are not all given the same label"
+
+
+def test_predict_computes_in_the_policy_asked_for_whatever_the_model_was_saved_in(tmp_path):
+    """A float32 network asked for in bfloat16: the folded copy computes in bf16 (probabilities within
+    bf16's rounding, not equal), and the model's own policy is left as it was."""
+    import keras
+
+    from cnnctl.inference import inference_model
+    from cnnctl.weights import load_pretrained
+
+    paths = _fashion_test_images(tmp_path / "p", 8)
+    runner = CliRunner()
+    base = ["predict", "--model", "fashion_cnn", "--weights", "fashion_mnist", "--json", "--top-k", "10", *paths]
+    probs = {}
+    for policy in ("float32", "mixed_bfloat16"):
+        r = runner.invoke(app, [*base, "--precision", policy, "--batch-size", "4"])
+        assert r.exit_code == 0, r.output
+        probs[policy] = np.array([[t["probability"] for t in sorted(row["top"], key=lambda t: t["index"])]
+                                  for row in json.loads(r.stdout)])
+    difference = np.abs(probs["float32"] - probs["mixed_bfloat16"]).max()
+    assert 0 < difference < 0.05
+    assert (probs["float32"].argmax(1) == probs["mixed_bfloat16"].argmax(1)).mean() >= 0.75
+    keras.mixed_precision.set_global_policy("float32")
+    model = load_pretrained("fashion_cnn", "fashion_mnist")
+    copy = inference_model(model, "mixed_bfloat16")
+    assert copy.layers[-1].compute_dtype == "bfloat16" and model.layers[-1].compute_dtype == "float32"
+    r = runner.invoke(app, [*base, "--precision", "half"])
+    assert r.exit_code == 2 and "unknown --precision 'half'" in r.output
 
 
 def test_a_bad_predict_call_is_refused_before_tensorflow_starts(tmp_path):
