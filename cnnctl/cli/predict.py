@@ -69,7 +69,6 @@ def predict(
         logits_of,
         softmax,
     )
-
     from cnnctl.train.runtime import explain_precision
 
     log = lambda m: console(stderr=True).print(f"[dim]{m}[/]", soft_wrap=True)
