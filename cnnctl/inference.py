@@ -94,8 +94,11 @@ def inference_model(model, policy: str | None = None):
     try:
         if bn_folding.is_functional(model) and (other or bn_folding.fold_pairs(model)):
             return bn_folding.folded_copy(model, policy if other else None)[0]
-    except Exception:  # noqa: BLE001 - a layer that cannot be cloned: run the model unfolded
-        pass
+    except Exception as e:  # noqa: BLE001 - a layer that cannot be cloned: run the model as it is
+        import warnings
+
+        warnings.warn(f"{model.name} runs as saved (its batch norms unfolded, in its own precision): "
+                      f"it could not be copied ({type(e).__name__}: {e})", stacklevel=2)
     return model
 
 
