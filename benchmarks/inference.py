@@ -168,6 +168,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--core", type=int, default=0, help="the core every process is pinned to")
     ap.add_argument("--only", choices=sorted(MODELS), help="one model")
+    ap.add_argument("--precision", choices=("float32", "mixed_bfloat16"), help="one precision")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
@@ -177,7 +178,7 @@ def main() -> None:
         return
 
     configs = [(m, p, b) for m in MODELS if args.only in (None, m)
-               for p in ("float32", "mixed_bfloat16") for b in (1, 32)]
+               for p in ("float32", "mixed_bfloat16") if args.precision in (None, p) for b in (1, 32)]
     torch_modes = ("eager", "channels_last", "compile")
     rounds = []
     peaks = []
@@ -195,7 +196,8 @@ def main() -> None:
     import torch
 
     peak = {k: max(p.get(k, 0) for p in peaks) for k in ("float32", "bfloat16")}
-    print(f"`python benchmarks/inference.py --rounds {args.rounds}`: one core (taskset -c {args.core}), "
+    only = "".join(f" --{k} {v}" for k, v in (("only", args.only), ("precision", args.precision)) if v)
+    print(f"`python benchmarks/inference.py --rounds {args.rounds}{only}`: one core (taskset -c {args.core}), "
           f"torch {torch.__version__.split('+')[0]}; matmul peak on that core: float32 {peak['float32']:.0f} "
           f"GFLOP/s, bfloat16 {peak['bfloat16']:.0f} GFLOP/s.\n")
     print("Batch 1 in ms (lower is better), batch 32 in images/s (higher is better); one cell per round.\n")

@@ -7,10 +7,13 @@ the model's own batch-32 rate.
 For each version, `cnnctl predict --model efficientnet_lite0 --weights imagenet --json` runs in a fresh
 process on 1 image and on ``--images`` images (JPEGs of about 256x256), interleaved, ``--rounds``
 times; the images/s of the many-image call leave out the start-up by taking the difference:
-(n - 1) / (t_n - t_1). The earlier version runs from a `git worktree` of ``--before`` (the commit
+(n - 1) / (t_n - t_1). This checkout runs twice: ``--precision float32`` (what the earlier version
+chose for Lite0) and ``--precision auto`` (measured per model: bf16 with folded batch norms where
+faster). The earlier version runs from a `git worktree` of ``--before`` (the commit
 before the one inference path: one eager call on up to 64 images, then ``predict_on_batch`` per
 64, every file decoded before the first forward pass). The batch-32 reference is the traced
-inference function on random pixels in one process, after warm-up: the most a command could reach.
+inference function on random pixels in one process, after warm-up, in each policy: the most a
+command could reach.
 """
 
 from __future__ import annotations
@@ -28,18 +31,21 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 BATCH_RATE = r'''
-import os, time, statistics
+import os, sys, time, statistics
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import numpy as np
+import keras, numpy as np
 from cnnctl import models
 from cnnctl.inference import logits_of
+from cnnctl.train.runtime import explain_precision
+policy = sys.argv[1] if sys.argv[1] != "auto" else explain_precision("auto", "efficientnet_lite0", "infer")[0]
+keras.mixed_precision.set_global_policy(policy)
 net = models.build("efficientnet_lite0", num_classes=1000)
 x = np.random.default_rng(0).uniform(0, 255, (32, 224, 224, 3)).astype("float32")
 logits_of(net, x); logits_of(net, x)
 ts = []
 for _ in range(5):
     t = time.perf_counter(); logits_of(net, x); ts.append(time.perf_counter() - t)
-print(32 / statistics.median(ts))
+print(policy, 32 / statistics.median(ts))
 '''
 
 
@@ -70,33 +76,41 @@ def main() -> None:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.before],
                        check=True, capture_output=True)
         try:
-            versions = {f"before ({args.before})": before, "now": ROOT}
             cmd = [sys.executable, "-m", "cnnctl", "predict", "--model", "efficientnet_lite0", "--weights",
                    "imagenet", "--json"]
+            versions = {f"before ({args.before}), auto = float32": (before, []),
+                        "now, --precision float32": (ROOT, ["--precision", "float32"]),
+                        "now, --precision auto": (ROOT, [])}
             times = {(v, n): [] for v in versions for n in (1, args.images)}
-            for v, src in versions.items():       # converts and caches the weights for each version once
+            for v, (src, extra) in versions.items():  # converts the weights / measures auto once
                 env = {**os.environ, "PYTHONPATH": str(src)}
-                subprocess.run(cmd + files[:1], check=True, capture_output=True, env=env)
+                subprocess.run(cmd + extra + files[:1], check=True, capture_output=True, env=env)
             for _ in range(args.rounds):
-                for v, src in versions.items():
+                for v, (src, extra) in versions.items():
                     env = {**os.environ, "PYTHONPATH": str(src)}
                     for n in (1, args.images):
-                        times[v, n].append(wall(cmd + files[:n], env))
+                        times[v, n].append(wall(cmd + extra + files[:n], env))
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
                            check=False, capture_output=True)
-    rate = float(subprocess.run([sys.executable, "-c", BATCH_RATE], check=True, capture_output=True, text=True,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.split()[-1])
+    rates = {}
+    for asked in ("float32", "auto"):
+        policy, rate = subprocess.run([sys.executable, "-c", BATCH_RATE, asked], check=True, capture_output=True,
+                                      text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.split()[-2:]
+        rates[asked] = (policy, float(rate))
 
     print(f"`python benchmarks/predict_many.py --images {args.images} --rounds {args.rounds}` "
-          f"(EfficientNet-Lite0, float32, {os.cpu_count()} cores; medians of the rounds)\n")
-    print(f"| version | 1 image, s | {args.images} images, s | images/s beyond the first | of the batch-32 rate |")
+          f"(EfficientNet-Lite0, {os.cpu_count()} cores; medians of the rounds; auto here is "
+          f"{rates['auto'][0]})\n")
+    print(f"| version | 1 image, s | {args.images} images, s | images/s beyond the first | of its batch-32 rate |")
     print("|---|---:|---:|---:|---:|")
     for v in versions:
         t1, tn = statistics.median(times[v, 1]), statistics.median(times[v, args.images])
         ips = (args.images - 1) / (tn - t1)
+        rate = rates["auto" if v.endswith("auto") else "float32"][1]
         print(f"| {v} | {t1:.2f} | {tn:.2f} | {ips:.1f} | {100 * ips / rate:.0f}% |")
-    print(f"| the traced function alone, batch 32 | | | {rate:.1f} | 100% |")
+    for asked, (policy, rate) in rates.items():
+        print(f"| the traced function alone, batch 32, {policy} | | | {rate:.1f} | 100% |")
 
 
 if __name__ == "__main__":
