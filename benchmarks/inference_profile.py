@@ -1,6 +1,7 @@
 """Where inference time goes: oneDNN's own timing of each primitive (``ONEDNN_VERBOSE=1``) for one
-forward pass of the traced inference function, with batch norms folded (cnnctl's path) and unfolded
-(the model as built), float32 and mixed_bfloat16, on one core.
+forward pass of a traced function of the model, with batch norms folded (``cnnctl.bn_folding``, what
+cnnctl's inference runs in bfloat16) and unfolded (the model as built, what it runs in float32),
+float32 and mixed_bfloat16, on one core.
 
     python benchmarks/inference_profile.py [--model efficientnet_lite0] [--batch 32] [--core 0]
 
@@ -28,9 +29,9 @@ tf.config.threading.set_inter_op_parallelism_threads(1)
 name, policy, batch, fold = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "folded"
 keras.mixed_precision.set_global_policy(policy)
 from cnnctl import models
-from cnnctl.inference import inference_model
+from cnnctl.bn_folding import folded_copy
 model = models.build(name, num_classes=1000)
-net = inference_model(model) if fold else model
+net = folded_copy(model)[0] if fold else model
 fn = tf.function(lambda x: net(x, training=False))
 x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, 224, 224, 3)).astype("float32"))
 for _ in range(3):
