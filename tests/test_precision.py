@@ -22,7 +22,18 @@ def fresh_cache(tmp_path, monkeypatch):
 def test_the_calibration_times_both_policies_and_keeps_the_faster(fresh_cache):
     """Real timings of fashion_cnn training steps, float32 and mixed_bfloat16 (on a CPU without bf16
     units bf16 is emulated and slower; either way the rule must pick the smaller median)."""
+    import keras
+
+    # Keras numbers unnamed objects per kind ("sgd_3", "seed_generator_2"), and those names are the
+    # paths of optimizer and dropout-seed variables in a checkpoint: measuring must not shift them.
+    before = [keras.optimizers.SGD().name, keras.random.SeedGenerator(1).name]
     entry = calibrate.time_policies("fashion_cnn", "train", batch=16, steps=3)
+    after = [keras.optimizers.SGD().name, keras.random.SeedGenerator(1).name]
+
+    def following(name):
+        prefix, _, number = name.rpartition("_")
+        return f"{prefix}_{int(number) + 1}" if number.isdigit() else f"{name}_1"
+    assert after == [following(n) for n in before], (before, after)
     assert entry["float32"] > 0 and entry["mixed_bfloat16"] > 0
     assert entry["policy"] == min(calibrate.POLICIES, key=lambda p: entry[p])
     assert entry["batch"] == 16 and entry["input_shape"] == [28, 28, 1]

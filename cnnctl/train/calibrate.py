@@ -103,6 +103,7 @@ def time_policies(model: str, mode: str, batch: int | None = None, steps: int = 
     shape = models.default_input_shape(model)
     batch = batch or default_batch(shape)
     before = keras.mixed_precision.global_policy().name
+    names = _name_counters()
     rng = np.random.default_rng(0)
     steps_of = {}
     try:
@@ -126,10 +127,32 @@ def time_policies(model: str, mode: str, batch: int | None = None, steps: int = 
                 times[policy].append(time.perf_counter() - t)
     finally:
         keras.mixed_precision.set_global_policy(before)
+        _restore_name_counters(names)
     med = {p: statistics.median(ts) for p, ts in times.items()}
     faster = "mixed_bfloat16" if med["mixed_bfloat16"] < med["float32"] else "float32"
     return {**med, "policy": faster, "batch": batch, "input_shape": list(shape), "steps": steps,
             "measured": time.strftime("%Y-%m-%d")}
+
+
+def _name_counters():
+    """Keras' per-prefix layer-name counters ("conv2d_3"): the models built to measure must not shift the
+    names of the run's own model (a fresh run that measured and its resume that did not would differ)."""
+    try:
+        from keras.src.backend.common import global_state
+
+        return dict(global_state.get_global_attribute("object_name_uids", {}) or {})
+    except (ImportError, AttributeError):
+        return None
+
+
+def _restore_name_counters(counters) -> None:
+    if counters is None:
+        return
+    import collections
+
+    from keras.src.backend.common import global_state
+
+    global_state.set_global_attribute("object_name_uids", collections.defaultdict(int, counters))
 
 
 def _inference_step(forward, xs):
