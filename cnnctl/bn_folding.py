@@ -5,9 +5,9 @@ In inference a batch norm is a per-channel affine map, ``y = s * (x - mean) + be
 ``k * s`` (per output channel) and bias ``beta + (b - mean) * s``. TensorFlow's graph optimiser does
 this fusion itself in float32 (oneDNN ``_MklNativeFusedConv2D``) but not under mixed_bfloat16, where
 every batch norm and ReLU6 then runs as its own op: EfficientNet-Lite0 at batch 32 on one core took
-446 ms in bf16 unfolded and 206 ms folded (float32: 441 -> 397 ms, the depthwise ones being unfused
-there too). ``folded_copy`` returns a copy of a functional model with every such pair folded; the
-original is untouched (training needs its batch norms).
+419 ms in bf16 unfolded and 210 ms folded (394 ms in float32; benchmarks/inference_profile.py).
+``folded_copy`` returns a copy of a functional model with every such pair folded; the original is
+untouched (training needs its batch norms).
 
 A pair is folded when the batch norm normalises the last axis, has one call, and its input is the
 output of a Conv2D or DepthwiseConv2D (channels_last, no activation of its own) called once and used

@@ -78,8 +78,8 @@ def input_spec(model):
 # ----------------------------------------------------------------------------- one inference path
 # Every command's forward pass goes through one traced function per model, kept for the life of the
 # process: a graph lets grappler fold batch norm into the convolutions and fuse activations, and runs
-# without Python between ops. Measured here on EfficientNet-Lite0 (2 cores, float32): one image 13 ms
-# traced against 95 ms eager, batch 32 at 144 img/s against 15 (benchmarks/inference.py).
+# without Python between ops. EfficientNet-Lite0, one image, float32, one core: 13.4 ms traced against
+# 76.5 ms for an eager call (benchmarks/inference.py, docs/speed.md).
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {policy: its tf.function}
 
 
@@ -88,8 +88,8 @@ def inference_model(model, policy: str | None = None):
 
     Computing in bfloat16 (or float16), a plain functional model runs as a copy with each convolution +
     batch norm pair folded into one convolution (``cnnctl.bn_folding``; TF's graph optimiser does not
-    fuse them there: bf16 Lite0 at batch 32 2.2x faster here). In float32 the optimiser fuses them
-    itself except after depthwise convolutions, and the copy (0.4 s for Lite0) would gain only about
+    fuse them there: bf16 Lite0 at batch 32 2.0x faster folded here). In float32 the optimiser fuses them
+    itself except after depthwise convolutions, and the copy (0.9 s for Lite0 on 2 cores) would gain about
     10%, so the model runs as it is. With ``policy`` other than the model's own, the copy (folded)
     computes in ``policy``. A model that cannot be copied runs as it is.
     """

