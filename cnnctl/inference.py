@@ -89,8 +89,9 @@ def inference_model(model, policy: str | None = None):
     Computing in bfloat16 (or float16), a plain functional model runs as a copy with each convolution +
     batch norm pair folded into one convolution (``cnnctl.bn_folding``; TF's graph optimiser does not
     fuse them there: bf16 Lite0 at batch 32 2.0x faster folded here). In float32 the optimiser fuses them
-    itself except after depthwise convolutions, and the copy (0.9 s for Lite0 on 2 cores) would gain about
-    10%, so the model runs as it is. With ``policy`` other than the model's own, the copy (folded)
+    itself except after depthwise convolutions, and the copy would gain 6% for Lite0
+    (benchmarks/inference_profile.py), less than making it costs for a hundred files, so the model
+    runs as it is. With ``policy`` other than the model's own, the copy (folded)
     computes in ``policy``. A model that cannot be copied runs as it is.
     """
     from cnnctl import bn_folding
