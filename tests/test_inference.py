@@ -117,7 +117,9 @@ def test_batch_norms_are_folded_into_their_convolutions_and_the_outputs_do_not_c
     x = rng.uniform(0, 255, (5, 28, 28, 3)).astype("float32")
     want = np.asarray(model(x, training=False))
     np.testing.assert_allclose(np.asarray(copy(x, training=False)), want, rtol=1e-4, atol=1e-4)
-    assert inference_model(model) is not model
+    assert inference_model(model) is model                  # float32: TF's optimiser folds them itself
+    in_bf16 = inference_model(model, "mixed_bfloat16")       # another policy: the folded copy
+    assert [type(layer).__name__ for layer in in_bf16.layers].count("FoldedBatchNorm") == 2
     np.testing.assert_allclose(logits_of(model, x), want, rtol=1e-4, atol=1e-4)
     # the model itself is untouched (training still has its batch norms)
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 5
