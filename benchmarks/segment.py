@@ -30,6 +30,10 @@ folder, segmented with the ``scenes`` run's network as ``cnnctl segment --model 
 (``cnnctl.segmenter``), and scored beside the run's own test scenes, each mIoU with its bootstrap
 standard error over scenes: "scenes built elsewhere score the same".
 
+``--objects N``: for each scenes run, on N test scenes, where its errors come from: the foreground IoU
+with the classes ignored (the masks), and the share of items whose predicted pixels name their class
+by majority vote (the classes), with the three worst classes.
+
 ``--picture PNG``: the nuclei run on the held-out quarter, three panels side by side: the image,
 the true nuclei, the predicted ones (each instance its own colour; predicted instances are the
 connected components ``cnnctl segment --instances`` finds).
@@ -138,6 +142,43 @@ def independent_row(run: Path, count: int, folder: Path) -> None:
               f"{np.std(boot):.3f} |")
 
 
+def objects_rows(out: Path, runs: list[str], count: int) -> None:
+    """Where a scene run's errors come from: the masks (foreground against background, classes ignored)
+    or the classes (each true item's class by the majority vote of its predicted foreground pixels)."""
+    import numpy as np
+
+    from cnnctl.data.segmentation import free_scenes
+    from cnnctl.segmenter import load_segmenter, predict_labels
+
+    test = free_scenes((0, 0, count)).splits["test"]
+    labels, instances = np.asarray(test.labels), np.asarray(test.instances)
+    print(f"\n| run ({count} test scenes) | foreground IoU (classes ignored) | items | items whose pixel majority "
+          "names their class | worst classes (share right) |\n|---|---:|---:|---:|---|")
+    for name in runs:
+        model, _ = load_segmenter(out / name)
+        predicted = predict_labels(model, np.asarray(test.images), batch=50)
+        fg_p, fg_t = predicted > 0, labels > 0
+        right, total = np.zeros(10), np.zeros(10)
+        for j in range(count):
+            for k in range(1, int(instances[j].max()) + 1):
+                where = instances[j] == k
+                truth = int(labels[j][where][0]) - 1
+                votes = predicted[j][where]
+                votes = votes[votes > 0]
+                total[truth] += 1
+                right[truth] += bool(len(votes)) and int(np.bincount(votes - 1, minlength=10).argmax()) == truth
+        share = right / np.maximum(total, 1)
+        worst = ", ".join(f"{test_class(c)} {share[c]:.2f}" for c in np.argsort(share)[:3])
+        print(f"| {name} | {(fg_p & fg_t).sum() / (fg_p | fg_t).sum():.3f} | {int(total.sum())} | "
+              f"{right.sum() / total.sum():.3f} | {worst} |")
+
+
+def test_class(c: int) -> str:
+    from cnnctl.data.scenes import SCENE_CLASSES
+
+    return SCENE_CLASSES[c]
+
+
 def _instance_colours(ids, image):
     import numpy as np
 
@@ -180,6 +221,8 @@ def main() -> None:
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--independent", type=int, default=0, help="score the scenes run on N independently built scenes")
     ap.add_argument("--picture", default="", help="write the nuclei test-region picture here (PNG)")
+    ap.add_argument("--objects", type=int, default=0,
+                    help="on N test scenes: each scenes run's foreground IoU and its per-item class accuracy")
     ap.add_argument("--speed-one", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.speed_one:
@@ -210,6 +253,9 @@ def main() -> None:
 
     if a.independent:
         independent_row(out / "scenes", a.independent, out / "independent-scenes")
+
+    if a.objects:
+        objects_rows(out, [r for r in a.runs if r.startswith("scenes")], a.objects)
 
     if a.picture:
         picture(out / "nuclei", Path(a.picture))

@@ -76,3 +76,13 @@ def test_the_policy_auto_chose_is_written_into_the_run_config(fresh_cache, make_
     assert cfg["precision"] == expected == json.loads((out / "a" / "metrics.json").read_text())["precision"]
     assert cfg["precision_why"] == why
     assert f"{expected} ({why})" in " ".join(r.output.split())
+
+
+def test_a_model_that_cannot_be_timed_is_remembered_and_left_to_the_rule(fresh_cache):
+    heard = []
+    assert calibrate.measured_policy("wgan", "train", heard.append) is None
+    assert len(heard) == 2 and "cannot be timed generically" in heard[1]
+    assert "unmeasurable" in json.loads(fresh_cache.read_text())[calibrate.cache_key("wgan", "train")]
+    calibrate._MEMO.clear()                                   # a new process: the file answers, nothing said
+    assert calibrate.measured_policy("wgan", "train", heard.append) is None
+    assert len(heard) == 2

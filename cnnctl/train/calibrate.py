@@ -15,7 +15,8 @@ medians decide: bf16 only if its median is below float32's, so ``auto`` never pi
 measured slower than float32.
 
 The cache is ``$CNNCTL_CACHE/precision.json`` (default ``~/.cache/cnnctl``), one entry per key
-``cpu | tf version | model | mode``, holding both timings. Delete it to measure again.
+``cpu | tf version | model | mode``, holding both timings (or ``{"unmeasurable": why}`` for a model
+without symbolic inputs, which the registry rule decides). Delete it to measure again.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from cnnctl.errors import CnnctlError
 
 POLICIES = ("float32", "mixed_bfloat16")
-_MEMO: dict[str, dict] = {}       # key -> entry, for this process (a read-only cache still measures once)
+_MEMO: dict[str, dict | None] = {}       # key -> entry, for this process (a read-only cache still measures once)
 
 
 class Unmeasurable(Exception):
@@ -199,13 +200,20 @@ def measured_policy(model: str, mode: str, log=None) -> dict | None:
     if key in _MEMO:
         return _MEMO[key]
     entry = _read_cache().get(key)
+    if isinstance(entry, dict) and "unmeasurable" in entry:     # known: the rule decides, nothing to build
+        _MEMO[key] = None
+        return None
     if not (isinstance(entry, dict) and entry.get("policy") in POLICIES):
         if log:
             log(f"choosing the precision of {model} ({mode}): timing float32 against mixed_bfloat16 on this "
                 f"CPU, once (cached in {cache_file()})")
         try:
             entry = time_policies(model, mode)
-        except Unmeasurable:
+        except Unmeasurable as e:
+            if log:
+                log(f"{e}, so it cannot be timed generically; the precision follows the rule instead")
+            _write_cache(key, {"unmeasurable": str(e)})
+            _MEMO[key] = None
             return None
         except Exception as e:  # noqa: BLE001 - the rule decides instead; a measurement never stops a run
             if log:
