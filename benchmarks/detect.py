@@ -12,6 +12,9 @@ Runs (each ``cnnctl train RECIPE --name RUN --seed S [--set ...]`` into OUT/RUN,
   each through the same backbone and fc layers, SVMs and ridge box regressors fitted after the epochs;
 - ``fast``: ``detect-scenes-fast``, Fast R-CNN on selective search's proposals (OpenCV-contrib, "fast"
   mode), everything else as ``faster``;
+- ``faster-alternating``: ``detect-scenes`` trained by the paper's 4-step alternating scheme (sec. 3.2;
+  ``model.alternating = [2, 2, 1, 1]``: RPN, detector on its proposals, RPN on the frozen shared
+  convolutions, detector again; 6 epochs in all, as ``faster``'s joint training);
 - ``faster-pretrained`` / ``fast-pretrained``: the same two on the bundled Fashion-MNIST classifier cut
   as Fast R-CNN sec. 2.2 cuts VGG16 (``model.encoder = "fashion_cnn:fashion_mnist"``: its convolutions
   up to the last max pooling, which RoI pooling replaces; the detector's fc6 starts from its fc1).
@@ -53,6 +56,8 @@ RUNS = {   # name: (recipe, overrides, detector, proposals)
     "rcnn": ("detect-scenes-rcnn", [], "R-CNN (SVMs + box regression)", "selective search"),
     "faster": ("detect-scenes", [], "Faster R-CNN", "RPN"),
     "fast": ("detect-scenes-fast", [], "Fast R-CNN", "selective search"),
+    "faster-alternating": ("detect-scenes", ["model.alternating=[2, 2, 1, 1]"],
+                           "Faster R-CNN, 4-step alternating training", "RPN"),
     "faster-pretrained": ("detect-scenes", [ENCODER], "Faster R-CNN", "RPN"),
     "fast-pretrained": ("detect-scenes-fast", [ENCODER], "Fast R-CNN", "selective search"),
 }

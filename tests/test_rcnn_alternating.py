@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
+import subprocess
+import sys
 
 import numpy as np
+from PIL import Image
 from typer.testing import CliRunner
 
 from cnnctl.cli import app
@@ -88,3 +92,10 @@ def test_alternating_training_end_to_end_and_its_epochs_must_add_up(tmp_path):
     with open(tmp_path / "ok" / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert [float(row["stage"]) for row in rows] == [1, 2, 3, 4]
+    # a fresh process (nothing imported but what `cnnctl detect` imports) loads the run and detects
+    scene = tmp_path / "scene.png"
+    Image.fromarray(load_detection("scenes:free", (0, 0, 1)).splits["test"].images[0][..., 0]).save(scene)
+    done = subprocess.run([sys.executable, "-m", "cnnctl", "detect", str(scene), "--model", str(tmp_path / "ok"),
+                           "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)[0]["image"].endswith("scene.png")

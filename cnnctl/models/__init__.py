@@ -28,6 +28,7 @@ from cnnctl.models import (  # noqa: F401
     lenet,
     nin,
     rcnn,
+    rcnn_alternating,  # its model class must be registered before a run's .keras file loads
     rcnn_original,
     resnet,
     resnet_cifar,
