@@ -147,6 +147,7 @@ def objects_rows(out: Path, runs: list[str], count: int) -> None:
     or the classes (each true item's class by the majority vote of its predicted foreground pixels)."""
     import numpy as np
 
+    from cnnctl.data.scenes import SCENE_CLASSES
     from cnnctl.data.segmentation import free_scenes
     from cnnctl.segmenter import load_segmenter, predict_labels
 
@@ -168,15 +169,9 @@ def objects_rows(out: Path, runs: list[str], count: int) -> None:
                 total[truth] += 1
                 right[truth] += bool(len(votes)) and int(np.bincount(votes - 1, minlength=10).argmax()) == truth
         share = right / np.maximum(total, 1)
-        worst = ", ".join(f"{test_class(c)} {share[c]:.2f}" for c in np.argsort(share)[:3])
+        worst = ", ".join(f"{SCENE_CLASSES[c]} {share[c]:.2f}" for c in np.argsort(share)[:3])
         print(f"| {name} | {(fg_p & fg_t).sum() / (fg_p | fg_t).sum():.3f} | {int(total.sum())} | "
               f"{right.sum() / total.sum():.3f} | {worst} |")
-
-
-def test_class(c: int) -> str:
-    from cnnctl.data.scenes import SCENE_CLASSES
-
-    return SCENE_CLASSES[c]
 
 
 def _instance_colours(ids, image):
