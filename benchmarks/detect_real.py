@@ -25,7 +25,8 @@ labels are mapped to the Tux Paint category a user would look for (``PHOTO_CATEG
 people, car and bus -> vehicles, bottle, chair and sofa -> household, animal -> animals). Printed: per
 photo the detections at score >= 0.5 and how many true boxes they find (IoU >= 0.5, with the mapped
 category, and with the category ignored); AP@0.5 over the photos with the mapped categories and class
-agnostic. With --pictures also ``detect-photos.png``: each photo at 256 px high, the true boxes in
+agnostic. With --pictures also ``detect-photos.png``: sahi's and imgaug's photos (MIT; the VOC
+photos are not for redistribution) at 256 px high, the true boxes in
 green, the detections at score >= 0.5 in their category's colour with label and score.
 """
 
@@ -71,6 +72,10 @@ def outline(image: np.ndarray, boxes: np.ndarray, colour) -> np.ndarray:
 PHOTO_CATEGORY = {"person": "people", "car": "vehicles", "bus": "vehicles", "bottle": "household",
                   "chair": "household", "sofa": "household", "animal": "animals"}
 
+# Only the MIT-licensed photos go into a picture that ships in docs/; the VOC photos (Flickr, VOC terms
+# of use) are for evaluation, not redistribution (labelme's NOTICE).
+PICTURED = ("terrain2", "quokka")
+
 
 def on_photos(run: Path, csv_path: str, pictures: str) -> None:
     """The tuxpaint detector on real photos (see the module docstring)."""
@@ -110,9 +115,12 @@ def on_photos(run: Path, csv_path: str, pictures: str) -> None:
         from cnnctl.detector import draw_boxes
 
         panels = []
-        for image, boxes, det in zip(sp.images, sp.boxes, scored):
+        for name, image, boxes, det in zip(sp.names, sp.images, sp.boxes, scored):
+            if name not in PICTURED:
+                continue
             f = 256 / image.shape[0]
-            small = np.asarray(Image.fromarray(image[..., :3]).resize((round(image.shape[1] * f), 256), Image.BILINEAR))
+            image = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+            small = np.asarray(Image.fromarray(image).resize((round(image.shape[1] * f), 256), Image.BILINEAR))
             shown = {k: v[det["scores"] >= 0.5] for k, v in det.items()}
             shown["boxes"] = shown["boxes"] * f
             panels += [draw_boxes(outline(small, boxes * f, (0, 255, 0)), shown, classes),

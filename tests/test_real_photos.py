@@ -46,7 +46,7 @@ def test_the_csv_holds_every_box_of_the_three_sources(photos):
     i = sp.names.index("terrain2")
     np.testing.assert_array_equal(_sorted_boxes(sp.boxes[i]), _sorted_boxes(sahi.boxes[0]))
     np.testing.assert_array_equal(sp.images[i], sahi.images[0])
-    assert sp.images[i].shape[:2] == (682, 1024)
+    assert sp.images[i].shape == (682, 1024, 3)               # a colour palette PNG stays colour
 
     # labelme's COCO export through the COCO loader: the same photos, boxes and labels
     voc = load_detection(str(photos / "labelme" / "coco" / "annotations.json"))

@@ -96,6 +96,25 @@ def test_weight_map_on_two_touching_discs_matches_a_hand_computation():
 
 
 # ----------------------------------------------------------------------------- scores
+def test_palette_images_are_read_as_colour_unless_their_palette_is_grey(tmp_path):
+    """Photos saved as palette PNGs (sahi's terrain2.png is one) must keep their colours; a palette of
+    greys reads as one channel, like an "L" image."""
+    from cnnctl.data.segmentation import read_image
+
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    Image.fromarray(colour).quantize(8).save(tmp_path / "colour.png")
+    expected = np.asarray(Image.open(tmp_path / "colour.png").convert("RGB"))
+    assert len(np.unique(expected.reshape(-1, 3), axis=0)) > 1
+    np.testing.assert_array_equal(read_image(tmp_path / "colour.png"), expected)
+    grey = rng.integers(0, 256, (12, 16), dtype=np.uint8)
+    Image.fromarray(grey).convert("RGB").quantize(8).save(tmp_path / "grey.png")
+    assert Image.open(tmp_path / "grey.png").mode == "P"
+    got = read_image(tmp_path / "grey.png")
+    assert got.shape == (12, 16, 1)
+    np.testing.assert_array_equal(got[..., 0], np.asarray(Image.open(tmp_path / "grey.png").convert("L")))
+
+
 def test_semantic_scores_by_hand():
     truth = np.array([[[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2]]])
     pred = np.array([[[0, 1, 1, 1], [0, 0, 1, 1], [2, 2, 0, 0]]])

@@ -110,8 +110,11 @@ def read_image(path: Path, channels: int | None = None) -> np.ndarray:
             a = np.clip((a - lo) / max(hi - lo, 1e-9) * 255.0, 0, 255)
             a = np.rint(a).astype(np.uint8)[..., None]
         else:
-            want = {1: "L", 3: "RGB"}.get(channels or 0) or ("L" if im.mode in ("L", "1", "P", "LA") else "RGB")
+            want = {1: "L", 3: "RGB"}.get(channels or 0) or ("L" if im.mode in ("L", "1", "LA") else "RGB")
             a = np.asarray(im.convert(want))
+            if not channels and im.mode == "P" and np.array_equal(a[..., 0], a[..., 1]) \
+                    and np.array_equal(a[..., 0], a[..., 2]):
+                a = a[..., 0]                   # a palette of greys is a grey image; a coloured one stays RGB
             a = a[..., None] if a.ndim == 2 else a
     if channels == 3 and a.shape[-1] == 1:
         a = np.repeat(a, 3, axis=-1)
