@@ -20,7 +20,7 @@ and ``detect-tuxpaint.png``, 8 test composites of different cut-outs with their 
 score >= 0.5.
 
 ``--photos CSV`` (build it with ``cnnctl data photos DIR``): the ``tuxpaint`` run on real photos it
-never saw, labelme's three Pascal VOC photos, sahi's street photo and imgaug's quokka, 18 boxes. Their
+never saw, labelme's three Pascal VOC photos, sahi's terrain photo and imgaug's quokka, 18 boxes. Their
 labels are mapped to the Tux Paint category a user would look for (``PHOTO_CATEGORY``: person ->
 people, car and bus -> vehicles, bottle, chair and sofa -> household, animal -> animals). Printed: per
 photo the detections at score >= 0.5 and how many true boxes they find (IoU >= 0.5, with the mapped
@@ -91,7 +91,7 @@ def on_photos(run: Path, csv_path: str, pictures: str) -> None:
     scored = found_at(run, sp.images, score=0.0)
     print(f"\n{run.name} on {sp.count} real photos ({csv_path}), {sum(len(b) for b in sp.boxes)} true boxes; "
           "found = a true box matched at IoU >= 0.5 by a detection at score >= 0.5\n")
-    print("| photo | true boxes (label -> category) | detections at score >= 0.5 | found, category right "
+    print("| photo | true boxes | detections at score >= 0.5 | found, category right "
           "| found, category ignored |\n|---|---|---|---:|---:|")
     for name, boxes, cls, labels, det in zip(sp.names, sp.boxes, truth, sp.classes, scored):
         keep = det["scores"] >= 0.5

@@ -1,5 +1,5 @@
 """Real annotated photos from three PyPI distributions as one detection CSV (`cnnctl data photos`):
-labelme's VOC photos, sahi's street photo, imgaug's quokka. Every box must reach the CSV unchanged,
+labelme's VOC photos, sahi's terrain photo, imgaug's quokka. Every box must reach the CSV unchanged,
 and each source's own file read by cnnctl's own loader must agree with the CSV."""
 
 from __future__ import annotations

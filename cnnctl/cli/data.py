@@ -162,7 +162,7 @@ def photos(
     out: str = typer.Argument(..., help="Folder to write photos.csv and the photos into."),
 ):
     """Fetch real annotated photos from three distributions on PyPI, once: labelme's three Pascal VOC
-    2011 photos (12 boxes), sahi's street photo (5 cars) and imgaug's quokka (1 box), as one detection
+    2011 photos (12 boxes), sahi's terrain photo (5 cars) and imgaug's quokka (1 box), as one detection
     CSV with their original labels; for showing a detector on real photos it was not trained on.
 
     Example:

@@ -4,9 +4,9 @@ Three Python distributions on PyPI carry annotated real photos (``../shared/DATA
 
 - labelme 5.11.4 (sdist; GPL-3 code): three Pascal VOC 2011 photos with 12 objects of VOC's classes
   (person, bottle, bus, car, chair, sofa), as a COCO instances file (``cnnctl.data.labelme``);
-- sahi 0.12.8 (sdist; MIT): ``demo/demo_data/terrain2.png``, a 1024x682 street photo, with a COCO file
+- sahi 0.12.8 (sdist; MIT): ``demo/demo_data/terrain2.png``, a 1024x682 photo of five cars on a desert track, with a COCO file
   of its 5 cars;
-- imgaug 0.4.0 (wheel; MIT): ``quokka.jpg`` (643x960) with one box labelled "animal" in imgaug's own
+- imgaug 0.4.0 (wheel; MIT): ``quokka.jpg`` (960x643) with one box labelled "animal" in imgaug's own
   JSON (``quokka_annotations.json``).
 
 ``fetch_real_photos(out)`` fetches each once (``cnnctl.data.registry``), copies the photos and their
@@ -51,7 +51,7 @@ def fetch_real_photos(out: str | Path, log=print) -> Path:
     out = Path(out)
     coco = fetch_labelme_examples(out / "labelme", log=log)["coco"]
     rows = _coco_rows(coco / "annotations.json", "labelme/coco")
-    sahi = distribution(SAHI[0], SAHI[1], sdist=True, why="(5 MB, once) for its annotated street photo", log=log)
+    sahi = distribution(SAHI[0], SAHI[1], sdist=True, why="(5 MB, once) for its annotated terrain photo", log=log)
     _copy_members(sahi, SAHI[2], SAHI[3], out / "sahi")
     rows += _coco_rows(out / "sahi" / "terrain2_coco.json", "sahi")
     imgaug = distribution(IMGAUG[0], IMGAUG[1], sdist=False, why="(1 MB, once) for its annotated photo", log=log)
