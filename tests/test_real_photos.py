@@ -4,6 +4,7 @@ and each source's own file read by cnnctl's own loader must agree with the CSV."
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 
@@ -60,7 +61,10 @@ def test_the_csv_holds_every_box_of_the_three_sources(photos):
     # imgaug's own JSON (x1, y1, x2, y2) -> cnnctl's (y0, x0, y1, x1), on the 960x643 photo
     q = sp.names.index("quokka")
     assert sp.images[q].shape == (643, 960, 3)
-    np.testing.assert_array_equal(sp.boxes[q], [[50, 148, 642, 550]])
+    source = json.loads((photos / "imgaug" / "quokka_annotations.json").read_text())["bounding_boxes"]
+    assert [b["label"] for b in source] == ["animal"]
+    np.testing.assert_array_equal(sp.boxes[q], [[b["y1"], b["x1"], b["y2"], b["x2"]] for b in source])
+    np.testing.assert_array_equal(sp.boxes[q], [[50, 148, 642, 550]])      # imgaug 0.4.0's box, as published
     np.testing.assert_array_equal(sp.images[q], np.asarray(Image.open(photos / "imgaug" / "quokka.jpg").convert("RGB")))
 
 
