@@ -144,6 +144,10 @@ class CaptionConfig:
     allow_unk: bool = False       # let decoding write <unk> (by default it never does)
     train_encoder: bool = False   # fine-tune the encoder with the decoder (at finetune.body_lr_scale x lr)
     word_vectors: str = ""        # "glove100": word embeddings start from GloVe 100d (needs model.embed_dim = 100)
+    flip: bool = False            # each epoch, each training pair sees its image or its mirror image (features
+    #                               of both computed once): im2txt's random flip, kept with a frozen encoder
+    val_images: int = 1000        # validation images captioned (as `beam`) after each epoch for val_bleu4 and
+    #                               val_cider_d, the default monitor; 0 = none (then pass train.monitor = "val_loss")
 
 
 @dataclass

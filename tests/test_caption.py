@@ -46,7 +46,8 @@ def test_a_caption_run_writes_its_files_and_scores_against_baselines(scene_run):
     assert vocab[:4] == ["<pad>", "<start>", "<end>", "<unk>"] and {"left", "of", "above", "a"} <= set(vocab)
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("test_bleu1", "test_bleu4", "test_cider_d", "test_exact", "test_greedy_bleu4",
-                "baseline_frequent_bleu4", "baseline_nearest_bleu4", "val_loss", "best_val_loss"):
+                "baseline_frequent_bleu4", "baseline_nearest_bleu4", "val_loss", "val_bleu4", "val_cider_d",
+                "best_val_cider_d"):
         assert key in metrics, key
     assert "test_accuracy" not in metrics and "word acc" in output
     captions = json.loads((run / "captions.json").read_text())
@@ -62,6 +63,64 @@ def test_a_caption_run_writes_its_files_and_scores_against_baselines(scene_run):
     hyps = [tokenize(c["caption"]) for c in captions]
     refs = [[tokenize(r) for r in c["references"]] for c in captions]
     assert caption_scores(hyps, refs)["bleu4"] == pytest.approx(metrics["test_bleu4"], abs=1e-12)
+
+
+def test_the_validation_captions_score_the_model_each_epoch_and_pick_best_keras(scene_run):
+    """val_cider_d (the caption monitor) is what the final model's beam captions of the validation
+    scenes score, and best.keras is the epoch with the highest one."""
+    import csv
+
+    import keras
+
+    import cnnctl.models  # noqa: F401
+    from cnnctl.data.captions import load_captions
+    from cnnctl.data.text import Vocab, tokenize
+    from cnnctl.models.captioning import CaptionStepper
+    from cnnctl.tasks.caption import beam_search, caption_scores
+
+    run, output = scene_run
+    assert "val_CIDEr-D" in output
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    history = [float(r["val_cider_d"]) for r in rows]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_val_cider_d"] == pytest.approx(max(history), abs=1e-9)
+    assert metrics["best_epoch"] == 1 + int(np.argmax(history))
+    vocab = Vocab.from_json(json.loads((run / "vocab.json").read_text()))
+    val = load_captions("scenes:grid", (600, 60, 40)).splits["val"]
+    refs = [[tokenize(c) for c in caps] for caps in val.captions]
+    features = np.load(run / "features.npz")["val_features"]
+    model = keras.models.load_model(run / "model.keras", safe_mode=True)
+    hyps = [vocab.decode(ids) for ids, _ in beam_search(CaptionStepper(model), features, 3, 20)]
+    scores = caption_scores(hyps, refs)
+    assert scores["cider_d"] == pytest.approx(history[-1], abs=1e-9)
+    assert scores["bleu4"] == pytest.approx(float(rows[-1]["val_bleu4"]), abs=1e-9)
+
+
+def test_flip_gives_about_half_the_pairs_their_mirror_images_features_as_a_function_of_seed_and_epoch():
+    from types import SimpleNamespace
+
+    from cnnctl.tasks.caption import CaptionDataModule, PairSplit
+
+    n = 40
+    data = object.__new__(CaptionDataModule)      # only what the training batches read
+    data.batch_size, data.seed = 8, 3
+    data.cfg = SimpleNamespace(caption=SimpleNamespace(flip=True))
+    plain = np.arange(1, n + 1, dtype=np.float32)[:, None, None] * np.ones((1, 1, 2), np.float32)
+    tokens = np.tile(np.array([[1, 5, 2]], np.int32), (n, 1))
+    data.train = PairSplit(plain, np.arange(n), tokens, [[["w"]]] * n, mirrored=-plain)
+
+    def seen(epoch, skip=0):
+        return np.concatenate([x["features"][:, 0, 0] for x, _ in data.train_dataset(epoch, skip).as_numpy_iterator()])
+
+    first = seen(0)
+    assert sorted(np.abs(first).astype(int)) == list(range(1, n + 1))     # every pair once, its own image
+    assert 10 <= (first < 0).sum() <= 30                                    # both views, about half each
+    assert np.array_equal(seen(0), first) and np.array_equal(seen(0, skip=2), first[16:])   # resume sees the same
+    def mirrored_images(values):
+        return {int(abs(v)) for v in values if v < 0}
+    assert mirrored_images(seen(1)) != mirrored_images(first)              # drawn anew each epoch
+    data.cfg.caption.flip = False
+    assert (seen(0) > 0).all()
 
 
 def test_caption_command_on_png_files_gives_the_runs_own_test_captions(scene_run, tmp_path):
@@ -271,7 +330,8 @@ def _scene_png(path):
 def test_a_killed_caption_run_resumes_bit_identical(scene_run, kill_at_first_backup):
     out = scene_run[0].parent          # the features are cached there: both runs start at once
     common = ["train", "--data", "scenes:grid", "--set", "data.scene_counts=[600,60,40]", "--epochs", "2",
-              "--deterministic", "--checkpoint-every", "2", "--out-dir", out, *SMALL]
+              "--deterministic", "--checkpoint-every", "2", "--out-dir", out, *SMALL,
+              "--set", "caption.flip=true"]            # the mirrored views are drawn per epoch: resume sees the same
     ref = _cnnctl(*common, "--name", "ref")
     text, _ = ref.communicate(timeout=600)
     assert ref.returncode == 0, text
@@ -290,6 +350,9 @@ def test_a_killed_caption_run_resumes_bit_identical(scene_run, kill_at_first_bac
     assert len(a) == len(b) and all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(a, b))
     assert json.loads((out / "ref" / "captions.json").read_text()) == \
         json.loads((out / "victim" / "captions.json").read_text())
+    with np.load(out / "ref" / "features.npz") as f:         # the mirror images' own features
+        assert f["train_mirrored"].shape == f["train_features"].shape
+        assert not np.allclose(f["train_mirrored"], f["train_features"])
 
 
 def test_user_errors_are_one_message(scene_run, make_folder, tmp_path):
@@ -312,6 +375,9 @@ def test_user_errors_are_one_message(scene_run, make_folder, tmp_path):
     r = runner.invoke(app, ["train", "--data", "scenes:grid", "--set", "task='captoin'", "--epochs", "1",
                             "--out-dir", str(tmp_path)])
     assert r.exit_code == 2 and "unknown task 'captoin'" in r.output and "caption" in r.output
+    r = runner.invoke(app, ["train", "--data", "scenes:grid", *SMALL, "--set", "caption.val_images=0",
+                            "--epochs", "1", "--out-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "needs the validation captions" in r.output and "val_loss" in r.output
     csv = tmp_path / "caps.csv"
     csv.write_text("image,caption\nmissing.jpg,a cat\n")
     r = runner.invoke(app, ["train", "--data", str(csv), *SMALL, "--epochs", "1", "--out-dir", str(tmp_path)])

@@ -41,6 +41,13 @@ def test_the_calibration_times_both_policies_and_keeps_the_faster(fresh_cache):
     assert infer["policy"] == min(calibrate.POLICIES, key=lambda p: infer[p])
 
 
+def test_a_model_with_a_free_input_axis_is_timed_too(fresh_cache):
+    """show_and_tell's word input is (batch, None): the calibration gives that axis a length instead of
+    failing (it used to fall back to the rule with "Can't convert Python sequence", every run)."""
+    entry = calibrate.time_policies("show_and_tell", "train", batch=4, steps=1)
+    assert entry["policy"] == min(calibrate.POLICIES, key=lambda p: entry[p])
+
+
 def test_auto_measures_once_per_cpu_and_model_then_reads_the_cache(fresh_cache):
     heard = []
     policy, why = explain_precision("auto", "fashion_cnn", "train", heard.append)

@@ -246,10 +246,12 @@ def fitted_images(images, channels: int, size: int, start: int = 0, stop: int | 
     return out, bad
 
 
-def encode(encoder, spec: EncoderSpec, images, log=print, batch: int = 64) -> tuple[np.ndarray, list]:
+def encode(encoder, spec: EncoderSpec, images, log=print, batch: int = 64, mirror: bool = False
+           ) -> tuple[np.ndarray, list]:
     """Features of ``images`` (uint8 array, or file paths) -> (float32 (n, cells, d), [(path, problem)]).
 
-    Unreadable files get zero features and a problem line; callers decide whether that stops them.
+    ``mirror``: of each image flipped left-right. Unreadable files get zero features and a problem
+    line; callers decide whether that stops them.
     """
     channels = int(encoder.inputs[0].shape[-1])
     n = len(images)
@@ -258,6 +260,8 @@ def encode(encoder, spec: EncoderSpec, images, log=print, batch: int = 64) -> tu
     for s in range(0, n, batch):
         x, problems = fitted_images(images, channels, spec.image_size, s, min(n, s + batch))
         bad += problems
+        if mirror:
+            x = x[:, :, ::-1]
         out[s:s + len(x)] = np.asarray(encoder(x.astype(np.float32), training=False), np.float32)
     return out, bad
 

@@ -44,9 +44,10 @@ class PairSplit:
     """(image, caption) pairs of one split: ``image`` (pairs,) index into ``features``; ``tokens`` rows."""
 
     def __init__(self, features: np.ndarray, image: np.ndarray, tokens: np.ndarray, references: list,
-                 pixels: np.ndarray | None = None):
+                 pixels: np.ndarray | None = None, mirrored: np.ndarray | None = None):
         self.features, self.image, self.tokens, self.references = features, image, tokens, references
         self.pixels = pixels          # uint8 (images, S, S, c) at the encoder's size when it trains, else None
+        self.mirrored = mirrored      # features of the mirror images (caption.flip, frozen encoder), else None
 
     @property
     def count(self) -> int:   # what the engine counts as "examples" (images/s is pairs/s here)
@@ -114,8 +115,9 @@ class CaptionDataModule:
 
         cc = self.cfg.caption
         encoder = encoder_spec.build(self.log)
+        flip = cc.flip and not cc.train_encoder       # a trained encoder mirrors its pixels batch by batch
         key = feature_cache.key(feature_cache.weights_digest(encoder), self._data_digest(),
-                                json.dumps(encoder_spec.to_json()))
+                                json.dumps(encoder_spec.to_json()), *(["mirrored train images"] if flip else []))
         splits = {s: sp for s, sp in self.raw.items() if sp is not None}
 
         def compute():
@@ -135,6 +137,10 @@ class CaptionDataModule:
                                       hint="fix or remove them (`cnnctl data inspect FOLDER` lists every problem)")
                 out[f"{s}_features"] = feats
                 self.log(f"features of {len(feats)} {s} images: {feats.shape[1]} cell(s) x {feats.shape[2]}")
+            if flip:
+                out["train_mirrored"], _ = encode(encoder, encoder_spec, splits["train"].images, self.log,
+                                                  mirror=True)
+                self.log(f"features of the {len(out['train_mirrored'])} training images mirrored (caption.flip)")
             return out
 
         arrays, info = feature_cache.load_or_compute(run, key, compute, self.log)
@@ -150,7 +156,8 @@ class CaptionDataModule:
             rows, cut = token_rows(self.vocab, captions, cc.max_words)
             if cut and s == "train":
                 self.log(f"{cut} training caption(s) longer than caption.max_words = {cc.max_words} were cut")
-            made[s] = PairSplit(arrays[f"{s}_features"], image, rows, self.tokens[s], pixels.get(s))
+            made[s] = PairSplit(arrays[f"{s}_features"], image, rows, self.tokens[s], pixels.get(s),
+                                arrays.get("train_mirrored") if s == "train" else None)
         self.train, self.val, self.test = made["train"], made.get("val"), made.get("test")
         if self.test is None and self.val is not None:
             self.test = self.val
@@ -184,7 +191,9 @@ class CaptionDataModule:
                     h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()
 
-    def _dataset(self, split: PairSplit, order: np.ndarray | None, skip: int):
+    def _dataset(self, split: PairSplit, order: np.ndarray | None, skip: int, mirror: np.ndarray | None = None):
+        """Batches of ``split`` in ``order`` from batch ``skip`` on; ``mirror`` (pairs,) bool: which pairs
+        see the mirror image (its cached features, or the trainable encoder's pixels flipped)."""
         import tensorflow as tf
 
         n, b = split.count, self.batch_size
@@ -195,12 +204,23 @@ class CaptionDataModule:
         key, source = ("image", split.pixels) if split.pixels is not None else ("features", split.features)
         dtype = tf.uint8 if key == "image" else tf.float32
 
+        def inputs(pick):
+            x = source[image[pick]]
+            if mirror is None:
+                return x
+            flipped = mirror[pick]
+            if key == "image":                                  # (b, S, S, c): flip the columns
+                x[flipped] = x[flipped][:, :, ::-1]
+            else:                                               # (b, cells, dim) from the mirrored cache
+                x[flipped] = split.mirrored[image[pick][flipped]]
+            return x
+
         def batches():
             for s in starts:
                 pick = idx[s:s + b]
                 tok = rows[pick]
                 width = int((tok != 0).sum(axis=1).max())          # trim padding to the longest row
-                yield {key: source[image[pick]], "tokens": tok[:, :width - 1]}, tok[:, 1:width]
+                yield {key: inputs(pick), "tokens": tok[:, :width - 1]}, tok[:, 1:width]
 
         spec = ({key: tf.TensorSpec((None, *source.shape[1:]), dtype),
                  "tokens": tf.TensorSpec((None, None), tf.int32)}, tf.TensorSpec((None, None), tf.int32))
@@ -209,7 +229,11 @@ class CaptionDataModule:
     def train_dataset(self, epoch: int, skip_batches: int = 0):
         from cnnctl.data.pipeline import epoch_permutation
 
-        return self._dataset(self.train, epoch_permutation(self.train.count, self.seed, epoch), skip_batches)
+        mirror = None
+        if self.cfg.caption.flip:                # a function of (seed, epoch) only: resume sees the same views
+            mirror = np.random.default_rng([self.seed, epoch, 0xF11F]).random(self.train.count) < 0.5
+        return self._dataset(self.train, epoch_permutation(self.train.count, self.seed, epoch), skip_batches,
+                             mirror)
 
     def eval_dataset(self, split: str = "val"):
         sp = getattr(self, split)
@@ -303,16 +327,54 @@ def nearest_neighbour_captions(train: PairSplit, query: np.ndarray, batch: int =
     return out
 
 
+class ValidationCaptions(keras.callbacks.Callback):
+    """After each epoch: the first ``caption.val_images`` validation images captioned as the run's
+    ``caption.beam`` decodes -> ``val_bleu4`` and ``val_cider_d`` in the logs (the caption monitor).
+
+    Next-word loss is a poor guide for a generator: on small caption sets it rises from the
+    third epoch while the captions themselves keep improving for many more, so ``best.keras`` and
+    settings chosen on the validation split follow the caption scores instead.
+    """
+
+    def __init__(self, data):
+        super().__init__()
+        self.data = data
+        self._stepper = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or self.data.val is None:
+            return
+        from cnnctl.models.captioning import CaptionStepper, split_captioner
+        from cnnctl.models.encoders import encode_pixels
+
+        cc, val = self.data.cfg.caption, self.data.val
+        n = min(cc.val_images, val.images)
+        encoder, decoder = split_captioner(self.model)
+        if self._stepper is None:               # the decoder's own layers: trained weights as they stand
+            self._stepper = CaptionStepper(decoder)
+        features = val.features[:n] if encoder is None else encode_pixels(encoder, val.pixels[:n])
+        best = beam_search(self._stepper, features, cc.beam, cc.max_words, cc.length_norm, allow_unk=cc.allow_unk)
+        scores = caption_scores([self.data.vocab.decode(ids) for ids, _ in best], val.references[:n])
+        logs["val_bleu4"], logs["val_cider_d"] = scores["bleu4"], scores["cider_d"]
+
+
 # ---------------------------------------------------------------------------- the task
 @TASKS.register("caption", about="image captioning: Show and Tell, Karpathy's mRNN (frozen encoder features)")
 class CaptionTask(Task):
     name = "caption"
-    progress_fields = (Field("loss", "loss"), Field("accuracy", "word acc"))
-    monitor = "val_loss"
-    modes: ClassVar[dict[str, str]] = {"loss": "min", "accuracy": "max"}
+    progress_fields = (Field("loss", "loss"), Field("accuracy", "word acc"), Field("bleu4", "BLEU-4"),
+                       Field("cider_d", "CIDEr-D"))
+    monitor = "val_cider_d"
+    modes: ClassVar[dict[str, str]] = {"loss": "min", "accuracy": "max", "bleu4": "max", "cider_d": "max"}
 
     def data(self, cfg, batch_size: int, log):
+        if cfg.caption.val_images <= 0 and cfg.train.monitor.removeprefix("val_") in ("bleu4", "cider_d"):
+            raise CnnctlError(f"train.monitor = {cfg.train.monitor!r} needs the validation captions, but "
+                              "caption.val_images is 0", hint='--set train.monitor="val_loss" (or caption.val_images=1000)')
         return CaptionDataModule(cfg, batch_size, cfg.train.seed, log)
+
+    def epoch_callbacks(self, run, data, cfg) -> list:
+        return [ValidationCaptions(data)] if cfg.caption.val_images > 0 else []
 
     def prepare(self, run, data, cfg, log) -> None:
         from cnnctl.models.encoders import EncoderSpec
@@ -439,7 +501,7 @@ class CaptionTask(Task):
 
     def summary_keys(self) -> tuple[str, ...]:
         return ("test_bleu4", "test_cider_d", "test_exact", "test_greedy_bleu4", "baseline_nearest_bleu4",
-                "baseline_frequent_bleu4", "val_loss")
+                "baseline_frequent_bleu4", "val_cider_d", "val_loss")
 
 
 class _Ratio(keras.metrics.Metric):
@@ -491,6 +553,9 @@ class AlignTask(CaptionTask):
     progress_fields = (Field("loss", "loss"), Field("accuracy", "batch R@1"))
     monitor = "val_loss"
     modes: ClassVar[dict[str, str]] = {"loss": "min", "accuracy": "max"}
+
+    def epoch_callbacks(self, run, data, cfg) -> list:
+        return []                               # it ranks sentences; it writes none
 
     def prepare(self, run, data, cfg, log) -> None:
         if cfg.caption.train_encoder:

@@ -116,8 +116,10 @@ def time_policies(model: str, mode: str, batch: int | None = None, steps: int = 
             inputs = getattr(net, "inputs", None)
             if not inputs:
                 raise Unmeasurable(f"{model} has no symbolic inputs")
-            xs = [tf.constant(rng.uniform(0, 255, (batch, *i.shape[1:])).astype("float32"))
-                  if i.dtype.startswith("float") else tf.zeros((batch, *i.shape[1:]), i.dtype) for i in inputs]
+            # a free axis (a caption's word count) is timed at 16
+            sizes = [(batch, *(16 if d is None else d for d in i.shape[1:])) for i in inputs]
+            xs = [tf.constant(rng.uniform(0, 255, size).astype("float32")) if i.dtype.startswith("float")
+                  else tf.zeros(size, i.dtype) for i, size in zip(inputs, sizes)]
             steps_of[policy] = _inference_step(inference_function(net), xs) if mode == "infer" \
                 else _training_step(net, xs)
             steps_of[policy]()              # trace and warm up
