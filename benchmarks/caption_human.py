@@ -10,7 +10,7 @@ the caption of the nearest training image in encoder feature space (Devlin et al
 
     cnnctl data openclipart checkpoints/data/human && cnnctl data tuxpaint checkpoints/data/human
     python benchmarks/caption_human.py [--out checkpoints/bench-human] [--seeds 0 1 2] [--skip-train]
-                                       [--split family]
+                                       [--split family] [--set KEY=VALUE ...]
 
 ``--split family`` re-splits the same images family-disjointly (``cnnctl.data.caption_families``:
 captions sharing at least half of their content words, and their chains, go to one split) into
@@ -33,9 +33,17 @@ from pathlib import Path
 
 import numpy as np
 
-ROWS = (("show_and_tell, beam 3", "test_"), ("show_and_tell, greedy", "test_greedy_"),
-        ("baseline: nearest training image's caption", "baseline_nearest_"),
-        ("baseline: most frequent training caption", "baseline_frequent_"))
+BASELINES = (("baseline: nearest training image's caption", "baseline_nearest_"),
+             ("baseline: most frequent training caption", "baseline_frequent_"))
+
+
+def decoding_rows(beam: int, length_norm: bool) -> tuple[tuple[str, str], ...]:
+    """The model's rows: the recipe's decoding (``test_``), and greedy beside it when that is a beam."""
+    if beam == 1:
+        return (("show_and_tell, greedy (the recipe's decoding)", "test_"),)
+    per_word = ", ranked per word" if length_norm else ""
+    return ((f"show_and_tell, beam {beam}{per_word} (the recipe's decoding)", "test_"),
+            ("show_and_tell, greedy", "test_greedy_"))
 KEYS = ("bleu1", "bleu4", "cider_d")
 
 
@@ -47,6 +55,8 @@ def main():
     ap.add_argument("--skip-train", action="store_true", help="reuse OUT/seed-S runs")
     ap.add_argument("--split", choices=("caption", "family"), default="caption",
                     help="caption: the data's own caption-disjoint split; family: re-split family-disjointly")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to `cnnctl train` (settings tried beside the recipe's; repeatable)")
     args = ap.parse_args()
     out = Path(args.out)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -62,7 +72,8 @@ def main():
                 sys.exit(f"{run} exists: remove it or pass --skip-train")
             t0 = time.perf_counter()
             subprocess.run([sys.executable, "-m", "cnnctl", "train", "caption-human", "--data", args.data,
-                            "--out-dir", str(out), "--name", run.name, "--seed", str(seed)], check=True)
+                            "--out-dir", str(out), "--name", run.name, "--seed", str(seed),
+                            *(a for kv in args.set for a in ("--set", kv))], check=True)
             walls.append(time.perf_counter() - t0)
         runs.append(json.loads((run / "metrics.json").read_text()))
     m = runs[0]
@@ -71,17 +82,31 @@ def main():
     print("| | BLEU-1 | BLEU-4 | CIDEr-D |")
     print("|---|---:|---:|---:|")
     table = {}
-    for label, prefix in ROWS:
+    first_run = out / f"{run_prefix}seed-{args.seeds[0]}"
+    length_norm = json.loads((first_run / "caption.json").read_text()).get("length_norm", False)
+    rows = decoding_rows(m["test_beam"], length_norm) + BASELINES
+    for label, prefix in rows:
         vals = {k: np.array([r[prefix + k] for r in runs]) for k in KEYS}
         table[prefix] = vals
         print(f"| {label} | " + " | ".join(f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}"
                                             for v in vals.values()) + " |")
-    print("\n| show_and_tell (beam 3) minus | BLEU-4 | CIDEr-D | seeds ahead on both |")
+    decoding = "greedy" if m["test_beam"] == 1 else f"beam {m['test_beam']}"
+    print(f"\n| show_and_tell ({decoding}) minus | BLEU-4 | CIDEr-D | seeds ahead on both |")
     print("|---|---:|---:|---:|")
-    for label, prefix in ROWS[2:]:
+    for label, prefix in BASELINES:
         d4 = table["test_"]["bleu4"] - table[prefix]["bleu4"]
         dc = table["test_"]["cider_d"] - table[prefix]["cider_d"]
         print(f"| {label} | {d4.mean():+.3f} | {dc.mean():+.3f} | {int(np.sum((d4 > 0) & (dc > 0)))} of {len(runs)} |")
+    if "val_cider_d" in m and "val_baseline_nearest_cider_d" in m:
+        print("\nThe validation split (what settings are chosen on; the model's captions decoded as on test):\n")
+        print("| validation | BLEU-4 | CIDEr-D |")
+        print("|---|---:|---:|")
+        for label, b4, cd in (("show_and_tell", "val_bleu4", "val_cider_d"),
+                              ("baseline: nearest training image's caption", "val_baseline_nearest_bleu4",
+                               "val_baseline_nearest_cider_d")):
+            v4, vc = (np.array([r[k] for r in runs]) for k in (b4, cd))
+            print(f"| {label} | {v4.mean():.3f} ± {v4.std(ddof=1) if len(v4) > 1 else 0:.3f} | "
+                  f"{vc.mean():.3f} ± {vc.std(ddof=1) if len(vc) > 1 else 0:.3f} |")
     print(f"\nvocabulary {m.get('vocab_size', '?')} words; test sentences never seen in training "
           f"(exact-sentence match: model {np.mean([r['test_exact'] for r in runs]):.1%}, nearest baseline "
           f"{np.mean([r['baseline_nearest_exact'] for r in runs]):.1%})")
@@ -92,9 +117,20 @@ def main():
 
     refs = [tokenize(c["references"][0]) for c in json.loads((first / "captions.json").read_text())]
     words = [w for r in refs for w in r]
-    print(f"test caption words outside the vocabulary (seen < {m.get('min_count', 5)} times in training): "
+    min_count = json.loads((first / "vocab.json").read_text())["min_count"]
+    unseen = "never seen in training" if min_count <= 1 else f"seen < {min_count} times in training"
+    print(f"test caption words outside the vocabulary ({unseen}): "
           f"{np.mean([w not in vocab for w in words]):.0%} of words; captions with at least one: "
           f"{np.mean([any(w not in vocab for w in r) for r in refs]):.0%}")
+    for seed in args.seeds:                       # what the validation loss would have picked
+        with (out / f"{run_prefix}seed-{seed}" / "history.csv").open() as f:
+            hist = list(csv.DictReader(f))
+        if hist and "val_cider_d" in hist[0]:
+            lo = min(hist, key=lambda r: float(r["val_loss"]))
+            hi = max(hist, key=lambda r: float(r["val_cider_d"]))
+            print(f"seed {seed}: lowest val_loss at epoch {lo['epoch']} (val CIDEr-D there "
+                  f"{float(lo['val_cider_d']):.3f}); highest val CIDEr-D at epoch {hi['epoch']} "
+                  f"({float(hi['val_cider_d']):.3f}) of {len(hist)}")
     if walls:
         print(f"training wall time per seed (features computed once, by the first): "
               f"{', '.join(f'{w:.0f} s' for w in walls)}")

@@ -48,7 +48,17 @@ class Captioner:
                               hint="the run directory has been mixed with another run's files")
         self.stepper = CaptionStepper(self.model) if decoder else None   # decoder=False: the alignment model
         self.spec = EncoderSpec.from_json(self.settings["encoder"])
-        self.encoder = trained_encoder if trained_encoder is not None else self.spec.build(log)
+        if trained_encoder is not None:
+            self.encoder = trained_encoder
+        else:           # in the precision the run computed its features in: the same features, bit for bit
+            import keras
+
+            before = keras.mixed_precision.global_policy().name
+            keras.mixed_precision.set_global_policy(_feature_precision(folder))
+            try:
+                self.encoder = self.spec.build(log)
+            finally:
+                keras.mixed_precision.set_global_policy(before)
 
     def features(self, paths: list[str]) -> np.ndarray:
         from cnnctl.models.encoders import encode
@@ -70,3 +80,14 @@ class Captioner:
                            allow_unk=bool(self.settings.get("allow_unk", False)))
         return [{"image": str(p), "caption": " ".join(self.vocab.decode(ids)), "log_prob": lp}
                 for p, (ids, lp) in zip(paths, best)]
+
+
+def _feature_precision(folder: Path) -> str:
+    """The policy the run trained (and so computed its encoder features) in, from its config.toml."""
+    import tomllib
+
+    try:
+        policy = tomllib.loads((folder / "config.toml").read_text(encoding="utf-8"))["train"]["precision"]
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
+        return "float32"
+    return policy if policy in ("float32", "mixed_bfloat16") else "float32"

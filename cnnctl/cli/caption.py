@@ -14,7 +14,7 @@ def caption(
     images: list[str] = typer.Argument(..., metavar="IMAGE...", help="Image files (JPEG, PNG, BMP, GIF, WebP, TIFF)."),
     model: str | None = typer.Option(None, "--model", "-m", help="A caption run directory (task = \"caption\"). "
                                      "Default: the bundled captioner (see the README's model card)."),
-    beam: int = typer.Option(0, "--beam", "-b", help="Beam width (1 = greedy). Default: the run's caption.beam (3)."),
+    beam: int = typer.Option(0, "--beam", "-b", help="Beam width (1 = greedy). Default: the run's caption.beam (3 unless its recipe chose another)."),
     max_words: int = typer.Option(0, "--max-words", help="Longest caption. Default: the run's caption.max_words."),
     length_norm: bool | None = typer.Option(None, "--length-norm/--no-length-norm",
                                             help="Rank beams by log-probability per word."),

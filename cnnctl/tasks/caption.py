@@ -481,6 +481,12 @@ class CaptionTask(Task):
             results[f"baseline_frequent_{key}"] = v
         for key, v in caption_scores(nearest_neighbour_captions(data.train, test.features), refs).items():
             results[f"baseline_nearest_{key}"] = v
+        val = data.val
+        if val is not None and val is not test:          # the yardstick for val_bleu4 / val_cider_d
+            n = min(cc.val_images, val.images) if cc.val_images > 0 else val.images
+            for key, v in caption_scores(nearest_neighbour_captions(data.train, val.features[:n]),
+                                         val.references[:n]).items():
+                results[f"val_baseline_nearest_{key}"] = v
         results.update(test_images=test.images, test_beam=cc.beam, vocab_size=len(data.vocab),
                        feature_extraction_s=data.feature_info["seconds"], features_reused=data.feature_info["reused"])
         self.last_decoded = decoded
