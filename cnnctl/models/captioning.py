@@ -181,7 +181,7 @@ class CaptionStepper:
         zeros = tf.zeros((n, self.units), tf.float32)
         if self.kind == "show_and_tell":
             _, state = self.cell(self.image_embed(flat), [zeros, zeros], training=False)
-            return list(state), zeros
+            return [tf.cast(x, tf.float32) for x in state], zeros     # bfloat16 under mixed precision
         return [zeros], tf.cast(self.image_bias(flat), tf.float32)
 
     def _step_impl(self, tokens, state, bias):
@@ -191,7 +191,8 @@ class CaptionStepper:
         if self.kind == "mrnn":
             x = self.to_hidden(x) + bias
         h, state = self.cell(x, state, training=False)
-        return tf.nn.log_softmax(tf.cast(self.logits(h), tf.float32)), list(state)
+        # states leave in float32 whatever the policy (exported signatures take float32 states)
+        return tf.nn.log_softmax(tf.cast(self.logits(h), tf.float32)), [tf.cast(x, tf.float32) for x in state]
 
     def start(self, features):
         """-> (state, first-step bias): the bias is the mRNN's image term, zeros for Show and Tell."""
