@@ -22,23 +22,31 @@ from pathlib import Path
 
 import numpy as np
 
-# name -> the settings that differ between candidates (the rest is the recipe's)
 FIXED = {"caption.length_norm": "false", "caption.word_vectors": "''", "model.embed_dim": "512"}
+
+
+def candidate(dropout: str, epochs: int, min_count: int, flip: bool, **more: str) -> dict[str, str]:
+    """The ``--set`` values of one candidate (beside FIXED)."""
+    return {"model.dropout": dropout, "train.epochs": str(epochs), "caption.min_count": str(min_count),
+            "caption.flip": "true" if flip else "false", **more}
+
+
+# name -> the settings that differ between candidates (the rest is the recipe's)
 CANDIDATES = {
-    "d5-e8-m5": {"model.dropout": "0.5", "train.epochs": "8", "caption.min_count": "5", "caption.flip": "false"},
-    "d2-e20-m5": {"model.dropout": "0.2", "train.epochs": "20", "caption.min_count": "5", "caption.flip": "false"},
-    "d0-e20-m5": {"model.dropout": "0.0", "train.epochs": "20", "caption.min_count": "5", "caption.flip": "false"},
-    "d2-e20-m2": {"model.dropout": "0.2", "train.epochs": "20", "caption.min_count": "2", "caption.flip": "false"},
-    "d1-e30-m1": {"model.dropout": "0.1", "train.epochs": "30", "caption.min_count": "1", "caption.flip": "false"},
-    "d2-e30-m1": {"model.dropout": "0.2", "train.epochs": "30", "caption.min_count": "1", "caption.flip": "false"},
-    "d3-e30-m1": {"model.dropout": "0.3", "train.epochs": "30", "caption.min_count": "1", "caption.flip": "false"},
-    "d0-e30-m1-flip": {"model.dropout": "0.0", "train.epochs": "30", "caption.min_count": "1", "caption.flip": "true"},
-    "d1-e30-m1-flip": {"model.dropout": "0.1", "train.epochs": "30", "caption.min_count": "1", "caption.flip": "true"},
-    "d2-e30-m1-flip": {"model.dropout": "0.2", "train.epochs": "30", "caption.min_count": "1", "caption.flip": "true"},
-    "d2-e40-m1-flip": {"model.dropout": "0.2", "train.epochs": "40", "caption.min_count": "1", "caption.flip": "true"},
-    "d3-e40-m1-flip": {"model.dropout": "0.3", "train.epochs": "40", "caption.min_count": "1", "caption.flip": "true"},
-    "d2-e30-m1-flip-glove": {"model.dropout": "0.2", "train.epochs": "30", "caption.min_count": "1",
-                             "caption.flip": "true", "caption.word_vectors": "'glove100'", "model.embed_dim": "100"},
+    "d5-e8-m5": candidate("0.5", 8, 5, False),
+    "d2-e20-m5": candidate("0.2", 20, 5, False),
+    "d0-e20-m5": candidate("0.0", 20, 5, False),
+    "d2-e20-m2": candidate("0.2", 20, 2, False),
+    "d1-e30-m1": candidate("0.1", 30, 1, False),
+    "d2-e30-m1": candidate("0.2", 30, 1, False),
+    "d3-e30-m1": candidate("0.3", 30, 1, False),
+    "d0-e30-m1-flip": candidate("0.0", 30, 1, True),
+    "d1-e30-m1-flip": candidate("0.1", 30, 1, True),
+    "d2-e30-m1-flip": candidate("0.2", 30, 1, True),
+    "d2-e40-m1-flip": candidate("0.2", 40, 1, True),
+    "d3-e40-m1-flip": candidate("0.3", 40, 1, True),
+    "d2-e30-m1-flip-glove": candidate("0.2", 30, 1, True, **{"caption.word_vectors": "'glove100'",
+                                                             "model.embed_dim": "100"}),
 }
 DECODINGS = (("greedy", 1, False), ("beam 3", 3, False), ("beam 3, per word", 3, True))
 

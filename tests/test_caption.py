@@ -127,8 +127,18 @@ def test_flip_gives_about_half_the_pairs_their_mirror_images_features_as_a_funct
     def mirrored_images(values):
         return {int(abs(v)) for v in values if v < 0}
     assert mirrored_images(seen(1)) != mirrored_images(first)              # drawn anew each epoch
+    # a trainable encoder sees pixels: the same pairs get their image's columns reversed
+    pixels = np.zeros((n, 2, 2, 1), np.uint8)
+    pixels[:, :, 0, 0] = np.arange(1, n + 1)[:, None]                      # left column = the image's number
+    pixel_data = object.__new__(CaptionDataModule)
+    pixel_data.batch_size, pixel_data.seed, pixel_data.cfg = 8, 3, data.cfg
+    pixel_data.train = PairSplit(plain, np.arange(n), tokens, [[["w"]]] * n, pixels=pixels)
+
+    def left_column(epoch):
+        return np.concatenate([x["image"][:, 0, 0, 0] for x, _ in pixel_data.train_dataset(epoch).as_numpy_iterator()])
+    assert np.array_equal(left_column(0) == 0, first < 0)                  # flipped: the number moved right
     data.cfg.caption.flip = False
-    assert (seen(0) > 0).all()
+    assert (seen(0) > 0).all() and (left_column(0) > 0).all()
 
 
 def test_caption_command_on_png_files_gives_the_runs_own_test_captions(scene_run, tmp_path):

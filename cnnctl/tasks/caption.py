@@ -471,9 +471,12 @@ class CaptionTask(Task):
         results = {}
         decoded = {}
         for name, k in (("greedy", 1), ("beam", cc.beam)):
-            best = beam_search(stepper, features, k, cc.max_words, cc.length_norm, allow_unk=cc.allow_unk)
-            hyps = [data.vocab.decode(ids) for ids, _ in best]
-            decoded[name] = (hyps, [lp for _, lp in best])
+            if name == "beam" and k == 1:                 # the recipe decodes greedily: already done
+                decoded["beam"] = decoded["greedy"]
+            else:
+                best = beam_search(stepper, features, k, cc.max_words, cc.length_norm, allow_unk=cc.allow_unk)
+                decoded[name] = ([data.vocab.decode(ids) for ids, _ in best], [lp for _, lp in best])
+            hyps = decoded[name][0]
             for key, v in caption_scores(hyps, refs).items():
                 results[f"test_{key}" if name == "beam" else f"test_greedy_{key}"] = v
         frequent = Counter(" ".join(c) for caps in data.train.references for c in caps).most_common(1)[0][0].split()
