@@ -47,6 +47,11 @@ def decoding_rows(beam: int, length_norm: bool) -> tuple[tuple[str, str], ...]:
 KEYS = ("bleu1", "bleu4", "cider_d")
 
 
+def mean_sd(v: np.ndarray) -> str:
+    """``mean ± sd`` over seeds (sd 0 for one seed)."""
+    return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="checkpoints/data/human/captions.csv")
@@ -82,14 +87,13 @@ def main():
     print("| | BLEU-1 | BLEU-4 | CIDEr-D |")
     print("|---|---:|---:|---:|")
     table = {}
-    first_run = out / f"{run_prefix}seed-{args.seeds[0]}"
-    length_norm = json.loads((first_run / "caption.json").read_text()).get("length_norm", False)
+    first = out / f"{run_prefix}seed-{args.seeds[0]}"
+    length_norm = json.loads((first / "caption.json").read_text()).get("length_norm", False)
     rows = decoding_rows(m["test_beam"], length_norm) + BASELINES
     for label, prefix in rows:
         vals = {k: np.array([r[prefix + k] for r in runs]) for k in KEYS}
         table[prefix] = vals
-        print(f"| {label} | " + " | ".join(f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}"
-                                            for v in vals.values()) + " |")
+        print(f"| {label} | " + " | ".join(mean_sd(v) for v in vals.values()) + " |")
     decoding = "greedy" if m["test_beam"] == 1 else f"beam {m['test_beam']}"
     print(f"\n| show_and_tell ({decoding}) minus | BLEU-4 | CIDEr-D | seeds ahead on both |")
     print("|---|---:|---:|---:|")
@@ -105,19 +109,18 @@ def main():
                               ("baseline: nearest training image's caption", "val_baseline_nearest_bleu4",
                                "val_baseline_nearest_cider_d")):
             v4, vc = (np.array([r[k] for r in runs]) for k in (b4, cd))
-            print(f"| {label} | {v4.mean():.3f} ± {v4.std(ddof=1) if len(v4) > 1 else 0:.3f} | "
-                  f"{vc.mean():.3f} ± {vc.std(ddof=1) if len(vc) > 1 else 0:.3f} |")
+            print(f"| {label} | {mean_sd(v4)} | {mean_sd(vc)} |")
     print(f"\nvocabulary {m.get('vocab_size', '?')} words; test sentences never seen in training "
           f"(exact-sentence match: model {np.mean([r['test_exact'] for r in runs]):.1%}, nearest baseline "
           f"{np.mean([r['baseline_nearest_exact'] for r in runs]):.1%})")
     # how far the test captions are from what a word-level model can write: the first run's vocabulary
-    first = out / f"{run_prefix}seed-{args.seeds[0]}"
-    vocab = set(json.loads((first / "vocab.json").read_text())["words"])
+    saved_vocab = json.loads((first / "vocab.json").read_text())
+    vocab = set(saved_vocab["words"])
     from cnnctl.data.text import tokenize
 
     refs = [tokenize(c["references"][0]) for c in json.loads((first / "captions.json").read_text())]
     words = [w for r in refs for w in r]
-    min_count = json.loads((first / "vocab.json").read_text())["min_count"]
+    min_count = saved_vocab["min_count"]
     unseen = "never seen in training" if min_count <= 1 else f"seen < {min_count} times in training"
     print(f"test caption words outside the vocabulary ({unseen}): "
           f"{np.mean([w not in vocab for w in words]):.0%} of words; captions with at least one: "
