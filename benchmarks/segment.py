@@ -17,9 +17,10 @@ Runs (each ``cnnctl train RECIPE --name RUN --seed S [--set ...]`` into OUT/RUN,
   layout, real objects), 500 test scenes from Fashion-MNIST's test images;
 - ``scenes-segnet``: ``segment-scenes-segnet``, ``segnet_small`` on the same scenes with the same
   optimiser and epochs: SegNet against ``scenes``' U-Net;
-- ``scenes-encoder``: ``segment-scenes`` with its U-Net on the bundled Fashion-MNIST classifier's
+- ``scenes-encoder``: ``segment-scenes`` with a U-Net on the bundled Fashion-MNIST classifier's
   convolutions (``model.encoder = "fashion_cnn:fashion_mnist"``, strides 2 and 4; the rest of the
-  contracting path new): a pretrained encoder against ``scenes``' U-Net trained from scratch.
+  contracting path new) at the recipe's earlier settings (no stem, 16 base filters, depth 4, 6 epochs
+  of 6,000 scenes): a pretrained encoder against a U-Net trained from scratch.
 
 For the nuclei runs the script also counts the nuclei ``cnnctl segment --instances`` would find
 (connected components of the predicted nuclei) in the test region, against the true count there.
@@ -62,7 +63,10 @@ RUNS = {
     "nuclei-segnet": ("segment-nuclei-segnet", []),
     "scenes": ("segment-scenes", []),
     "scenes-segnet": ("segment-scenes-segnet", []),
-    "scenes-encoder": ("segment-scenes", ["model.encoder='fashion_cnn:fashion_mnist'"]),
+    # the U-Net the recipe had before its stem (an encoder reads the full-resolution image itself)
+    "scenes-encoder": ("segment-scenes", ["model.encoder='fashion_cnn:fashion_mnist'", "model.stem=1",
+                                          "model.base_filters=16", "model.depth=4", "data.scene_counts=[6000, 500, 500]",
+                                          "train.epochs=6", "schedule.warmup_epochs=0"]),
 }
 
 

@@ -75,7 +75,7 @@ def scene_cfg():
 
     def make(**settings):
         base = {"model.encoder": f"'{FASHION}'", "model.input_shape": "[64, 64, 1]", "model.depth": "3",
-                "model.base_filters": "8"}
+                "model.base_filters": "8", "model.stem": "1"}
         return load("segment-scenes", [f"{k}={v}" for k, v in {**base, **settings}.items()])
     return make
 
@@ -111,7 +111,7 @@ def test_a_frozen_encoder_leaves_training_with_its_weights_unchanged(tmp_path):
 
     r = runner.invoke(app, ["train", "segment-scenes", "--out-dir", str(tmp_path), "--epochs", "1",
                             "--batch-size", "8", "--precision", "float32", "--strategy", "default",
-                            "--set", "data.scene_counts=[16, 4, 4]", "--set", f"model.encoder='{FASHION}'",
+                            "--set", "data.scene_counts=[16, 4, 4]", "--set", f"model.encoder='{FASHION}'", "--set", "model.stem=1",
                             "--set", "model.input_shape=[64, 64, 1]", "--set", "model.depth=3",
                             "--set", "model.base_filters=4", "--set", "finetune.freeze='conv'"])
     assert r.exit_code == 0, r.output

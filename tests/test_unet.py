@@ -43,3 +43,33 @@ def test_valid_tile_sizes_and_the_options():
     assert np.isfinite(same(x, training=False).numpy()).all()
     with pytest.raises(ValueError, match="divisible by 8"):
         unet(input_shape=(60, 60, 1), depth=3, padding="same")
+
+
+def test_the_stem_runs_the_levels_on_pixel_blocks_and_shuffles_the_logits_back(tmp_path):
+    from cnnctl.layers import DepthToSpace, SpaceToDepth
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 8, 12, 3)).astype("float32")
+    blocks = SpaceToDepth(2)(x).numpy()                              # (2, 4, 6, 12)
+    # channel (dy * 2 + dx) * 3 + k of block (i, j) is pixel (2i + dy, 2j + dx), channel k
+    want = x.reshape(2, 4, 2, 6, 2, 3).transpose(0, 1, 3, 2, 4, 5).reshape(2, 4, 6, 12)
+    np.testing.assert_array_equal(blocks, want)
+    np.testing.assert_array_equal(DepthToSpace(2)(blocks).numpy(), x)
+
+    model = unet(num_classes=3, input_shape=(64, 64, 1), base_filters=8, depth=2, padding="same", stem=4)
+    assert model.output_shape == (None, 64, 64, 3)
+    assert model.get_layer("down1_conv1").input.shape[1:] == (16, 16, 16)     # 4x4 blocks of one grey channel
+    assert model.get_layer("subpixel_logits").output.shape[1:] == (16, 16, 48)
+    images = rng.integers(0, 256, (2, 64, 64, 1)).astype("float32")
+    logits = model(images, training=False).numpy()
+    # each of a block's 16 pixels has its own logits (not one value copied over the block)
+    assert not np.allclose(logits[:, 0::4, 0::4], logits[:, 1::4, 1::4])
+    model.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(again(images, training=False).numpy(), logits, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="stem must be"):
+        unet(input_shape=(64, 64, 1), padding="same", stem=3)
+    with pytest.raises(ValueError, match="padding = 'same'"):
+        unet(stem=2)
+    with pytest.raises(ValueError, match="divisible by 32"):
+        unet(input_shape=(48, 48, 1), depth=3, padding="same", stem=4)

@@ -4,6 +4,7 @@ from cnnctl.layers.batch_norm import FusedBatchNormalization
 from cnnctl.layers.locally_connected import LocallyConnected2D
 from cnnctl.layers.lrn import LocalResponseNormalization
 from cnnctl.layers.neighbours import NearestNeighbours
+from cnnctl.layers.pixel_shuffle import DepthToSpace, SpaceToDepth
 from cnnctl.layers.roi_pool import RoIPool, roi_pool
 from cnnctl.layers.spatial_transformer import (
            SpatialTransformer,
@@ -14,6 +15,7 @@ from cnnctl.layers.stride_two_conv import StrideTwoConv2D, StrideTwoConv2DTransp
 from cnnctl.layers.switches import MaxPoolWithSwitches, MaxUnpool
 
 __all__ = [
+           "DepthToSpace",
            "FusedBatchNormalization",
            "LocalResponseNormalization",
            "LocallyConnected2D",
@@ -21,6 +23,7 @@ __all__ = [
            "MaxUnpool",
            "NearestNeighbours",
            "RoIPool",
+           "SpaceToDepth",
            "SpatialTransformer",
            "StrideTwoConv2D",
            "StrideTwoConv2DTranspose",

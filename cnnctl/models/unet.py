@@ -12,7 +12,12 @@ Fig. 1, for a 572x572 input tile and 2 classes:
 
 That is 23 convolutional layers (sec. 2), and the 572x572 tile gives a 388x388 map. Options beyond
 the figure: ``padding="same"`` (the output has the input's size; no cropping is needed),
-``base_filters``, ``depth`` and ``batch_norm`` (after every 3x3 convolution, before the ReLU), and
+``base_filters``, ``depth`` and ``batch_norm`` (after every 3x3 convolution, before the ReLU),
+``stem``: with ``stem = r`` > 1 each r x r block of pixels becomes the channels of one position before
+the first level (space-to-depth: nothing is lost, the levels run at 1/r of the size), and the last
+1x1 convolution gives r*r*classes logits per position that the periodic shuffle puts back at full
+resolution (Shi et al. 2016's sub-pixel convolution): the full-resolution levels, whose few channels
+a CPU computes slowly, are skipped, and
 ``encoder``: a pretrained network (``NAME:WEIGHTS`` such as ``efficientnet_lite0:imagenet`` or
 ``fashion_cnn:fashion_mnist``, or a cnnctl run folder) whose feature maps at strides 2, 4, ...
 (``cnnctl.models.backbone.pyramid_outputs``) replace the contracting path's levels, as in TernausNet
@@ -29,7 +34,12 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from cnnctl.layers import FusedBatchNormalization, StrideTwoConv2DTranspose
+from cnnctl.layers import (
+    DepthToSpace,
+    FusedBatchNormalization,
+    SpaceToDepth,
+    StrideTwoConv2DTranspose,
+)
 from cnnctl.models.common import pixel_input
 from cnnctl.models.registry import register
 
@@ -127,18 +137,26 @@ def _encoder_levels(inputs, x, encoder: str, depth: int, base_filters: int, batc
 @register("unet", task="segment", input_shape=(572, 572, 1), num_classes=2, output_side=output_side,
           paper="Ronneberger, Fischer & Brox, U-Net (MICCAI 2015), Fig. 1 and sec. 2-3")
 def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64, depth: int = 4,
-         padding: str = "valid", batch_norm: bool = False, encoder: str = "") -> keras.Model:
+         padding: str = "valid", batch_norm: bool = False, encoder: str = "", stem: int = 1) -> keras.Model:
     """Fig. 1's network: (b, H, W, c) -> per-pixel class logits (b, H', W', num_classes)."""
     if padding not in ("valid", "same"):
         raise ValueError(f"padding must be 'valid' (the paper) or 'same', not {padding!r}")
     if encoder and padding != "same":
         raise ValueError("a pretrained encoder pads its convolutions: use padding = 'same' with it")
+    stem = int(stem)
+    if stem < 1 or stem & (stem - 1):
+        raise ValueError(f"stem must be 1, 2, 4, ... (pixels per block side), not {stem}")
+    if stem > 1 and (padding != "same" or encoder):
+        raise ValueError("stem > 1 needs padding = 'same' and no encoder (an encoder reads the image itself)")
     h, w = int(input_shape[0]), int(input_shape[1])
     if padding == "valid":
         output_size(h, depth), output_size(w, depth)           # refuses sizes that do not pool evenly
-    elif h % 2**depth or w % 2**depth:
-        raise ValueError(f"a same-padding U-Net of depth {depth} needs sides divisible by {2**depth}, not {h}x{w}")
+    elif h % (stem * 2**depth) or w % (stem * 2**depth):
+        raise ValueError(f"a same-padding U-Net of depth {depth} with stem {stem} needs sides divisible by "
+                         f"{stem * 2**depth}, not {h}x{w}")
     inputs, x = pixel_input(tuple(input_shape), 0.0, 255.0, name="image")
+    if stem > 1:
+        x = SpaceToDepth(stem, name="stem")(x)                  # (b, H/r, W/r, r*r*c)
     skips = []
     if encoder:
         skips, x = _encoder_levels(inputs, x, encoder, depth, base_filters, batch_norm)
@@ -155,5 +173,9 @@ def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64
         skip = _crop_to(skips[level], x, f"up{level + 1}_crop")
         x = layers.Concatenate(name=f"up{level + 1}_concat")([skip, x])
         x = _conv_pair(x, filters, padding, batch_norm, f"up{level + 1}")
-    logits = layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
+    if stem > 1:                                                # r*r*classes per position -> (b, H, W, classes)
+        x = layers.Conv2D(num_classes * stem * stem, 1, dtype="float32", name="subpixel_logits")(x)
+        logits = DepthToSpace(stem, dtype="float32", name="logits")(x)
+    else:
+        logits = layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)
     return keras.Model(inputs, logits, name="unet")
