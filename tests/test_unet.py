@@ -71,5 +71,7 @@ def test_the_stem_runs_the_levels_on_pixel_blocks_and_shuffles_the_logits_back(t
         unet(input_shape=(64, 64, 1), padding="same", stem=3)
     with pytest.raises(ValueError, match="padding = 'same'"):
         unet(stem=2)
+    with pytest.raises(ValueError, match="set model.stem = 1 with an encoder"):
+        unet(input_shape=(64, 64, 1), padding="same", stem=4, encoder="fashion_cnn:fashion_mnist")
     with pytest.raises(ValueError, match="divisible by 32"):
         unet(input_shape=(48, 48, 1), depth=3, padding="same", stem=4)

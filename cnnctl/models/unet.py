@@ -147,7 +147,8 @@ def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64
     if stem < 1 or stem & (stem - 1):
         raise ValueError(f"stem must be 1, 2, 4, ... (pixels per block side), not {stem}")
     if stem > 1 and (padding != "same" or encoder):
-        raise ValueError("stem > 1 needs padding = 'same' and no encoder (an encoder reads the image itself)")
+        raise ValueError(f"stem = {stem} needs padding = 'same' and no encoder (an encoder reads the full-resolution "
+                         "image itself): set model.stem = 1 with an encoder")
     h, w = int(input_shape[0]), int(input_shape[1])
     if padding == "valid":
         output_size(h, depth), output_size(w, depth)           # refuses sizes that do not pool evenly
