@@ -33,7 +33,8 @@ standard error over scenes: "scenes built elsewhere score the same".
 
 ``--objects N``: for each scenes run, on N test scenes, where its errors come from: the foreground IoU
 with the classes ignored (the masks), and the share of items whose predicted pixels name their class
-by majority vote (the classes), with the three worst classes.
+by majority vote (the classes), with the three worst classes; and, as the yardstick for that column,
+the bundled Fashion-MNIST classifier on each true item cut out and resized back to 28x28.
 
 ``--picture PNG``: the nuclei run on the held-out quarter, three panels side by side: the image,
 the true nuclei, the predicted ones (each instance its own colour; predicted instances are the
@@ -176,6 +177,43 @@ def objects_rows(out: Path, runs: list[str], count: int) -> None:
         worst = ", ".join(f"{SCENE_CLASSES[c]} {share[c]:.2f}" for c in np.argsort(share)[:3])
         print(f"| {name} | {(fg_p & fg_t).sum() / (fg_p | fg_t).sum():.3f} | {int(total.sum())} | "
               f"{right.sum() / total.sum():.3f} | {worst} |")
+    classifier_row(test.images, labels, instances, count)
+
+
+def classifier_row(images, labels, instances, count: int) -> None:
+    """The yardstick for the classes column: the bundled Fashion-MNIST classifier (fashion_cnn, which
+    scores its own accuracy on the 28x28 test images) on each true item, cut out as the square around
+    its tight box (side = the box's longer side, centred, zero beyond the canvas) and resized back to
+    28x28 with area averaging -- the item as the scene shows it, after its scaling by s in [1, 2]."""
+    import numpy as np
+    import tensorflow as tf
+
+    from cnnctl.data.scenes import SCENE_CLASSES
+    from cnnctl.data.sources import fashion_mnist
+    from cnnctl.inference import logits_of
+    from cnnctl.weights import load_pretrained
+
+    net = load_pretrained("fashion_cnn", "fashion_mnist", log=lambda *a: None)
+    crops, truths = [], []
+    for j in range(count):
+        image = np.asarray(images[j][..., 0], np.float32)
+        for k in range(1, int(instances[j].max()) + 1):
+            ys, xs = np.nonzero(instances[j] == k)
+            side = int(max(ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()))
+            top = round((ys.min() + ys.max() + 1 - side) / 2)
+            left = round((xs.min() + xs.max() + 1 - side) / 2)
+            padded = np.pad(image, side)                                   # zero beyond the canvas
+            crop = padded[top + side:top + 2 * side, left + side:left + 2 * side]
+            crops.append(tf.image.resize(crop[None, :, :, None], (28, 28), method="area")[0].numpy())
+            truths.append(int(labels[j][ys[0], xs[0]]) - 1)
+    truths = np.array(truths)
+    guess = logits_of(net, np.stack(crops), 256).argmax(-1)
+    share = np.array([(guess[truths == c] == c).mean() for c in range(10)])
+    worst = ", ".join(f"{SCENE_CLASSES[c]} {share[c]:.2f}" for c in np.argsort(share)[:3])
+    test = fashion_mnist("")["test"]
+    plain = (logits_of(net, test.images, 500).argmax(-1) == test.labels).mean()
+    print(f"| fashion_cnn:fashion_mnist on each true item's crop ({plain:.3f} on the 28x28 test images) | - | "
+          f"{len(truths)} | {(guess == truths).mean():.3f} | {worst} |")
 
 
 def _instance_colours(ids, image):

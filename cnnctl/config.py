@@ -62,6 +62,10 @@ class DataConfig:
     # ([] = 10000, 1000, 1000) and the seed they are a function of.
     scene_counts: list[int] = field(default_factory=list)
     scene_seed: int = 0
+    # scenes:free for segmentation: [fewest, most] items in each training scene ([] = SCENES.md's 1-5;
+    # validation and test scenes always keep 1-5). More items per canvas show the network more items
+    # per second of training.
+    scene_items: list[int] = field(default_factory=list)
 
 
 @dataclass

@@ -50,6 +50,26 @@ def test_free_scenes_follow_scenes_md(fashion):
     assert np.array_equal(again.image, free_scene(images, labels, "train", 0, 17).image)   # a pure function
 
 
+def test_packed_training_scenes_keep_the_spec_for_validation_and_test():
+    """data.scene_items packs the training scenes only; validation and test scenes stay SCENES.md's."""
+    from cnnctl.data.segmentation import free_scenes, load_segmentation
+    from cnnctl.errors import CnnctlError
+
+    spec = free_scenes((40, 20, 20), seed=0)
+    packed = free_scenes((40, 20, 20), seed=0, train_items=(5, 5))
+    for split in ("val", "test"):
+        assert np.array_equal(spec.splits[split].images, packed.splits[split].images)
+        assert np.array_equal(spec.splits[split].labels, packed.splits[split].labels)
+    items = lambda data: [int(k.max()) for k in data.splits["train"].instances]     # items per scene
+    # five drawn in every packed scene (an item is dropped when 100 placements fail), 1-5 in the spec's
+    assert max(items(packed)) == 5 and np.mean(items(packed)) > np.mean(items(spec)) + 0.8
+    for bad in ([0, 5], [4, 3], [2]):
+        with pytest.raises(CnnctlError, match="scene_items"):
+            load_segmentation("scenes:free", (4, 2, 2), 0, bad)
+    with pytest.raises(CnnctlError, match="applies to scenes:free"):
+        load_segmentation("nuclei", (), 0, [3, 5])
+
+
 def test_free_scene_items_are_resized_fashion_items_in_disjoint_squares(fashion):
     """Rebuild a scene from its own draws: the items are bilinear resizes by s in [1, 2], pasted with max."""
     from cnnctl.data.scenes import _resized

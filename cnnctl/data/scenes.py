@@ -96,15 +96,18 @@ def _resized(item: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(item).resize((size, size), Image.BILINEAR))
 
 
-def free_scene(images: np.ndarray, labels: np.ndarray, split: str, seed: int, index: int) -> Scene:
+def free_scene(images: np.ndarray, labels: np.ndarray, split: str, seed: int, index: int,
+               item_range: tuple[int, int] = (1, 5)) -> Scene:
     """``free`` scene ``index`` of ``split`` from ``images`` (n, 28, 28) uint8 / ``labels`` (n,) of that split.
 
-    The sentence is empty: free scenes carry label images and boxes, not captions."""
+    ``item_range`` = (fewest, most) items drawn, uniformly; SCENES.md's (1, 5) is the default, and any other
+    range is an option on top of the spec (training scenes packed with more items), drawn from the same
+    random stream. The sentence is empty: free scenes carry label images and boxes, not captions."""
     rng = np.random.default_rng([seed, _SPLIT_ID[split], index, 1])
     canvas = np.zeros((FREE_SIDE, FREE_SIDE), np.uint8)
     squares: list[tuple[int, int, int]] = []             # (x, y, side) of the placed items
     items = []
-    for _ in range(int(rng.integers(1, 6))):             # 1..5 items
+    for _ in range(int(rng.integers(item_range[0], item_range[1] + 1))):   # SCENES.md: 1..5 items
         pick = int(rng.integers(0, len(images)))
         size = round(28 * rng.uniform(1.0, 2.0))
         for _attempt in range(100):

@@ -69,8 +69,10 @@ class SegData:
     splits: dict[str, SegSplit | None]
 
 
-def free_scenes(counts=SCENE_COUNTS, seed: int = 0) -> SegData:
-    """``counts`` = (train, val, test) ``free`` scenes with their label images and item instances."""
+def free_scenes(counts=SCENE_COUNTS, seed: int = 0, train_items: tuple[int, int] = (1, 5)) -> SegData:
+    """``counts`` = (train, val, test) ``free`` scenes with their label images and item instances;
+    ``train_items`` = (fewest, most) items in the training scenes only (validation and test scenes
+    keep SCENES.md's 1-5)."""
     from cnnctl.data.scenes import SCENE_CLASSES, free_scene
     from cnnctl.data.sources import fashion_mnist
 
@@ -79,11 +81,11 @@ def free_scenes(counts=SCENE_COUNTS, seed: int = 0) -> SegData:
              "test": (fm["test"].images[..., 0], fm["test"].labels)}
     n_train, n_val, n_test = (int(c) for c in counts)
 
-    def make(split: str, start: int, n: int) -> SegSplit | None:
+    def make(split: str, start: int, n: int, items=(1, 5)) -> SegSplit | None:
         if n == 0:
             return None
         images, labels = pools[split]
-        scenes = [free_scene(images, labels, split, seed, i) for i in range(start, start + n)]
+        scenes = [free_scene(images, labels, split, seed, i, items) for i in range(start, start + n)]
         instances = np.zeros((n, 128, 128), np.int32)
         for j, scene in enumerate(scenes):
             for k, item in enumerate(scene.items):
@@ -92,7 +94,7 @@ def free_scenes(counts=SCENE_COUNTS, seed: int = 0) -> SegData:
                         np.stack([s.label_image() for s in scenes]), instances,
                         [f"{split}-{i:06d}" for i in range(start, start + n)])
 
-    splits = {"train": make("train", 0, n_train), "val": make("train", n_train, n_val),
+    splits = {"train": make("train", 0, n_train, train_items), "val": make("train", n_train, n_val),
               "test": make("test", 0, n_test)}
     return SegData("scenes:free", ["background", *SCENE_CLASSES], splits)
 
@@ -451,13 +453,30 @@ def coco_instances(path: Path) -> SegData:
                    {"train": split, "val": None, "test": None})
 
 
-def load_segmentation(path: str, scene_counts=(), scene_seed: int = 0) -> SegData:
+def _item_range(scene_items) -> tuple[int, int]:
+    """``data.scene_items`` -> (fewest, most) items per training scene; [] = SCENES.md's 1-5."""
+    if not scene_items:
+        return (1, 5)
+    items = tuple(scene_items)
+    if (len(items) != 2 or not all(isinstance(v, int) for v in items)
+            or not 1 <= items[0] <= items[1] <= 10):
+        raise CnnctlError(f"data.scene_items = {list(items)} is not a range of item counts",
+                          hint="give [fewest, most] with 1 <= fewest <= most <= 10, e.g. [3, 5]; [] keeps 1-5")
+    return items
+
+
+def load_segmentation(path: str, scene_counts=(), scene_seed: int = 0, scene_items=()) -> SegData:
     """``scenes:free``, ``nuclei``, a COCO instances file, the Oxford-IIIT Pet layout, the Pascal VOC
-    segmentation layout or a folder of image/mask pairs."""
+    segmentation layout or a folder of image/mask pairs. ``scene_items`` (fewest, most) items per
+    training scene of ``scenes:free``."""
+    if scene_items and path.lower() not in ("scenes:free", "scenes"):
+        raise CnnctlError(f"data.scene_items applies to scenes:free, not to {path!r}",
+                          hint="remove data.scene_items, or train on --data scenes:free")
     if path.lower() == "nuclei":
         return nuclei()
     if path.lower() in ("scenes:free", "scenes"):
-        return free_scenes(tuple(scene_counts) if scene_counts else SCENE_COUNTS, scene_seed)
+        return free_scenes(tuple(scene_counts) if scene_counts else SCENE_COUNTS, scene_seed,
+                           _item_range(scene_items))
     if not path:
         raise CnnctlError("segmentation needs data", hint="--data scenes:free, or a folder with images/ and masks/")
     if path.lower().endswith(".json"):

@@ -139,7 +139,7 @@ class SegmentDataModule:
         if unknown:
             raise CnnctlError(f"data.augment = {unknown} is not something segmentation does",
                               hint="segmentation takes flip (left-right), vflip (also upside down) and elastic")
-        raw = load_segmentation(cfg.data.path, cfg.data.scene_counts, cfg.data.scene_seed)
+        raw = load_segmentation(cfg.data.path, cfg.data.scene_counts, cfg.data.scene_seed, cfg.data.scene_items)
         self.source, self.class_names = raw.source, raw.class_names
         splits = dict(raw.splits)
         if splits["val"] is None and cfg.data.val_split > 0 and splits["train"].count > 1:
