@@ -75,11 +75,13 @@ def test_free_scene_items_are_resized_fashion_items_in_disjoint_squares(fashion)
     from cnnctl.data.scenes import _resized
 
     images, labels = fashion
-    for index in range(30):
+    # (8, 8): packed scenes, where many items find no free square in their 100 draws, so both ways the
+    # generator consumes a placement's draws (all failed; the first success) are checked one draw at a time
+    for index, (fewest, most) in [(i, (1, 5)) for i in range(30)] + [(i, (8, 8)) for i in range(30)]:
         rng = np.random.default_rng([0, 0, index, 1])          # the stream the module documents
         canvas = np.zeros((128, 128), np.uint8)
         squares = []
-        for _ in range(int(rng.integers(1, 6))):
+        for _ in range(int(rng.integers(fewest, most + 1))):
             pick = int(rng.integers(0, len(images)))
             size = round(28 * rng.uniform(1.0, 2.0))
             assert 28 <= size <= 56
@@ -90,7 +92,8 @@ def test_free_scene_items_are_resized_fashion_items_in_disjoint_squares(fashion)
                     np.maximum(canvas[y:y + size, x:x + size], _resized(images[pick], size),
                                out=canvas[y:y + size, x:x + size])
                     break
-        assert np.array_equal(canvas, free_scene(images, labels, "train", 0, index).image)
+        scene = free_scene(images, labels, "train", 0, index, (fewest, most))
+        assert np.array_equal(canvas, scene.image) and len(scene.items) == len(squares)
 
 
 # ----------------------------------------------------------------------------- weight map

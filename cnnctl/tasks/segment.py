@@ -139,7 +139,12 @@ class SegmentDataModule:
         if unknown:
             raise CnnctlError(f"data.augment = {unknown} is not something segmentation does",
                               hint="segmentation takes flip (left-right), vflip (also upside down) and elastic")
-        raw = load_segmentation(cfg.data.path, cfg.data.scene_counts, cfg.data.scene_seed, cfg.data.scene_items)
+        scene_items = cfg.data.scene_items
+        if scene_items and cfg.data.path.lower() not in ("scenes:free", "scenes"):
+            # a scenes recipe pointed at the user's own data (--data DIR): its packing means nothing there
+            log(f"data.scene_items packs scenes:free training scenes: not used for {cfg.data.path}")
+            scene_items = []
+        raw = load_segmentation(cfg.data.path, cfg.data.scene_counts, cfg.data.scene_seed, scene_items)
         self.source, self.class_names = raw.source, raw.class_names
         splits = dict(raw.splits)
         if splits["val"] is None and cfg.data.val_split > 0 and splits["train"].count > 1:
