@@ -465,16 +465,21 @@ def _item_range(scene_items) -> tuple[int, int]:
     return items
 
 
+def is_free_scenes(path: str) -> bool:
+    """Whether a ``data.path`` names the Fashion-MNIST ``free`` scenes (``scenes:free`` or ``scenes``)."""
+    return path.lower() in ("scenes:free", "scenes")
+
+
 def load_segmentation(path: str, scene_counts=(), scene_seed: int = 0, scene_items=()) -> SegData:
     """``scenes:free``, ``nuclei``, a COCO instances file, the Oxford-IIIT Pet layout, the Pascal VOC
     segmentation layout or a folder of image/mask pairs. ``scene_items`` (fewest, most) items per
     training scene of ``scenes:free``."""
-    if scene_items and path.lower() not in ("scenes:free", "scenes"):
+    if scene_items and not is_free_scenes(path):
         raise CnnctlError(f"data.scene_items applies to scenes:free, not to {path!r}",
                           hint="remove data.scene_items, or train on --data scenes:free")
     if path.lower() == "nuclei":
         return nuclei()
-    if path.lower() in ("scenes:free", "scenes"):
+    if is_free_scenes(path):
         return free_scenes(tuple(scene_counts) if scene_counts else SCENE_COUNTS, scene_seed,
                            _item_range(scene_items))
     if not path:

@@ -131,7 +131,7 @@ class SegmentDataModule:
     """The engine's data protocol for segmentation: ``train`` / ``val`` / ``test`` splits, steps, datasets."""
 
     def __init__(self, cfg, batch_size: int, seed: int, log=print):
-        from cnnctl.data.segmentation import VOID, load_segmentation
+        from cnnctl.data.segmentation import VOID, is_free_scenes, load_segmentation
         from cnnctl.data.weight_map import class_balance
 
         self.cfg, self.batch_size, self.seed, self.log = cfg, batch_size, seed, log
@@ -140,7 +140,7 @@ class SegmentDataModule:
             raise CnnctlError(f"data.augment = {unknown} is not something segmentation does",
                               hint="segmentation takes flip (left-right), vflip (also upside down) and elastic")
         scene_items = cfg.data.scene_items
-        if scene_items and cfg.data.path.lower() not in ("scenes:free", "scenes"):
+        if scene_items and not is_free_scenes(cfg.data.path):
             # a scenes recipe pointed at the user's own data (--data DIR): its packing means nothing there
             log(f"data.scene_items packs scenes:free training scenes: not used for {cfg.data.path}")
             scene_items = []
