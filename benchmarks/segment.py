@@ -126,7 +126,7 @@ def independent_row(run: Path, count: int, folder: Path) -> None:
     from cnnctl.segmenter import load_segmenter, predict_labels
 
     independent_scenes.write(folder, count, "test", 0)
-    model, _ = load_segmenter(run)
+    model, _, decoding = load_segmenter(run)
     ours = free_scenes((0, 0, count)).splits["test"]
     files = sorted((folder / "images").glob("*.png"))       # read as `cnnctl segment` reads them: PNG files
     theirs = SegSplit(np.stack([np.asarray(Image.open(f))[..., None] for f in files]),
@@ -134,7 +134,7 @@ def independent_row(run: Path, count: int, folder: Path) -> None:
     print(f"\n| test scenes ({count}) | built by | mIoU | bootstrap SE |\n|---|---|---:|---:|")
     for name, split in (("scenes:free (cnnctl.data.scenes)", ours), ("benchmarks/independent_scenes.py", theirs)):
         labels = np.asarray(split.labels)
-        predicted = predict_labels(model, np.asarray(split.images), batch=50)
+        predicted = predict_labels(model, np.asarray(split.images), batch=50, decoding=decoding)
         per_scene = np.stack([confusion(labels[i], predicted[i], 11) for i in range(len(labels))])
 
         def miou(m):
@@ -161,8 +161,8 @@ def objects_rows(out: Path, runs: list[str], count: int) -> None:
     print(f"\n| run ({count} test scenes) | foreground IoU (classes ignored) | items | items whose pixel majority "
           "names their class | worst classes (share right) |\n|---|---:|---:|---:|---|")
     for name in runs:
-        model, _ = load_segmenter(out / name)
-        predicted = predict_labels(model, np.asarray(test.images), batch=50)
+        model, _, decoding = load_segmenter(out / name)
+        predicted = predict_labels(model, np.asarray(test.images), batch=50, decoding=decoding)
         fg_p, fg_t = predicted > 0, labels > 0
         right, total = np.zeros(10), np.zeros(10)
         for j in range(count):
@@ -233,12 +233,12 @@ def picture(run: Path, path: Path) -> None:
 
     from cnnctl.data.segmentation import nuclei
     from cnnctl.metrics.segmentation import components
-    from cnnctl.segmenter import load_segmenter, predict_tiled
+    from cnnctl.segmenter import labels_of, load_segmenter, predict_probs
 
     test = nuclei().splits["test"]
     image, truth = test.images[0], test.instances[0]
-    model, _ = load_segmenter(run)
-    predicted = components(predict_tiled(model, image).argmax(axis=-1))
+    model, _, decoding = load_segmenter(run)
+    predicted = components(labels_of(predict_probs(model, image, flip=decoding.flip), decoding))
     gap = np.full((image.shape[0], 8, 3), 255, np.uint8)
     panels = [np.repeat(image, 3, axis=-1), gap, _instance_colours(truth, image), gap,
               _instance_colours(predicted, image)]

@@ -169,7 +169,8 @@ class GenerateConfig:
 
 @dataclass
 class SegmentConfig:
-    """Segmentation (task = "segment"): the loss weights and how training windows are drawn."""
+    """Segmentation (task = "segment"): the loss weights, how training windows are drawn, and how the
+    network's scores become labels."""
 
     weight_map: bool = False      # U-Net's weight map (sec. 3): class balance + w0 exp(-(d1 + d2)^2 / 2 sigma^2)
     class_balance: bool = False   # w_c: weight each class by n / (K n_c) (implied by weight_map)
@@ -177,6 +178,9 @@ class SegmentConfig:
     sigma: float = 5.0            # pixels
     tiles_per_epoch: int = 0      # 0 = the windows that tile every image; N = N random windows per epoch
     elastic_sigma: float = 10.0   # data.augment "elastic": std (px) of the 3x3 grid's displacements (sec. 3.1)
+    # how scores become labels, for the run's test scores and for `cnnctl segment` (cnnctl.segmenter.Decoding):
+    tta: str = "none"             # "flip": the mean softmax of the image and its mirror image
+    vote: str = "pixels"          # "objects": each connected foreground region takes one class, its most probable
 
 
 @dataclass
@@ -214,6 +218,8 @@ CHOICES = {
     "train.precision": ("auto", "float32", "mixed_bfloat16", "mixed_float16"),
     "train.strategy": ("auto", "default", "mirrored", "multiworker"),
     "train.cluster": ("tf_config", "slurm"),
+    "segment.tta": ("none", "flip"),
+    "segment.vote": ("pixels", "objects"),
 }
 POSITIVE = {"train.epochs", "train.batch_size", "caption.image_size", "caption.grid", "caption.min_count",
             "caption.max_words", "caption.beam",

@@ -10,6 +10,7 @@ whole-image prediction once the margin covers the receptive field (``tests/test_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -109,25 +110,97 @@ def _tiled_same(model, image, c: int, batch: int) -> np.ndarray:
     return out[:h, :w]
 
 
-def predict_labels(model, images, batch: int = 32, margin: int | None = None):
+@dataclass(frozen=True)
+class Decoding:
+    """How a network's per-pixel scores become labels: the run's ``[segment]`` table, read the same way
+    for the task's test scores and for ``cnnctl segment``.
+
+    ``flip`` (``segment.tta = "flip"``): the softmax is averaged over the image and its mirror image.
+    ``vote`` (``segment.vote = "objects"``): every connected foreground region of the argmax map takes
+    one class, the one with the most probability summed over the region (``vote_objects``) -- for
+    data whose objects are each one class, as scene items are."""
+
+    flip: bool = False
+    vote: bool = False
+
+    @classmethod
+    def of(cls, segment_cfg) -> Decoding:
+        return cls(flip=segment_cfg.tta == "flip", vote=segment_cfg.vote == "objects")
+
+    def describe(self) -> str:
+        parts = (["flip TTA"] if self.flip else []) + (["one class per object"] if self.vote else [])
+        return ", ".join(parts) or "per-pixel argmax"
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def vote_objects(probs: np.ndarray) -> np.ndarray:
+    """(H, W, k) class probabilities (class 0 = background) -> (H, W) uint8 labels: the argmax map, then
+    each 8-connected region of its foreground pixels relabelled with the foreground class whose
+    probabilities sum highest over the region. Background pixels keep label 0."""
+    from scipy.ndimage import label
+
+    k = probs.shape[-1]
+    labels = probs.argmax(axis=-1).astype(np.uint8)
+    regions, n = label(labels > 0, structure=np.ones((3, 3), bool))
+    if n == 0 or k < 3:
+        return labels
+    flat = regions.reshape(-1)
+    mass = np.stack([np.bincount(flat, weights=probs[..., c].reshape(-1), minlength=n + 1)
+                     for c in range(1, k)], axis=1)                     # (n + 1, k - 1): region 0 = background
+    winner = (mass.argmax(axis=1) + 1).astype(np.uint8)
+    winner[0] = 0
+    return winner[regions]
+
+
+def _batch_probs(model, images: np.ndarray, batch: int, flip: bool) -> np.ndarray:
+    x = images.astype(np.float32)
+    probs = softmax(logits_of(model, x, batch))
+    if flip:
+        probs = (probs + softmax(logits_of(model, x[:, :, ::-1], batch))[:, :, ::-1]) / 2
+    return probs
+
+
+def predict_probs(model, image: np.ndarray, margin: int | None = None, batch: int = 8, flip: bool = False
+                  ) -> np.ndarray:
+    """(H, W, c) uint8 -> (H, W, k) float32 class probabilities, overlap-tile (``predict_tiled``);
+    ``flip``: averaged with the prediction of the mirror image, mirrored back."""
+    probs = softmax(predict_tiled(model, image, margin, batch))
+    if flip:
+        probs = (probs + softmax(predict_tiled(model, image[:, ::-1], margin, batch))[:, ::-1]) / 2
+    return probs
+
+
+def labels_of(probs: np.ndarray, decoding: Decoding) -> np.ndarray:
+    """(H, W, k) probabilities -> (H, W) uint8 labels as ``decoding`` says."""
+    return vote_objects(probs) if decoding.vote else probs.argmax(axis=-1).astype(np.uint8)
+
+
+def predict_labels(model, images, batch: int = 32, margin: int | None = None, decoding: Decoding = Decoding()):
     """(n, H, W, c) uint8 (or a list of (H_i, W_i, c)) -> (n, H, W) uint8 class labels (or a list).
     Images of exactly the network's tile size on a same-padding network go through in batches,
-    whole; others tile by tile."""
+    whole; others tile by tile. ``decoding``: flip TTA and the object vote (the run's ``[segment]``)."""
     t, o = _sides(model)
     if isinstance(images, np.ndarray) and t == o and images.shape[1:3] == (t, t):
         out = np.zeros(images.shape[:3], np.uint8)
         for s in range(0, len(images), batch):
-            logits = logits_of(model, images[s:s + batch].astype(np.float32), batch)
-            out[s:s + batch] = logits.argmax(axis=-1)
+            probs = _batch_probs(model, images[s:s + batch], batch, decoding.flip)
+            out[s:s + batch] = [labels_of(p, decoding) for p in probs]
         return out
-    labels = [predict_tiled(model, im, margin, batch=max(1, batch // 4)).argmax(axis=-1).astype(np.uint8)
+    labels = [labels_of(predict_probs(model, im, margin, max(1, batch // 4), decoding.flip), decoding)
               for im in images]
     return np.stack(labels) if isinstance(images, np.ndarray) else labels
 
 
 # ----------------------------------------------------------------------------- a run, files out
 def load_segmenter(folder: str | Path, best: bool = True):
-    """-> (the run's network, its class names). ``best``: best.keras (highest val mIoU) when present."""
+    """-> (the run's network, its class names, its ``Decoding``). ``best``: best.keras (highest val mIoU)
+    when present."""
+    from cnnctl.config import load_run_config
     from cnnctl.inference import load_keras_file
     from cnnctl.train.rundir import RunDir
 
@@ -149,7 +222,7 @@ def load_segmenter(folder: str | Path, best: bool = True):
     if not path.is_file():
         raise CnnctlError(f"{path} does not exist", hint="the run has not finished an epoch yet")
     model = load_keras_file(path, hint="the file is damaged; use the run's other .keras file (--last)")
-    return model, run.read_json("classes.json")
+    return model, run.read_json("classes.json"), Decoding.of(load_run_config(folder).segment)
 
 
 def palette(k: int) -> np.ndarray:

@@ -199,6 +199,54 @@ def test_valid_unet_tiles_see_the_mirrored_image():
     np.testing.assert_allclose(predict_tiled(model, image), want, atol=1e-5)
 
 
+# ----------------------------------------------------------------------------- decoding: flip TTA, object vote
+def test_the_object_vote_gives_each_connected_region_its_most_probable_class():
+    from cnnctl.segmenter import vote_objects
+
+    probs = np.zeros((6, 10, 4), np.float32)
+    probs[..., 0] = 1.0                                   # background everywhere ...
+    # region A, columns 1-3 of rows 1-2: four pixels lean to class 1 (0.4 against 0.35), two are surely
+    # class 2 (0.9): the pixel majority says 1, the summed probability says 2 (4 x 0.35 + 1.8 > 4 x 0.4 + 0.1)
+    a = [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (2, 3)]
+    for y, x in a[:4]:
+        probs[y, x] = [0.25, 0.4, 0.35, 0.0]
+    for y, x in a[4:]:
+        probs[y, x] = [0.05, 0.05, 0.9, 0.0]
+    # region B: two blocks touching only at a corner (8-connected: one region), class 3 surely in one
+    probs[1:3, 6:8] = [0.0, 0.0, 0.1, 0.9]
+    probs[3:5, 8:10] = [0.0, 0.55, 0.0, 0.45]
+    got = vote_objects(probs)
+    assert (got[tuple(np.array(a).T)] == 2).all()
+    assert (got[1:3, 6:8] == 3).all() and (got[3:5, 8:10] == 3).all()   # 4 x 0.9 + 4 x 0.45 > 4 x 0.55
+    background = probs.argmax(-1) == 0
+    assert (got[background] == 0).all() and (got[~background] > 0).all()
+    # the plain argmax, which the vote changes
+    assert (probs.argmax(-1)[tuple(np.array(a[:4]).T)] == 1).all()
+
+
+def test_flip_decoding_is_mirror_symmetric():
+    from cnnctl.models.unet import unet
+    from cnnctl.segmenter import Decoding, predict_labels, predict_probs
+
+    rng = np.random.default_rng(3)
+    model = unet(num_classes=4, input_shape=(32, 32, 1), base_filters=4, depth=2, padding="same")
+    model.set_weights([w + rng.normal(0, 0.3, w.shape).astype(w.dtype) for w in model.get_weights()])
+    image = rng.integers(0, 256, (32, 32, 1)).astype(np.uint8)
+    mirror = image[:, ::-1]
+    # with flip TTA the mirror image gets the mirrored probabilities; without it, not
+    np.testing.assert_allclose(predict_probs(model, mirror, flip=True)[:, ::-1],
+                               predict_probs(model, image, flip=True), atol=1e-5)
+    assert np.abs(predict_probs(model, mirror)[:, ::-1] - predict_probs(model, image)).max() > 1e-3
+    # the batched path (images of the tile's size) decodes as the one-image path does; at most 2 of the
+    # 2,048 pixels may differ (a near tie that batch 2 and batch 1 round apart); leaving out the flip in
+    # one path changes 7 of them, leaving out the vote about 670
+    both = np.stack([image, mirror])
+    decoding = Decoding(flip=True, vote=True)
+    batched = predict_labels(model, both, decoding=decoding)
+    one = predict_labels(model, [image, mirror], decoding=decoding)
+    assert (batched != np.stack(one)).sum() <= 2
+
+
 # ----------------------------------------------------------------------------- the task and the command
 @pytest.fixture(scope="module")
 def scene_run(tmp_path_factory):
@@ -241,8 +289,8 @@ def test_cnnctl_segment_writes_masks_and_overlays(scene_run, fashion, tmp_path):
     masks = [np.asarray(Image.open(row["mask"])) for row in rows]
     assert masks[-1].shape == (256, 384) and np.asarray(Image.open(rows[-1]["overlay"])).shape == (256, 384, 3)
     # the command's masks are the task's predictions: the same scores as predicting the arrays
-    model, _ = load_segmenter(scene_run)
-    direct = predict_labels(model, test.images)
+    model, _, decoding = load_segmenter(scene_run)
+    direct = predict_labels(model, test.images, decoding=decoding)
     assert np.array_equal(np.stack(masks[:-1]), direct)
     assert scores(test.labels, np.stack(masks[:-1]), data.class_names)["miou"] == pytest.approx(
         scores(test.labels, direct, data.class_names)["miou"])

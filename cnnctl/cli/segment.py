@@ -26,7 +26,9 @@ def segment(
     order; for scene runs the SCENES.md encoding) and DIR/STEM.overlay.png (colours over the image).
 
     Images larger or smaller than the network's tile are segmented tile by tile (overlap-tile,
-    mirrored borders).
+    mirrored borders). The run's [segment] table says how scores become labels, as for its test
+    scores: segment.tta = "flip" averages the image with its mirror image; segment.vote = "objects"
+    gives each connected object one class.
 
     Examples:
 
@@ -45,9 +47,9 @@ def segment(
 
     from cnnctl.data.segmentation import read_image
     from cnnctl.metrics.segmentation import components
-    from cnnctl.segmenter import load_segmenter, overlay, predict_tiled
+    from cnnctl.segmenter import labels_of, load_segmenter, overlay, predict_probs
 
-    net, classes = load_segmenter(model, best=not last)
+    net, classes, decoding = load_segmenter(model, best=not last)
     channels = int(net.input_shape[-1])
     folder = out or (model / "segmented")
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,7 +59,8 @@ def segment(
             image = read_image(Path(p), channels)
         except Exception as e:  # noqa: BLE001 - a user's file: one clear message
             raise CnnctlError(f"cannot read image {p}: {e}", hint="give a readable image file") from None
-        labels = predict_tiled(net, image, None if margin < 0 else margin).argmax(axis=-1).astype(np.uint8)
+        probs = predict_probs(net, image, None if margin < 0 else margin, flip=decoding.flip)
+        labels = labels_of(probs, decoding)
         stem = Path(p).stem
         mask_path, overlay_path = folder / f"{stem}.mask.png", folder / f"{stem}.overlay.png"
         Image.fromarray(labels).save(mask_path)

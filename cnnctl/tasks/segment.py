@@ -14,8 +14,10 @@ Loss: per-pixel softmax cross-entropy, each pixel weighted by the paper's weight
 pixels outside the image (a window hanging over its edge) weigh 0. The loss and the bar's pixel
 accuracy and mIoU are ``cnnctl.tasks.pixel_objectives``' fast versions of Keras' own.
 
-Evaluation: overlap-tile prediction of every test image whole -> pixel accuracy, per-class IoU,
-mIoU and Dice from the confusion matrix; with instance labels, instance F1 at IoU 0.5 and the
+Evaluation: overlap-tile prediction of every test image whole, decoded as the run's ``[segment]``
+table says (``cnnctl.segmenter.Decoding``: flip TTA, one class per object; the bar's validation mIoU
+is always the plain per-pixel argmax) -> pixel accuracy, per-class IoU, mIoU and Dice from the
+confusion matrix; with instance labels, instance F1 at IoU 0.5 and the
 DSB2018 score (``cnnctl.metrics.segmentation``).
 """
 
@@ -328,15 +330,17 @@ class SegmentTask(ClassNamesRunFile, Task):
 
     def final_metrics(self, model, data) -> dict[str, Any]:
         from cnnctl.metrics.segmentation import instance_scores, semantic_scores
-        from cnnctl.segmenter import predict_labels
+        from cnnctl.segmenter import Decoding, predict_labels
 
         if data.test is None:
             return {}
-        predicted = predict_labels(model, data.test.images, batch=data.batch_size)
+        decoding = Decoding.of(data.cfg.segment)
+        predicted = predict_labels(model, data.test.images, batch=data.batch_size, decoding=decoding)
         out = {f"test_{k}": v for k, v in semantic_scores(data.test.labels, predicted, data.class_names).items()}
         if data.test.instances is not None:
             out.update({f"test_{k}": v for k, v in instance_scores(data.test.instances, predicted).items()})
         out["test_images"] = data.test.count
+        out["test_decoding"] = decoding.describe()
         out["paper_iou_reference"] = PAPER_REFERENCES
         return out
 
