@@ -34,7 +34,9 @@ standard error over scenes: "scenes built elsewhere score the same".
 ``--objects N``: for each scenes run, on N test scenes, where its errors come from: the foreground IoU
 with the classes ignored (the masks), and the share of items whose predicted pixels name their class
 by majority vote (the classes), with the three worst classes; and, as the yardstick for that column,
-the bundled Fashion-MNIST classifier on each true item cut out and resized back to 28x28.
+the bundled Fashion-MNIST classifier on each true item cut out and resized back to 28x28. Then each
+scenes run's test scores under every decoding (``segment.tta``, ``segment.vote``): the plain
+per-pixel argmax, flip TTA, one class per object, and both, the run's own marked.
 
 ``--picture PNG``: the nuclei run on the held-out quarter, three panels side by side: the image,
 the true nuclei, the predicted ones (each instance its own colour; predicted instances are the
@@ -180,6 +182,29 @@ def objects_rows(out: Path, runs: list[str], count: int) -> None:
     classifier_row(test.images, labels, instances, count)
 
 
+def decoding_rows(out: Path, runs: list[str], count: int) -> None:
+    """Each scenes run's test scores under every decoding (cnnctl.segmenter.Decoding): the plain
+    per-pixel argmax, flip TTA, one class per object, both; the run's own decoding marked."""
+    import numpy as np
+
+    from cnnctl.data.segmentation import free_scenes
+    from cnnctl.metrics.segmentation import instance_scores, semantic_scores
+    from cnnctl.segmenter import Decoding, load_segmenter, predict_labels
+
+    test = free_scenes((0, 0, count)).splits["test"]
+    labels, instances = np.asarray(test.labels), np.asarray(test.instances)
+    print(f"\n| run ({count} test scenes) | decoding | test mIoU | Dice (fg) | instance F1 @0.5 | DSB score | "
+          "objects found / true |\n|---|---|---:|---:|---:|---:|---:|")
+    for name in runs:
+        model, classes, own = load_segmenter(out / name)
+        for decoding in (Decoding(), Decoding(flip=True), Decoding(vote=True), Decoding(flip=True, vote=True)):
+            predicted = predict_labels(model, np.asarray(test.images), batch=50, decoding=decoding)
+            s, i = semantic_scores(labels, predicted, classes), instance_scores(instances, predicted)
+            mark = " (the run's)" if decoding == own else ""
+            print(f"| {name} | {decoding.describe()}{mark} | {s['miou']:.3f} | {s['dice']:.3f} | "
+                  f"{i['instance_f1']:.3f} | {i['dsb_score']:.3f} | {i['instances_predicted']} / {i['instances_true']} |")
+
+
 def classifier_row(images, labels, instances, count: int) -> None:
     """The yardstick for the classes column: the bundled Fashion-MNIST classifier (fashion_cnn, which
     scores its own accuracy on the 28x28 test images) on each true item, cut out as the square around
@@ -293,6 +318,7 @@ def main() -> None:
 
     if a.objects:
         objects_rows(out, [r for r in a.runs if r.startswith("scenes")], a.objects)
+        decoding_rows(out, [r for r in a.runs if r.startswith("scenes")], a.objects)
 
     if a.picture:
         picture(out / "nuclei", Path(a.picture))
