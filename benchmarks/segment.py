@@ -42,6 +42,9 @@ per-pixel argmax, flip TTA, one class per object, and both, the run's own marked
 the true nuclei, the predicted ones (each instance its own colour; predicted instances are the
 connected components ``cnnctl segment --instances`` finds).
 
+``--scenes-picture PNG``: the scenes run on the first 6 test scenes: the images, the true classes and
+the predicted ones (``cnnctl segment``'s decoding), in the palette of ``cnnctl segment``'s overlays.
+
 ``--speed``: megapixels per second of ``cnnctl.segmenter.predict_tiled`` on a 1024x1024 image with
 each run's network (``nuclei``: valid padding, 316 -> 132 tiles; ``nuclei-same``: same padding, 128
 tiles with a 16-pixel margin), float32 and mixed_bfloat16, each in its own process, after one
@@ -273,6 +276,33 @@ def picture(run: Path, path: Path) -> None:
     out.save(path)
 
 
+def scenes_picture(run: Path, path: Path, count: int = 6) -> None:
+    """The first ``count`` test scenes in three rows, 2x enlarged: the image, the true classes, the
+    classes ``cnnctl segment`` writes with the run (its decoding), in ``cnnctl.segmenter.palette``."""
+    import numpy as np
+    from PIL import Image
+
+    from cnnctl.data.segmentation import free_scenes
+    from cnnctl.segmenter import load_segmenter, overlay, predict_labels
+
+    test = free_scenes((0, 0, count)).splits["test"]
+    model, classes, decoding = load_segmenter(run)
+    images = np.asarray(test.images)
+    predicted = predict_labels(model, images, decoding=decoding)
+
+    def row(panels):
+        gap = np.full((panels[0].shape[0], 6, 3), 255, np.uint8)
+        return np.concatenate([x for p in panels for x in (p, gap)][:-1], axis=1)
+    rows = [row([np.repeat(im, 3, axis=-1) for im in images]),
+            row([overlay(im, lab, len(classes), alpha=0.7) for im, lab in zip(images, test.labels)]),
+            row([overlay(im, lab, len(classes), alpha=0.7) for im, lab in zip(images, predicted)])]
+    gap = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
+    out = Image.fromarray(np.concatenate([rows[0], gap, rows[1], gap, rows[2]], axis=0))
+    out = out.resize((out.width * 2, out.height * 2), Image.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out.save(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
@@ -283,6 +313,7 @@ def main() -> None:
     ap.add_argument("--speed", action="store_true")
     ap.add_argument("--independent", type=int, default=0, help="score the scenes run on N independently built scenes")
     ap.add_argument("--picture", default="", help="write the nuclei test-region picture here (PNG)")
+    ap.add_argument("--scenes-picture", default="", help="write 6 test scenes, truth and prediction here (PNG)")
     ap.add_argument("--objects", type=int, default=0,
                     help="on N test scenes: each scenes run's foreground IoU and its per-item class accuracy")
     ap.add_argument("--speed-one", nargs=2, help=argparse.SUPPRESS)
@@ -323,6 +354,10 @@ def main() -> None:
     if a.picture:
         picture(out / "nuclei", Path(a.picture))
         print(f"\nwrote {a.picture}")
+
+    if a.scenes_picture:
+        scenes_picture(out / "scenes", Path(a.scenes_picture))
+        print(f"\nwrote {a.scenes_picture}")
 
     if a.speed:
         print("\n| network | tile | precision | megapixels / s | seconds for 1024x1024 |")
