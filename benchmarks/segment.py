@@ -35,8 +35,9 @@ standard error over scenes: "scenes built elsewhere score the same".
 with the classes ignored (the masks), and the share of items whose predicted pixels name their class
 by majority vote (the classes), with the three worst classes; and, as the yardstick for that column,
 the bundled Fashion-MNIST classifier on each true item cut out and resized back to 28x28. Then each
-scenes run's test scores under every decoding (``segment.tta``, ``segment.vote``): the plain
-per-pixel argmax, flip TTA, one class per object, and both, the run's own marked.
+scenes run's test scores under each decoding (``segment.tta``, ``segment.vote``,
+``segment.instances``): the plain per-pixel argmax with objects made of each class or of the
+foreground, flip TTA, one class per object, and both, the run's own marked.
 
 ``--picture PNG``: the nuclei run on the held-out quarter, three panels side by side: the image,
 the true nuclei, the predicted ones (each instance its own colour; predicted instances are the
@@ -186,8 +187,9 @@ def objects_rows(out: Path, runs: list[str], count: int) -> None:
 
 
 def decoding_rows(out: Path, runs: list[str], count: int) -> None:
-    """Each scenes run's test scores under every decoding (cnnctl.segmenter.Decoding): the plain
-    per-pixel argmax, flip TTA, one class per object, both; the run's own decoding marked."""
+    """Each scenes run's test scores under each decoding (cnnctl.segmenter.Decoding): the plain
+    per-pixel argmax (objects of each class, or of the foreground), flip TTA, one class per object,
+    both; the run's own decoding marked."""
     import numpy as np
 
     from cnnctl.data.segmentation import free_scenes
@@ -201,11 +203,13 @@ def decoding_rows(out: Path, runs: list[str], count: int) -> None:
     for name in runs:
         model, classes, own = load_segmenter(out / name)
         predict_labels(model, np.asarray(test.images[:50]), batch=50)            # trace once, outside the clock
-        for decoding in (Decoding(), Decoding(flip=True), Decoding(vote=True), Decoding(flip=True, vote=True)):
+        for decoding in (Decoding(), Decoding(instances="foreground"), Decoding(flip=True, instances="foreground"),
+                         Decoding(vote=True), Decoding(flip=True, vote=True)):
             t0 = time.perf_counter()
             predicted = predict_labels(model, np.asarray(test.images), batch=50, decoding=decoding)
             seconds = time.perf_counter() - t0
-            s, i = semantic_scores(labels, predicted, classes), instance_scores(instances, predicted)
+            s = semantic_scores(labels, predicted, classes)
+            i = instance_scores(instances, predicted, by=decoding.instances)
             mark = " (the run's)" if decoding == own else ""
             print(f"| {name} | {decoding.describe()}{mark} | {s['miou']:.3f} | {s['dice']:.3f} | "
                   f"{i['instance_f1']:.3f} | {i['dsb_score']:.3f} | {i['instances_predicted']} / {i['instances_true']} | "

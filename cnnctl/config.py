@@ -181,6 +181,7 @@ class SegmentConfig:
     # how scores become labels, for the run's test scores and for `cnnctl segment` (cnnctl.segmenter.Decoding):
     tta: str = "none"             # "flip": the mean softmax of the image and its mirror image
     vote: str = "pixels"          # "objects": each connected foreground region takes one class, its most probable
+    instances: str = "classes"    # objects (instance scores, --instances): components of each class, or "foreground"
 
 
 @dataclass
@@ -220,6 +221,7 @@ CHOICES = {
     "train.cluster": ("tf_config", "slurm"),
     "segment.tta": ("none", "flip"),
     "segment.vote": ("pixels", "objects"),
+    "segment.instances": ("classes", "foreground"),
 }
 POSITIVE = {"train.epochs", "train.batch_size", "caption.image_size", "caption.grid", "caption.min_count",
             "caption.max_words", "caption.beam",

@@ -118,18 +118,23 @@ class Decoding:
     ``flip`` (``segment.tta = "flip"``): the softmax is averaged over the image and its mirror image.
     ``vote`` (``segment.vote = "objects"``): every connected foreground region of the argmax map takes
     one class, the one with the most probability summed over the region (``vote_objects``) -- for
-    data whose objects are each one class, as scene items are."""
+    data whose objects are each one class, as scene items are. ``instances`` (``segment.instances``):
+    objects are the connected components of each predicted class ("classes") or of the predicted
+    foreground ("foreground"; ``cnnctl.metrics.segmentation.components``)."""
 
     flip: bool = False
     vote: bool = False
+    instances: str = "classes"
 
     @classmethod
     def of(cls, segment_cfg) -> Decoding:
-        return cls(flip=segment_cfg.tta == "flip", vote=segment_cfg.vote == "objects")
+        return cls(flip=segment_cfg.tta == "flip", vote=segment_cfg.vote == "objects",
+                   instances=segment_cfg.instances)
 
     def describe(self) -> str:
         parts = (["flip TTA"] if self.flip else []) + (["one class per object"] if self.vote else [])
-        return ", ".join(parts) or "per-pixel argmax"
+        objects = "" if self.vote else f"; objects: components of {'the foreground' if self.instances == 'foreground' else 'each class'}"
+        return (", ".join(parts) or "per-pixel argmax") + objects
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -149,12 +154,20 @@ def vote_objects(probs: np.ndarray) -> np.ndarray:
     regions, n = label(labels > 0, structure=np.ones((3, 3), bool))
     if n == 0 or k < 3:
         return labels
-    flat = regions.reshape(-1)
-    mass = np.stack([np.bincount(flat, weights=probs[..., c].reshape(-1), minlength=n + 1)
-                     for c in range(1, k)], axis=1)                     # (n + 1, k - 1): region 0 = background
-    winner = (mass.argmax(axis=1) + 1).astype(np.uint8)
-    winner[0] = 0
+    winner = np.concatenate([[0], object_classes(probs, regions)]).astype(np.uint8)   # region 0 = background
     return winner[regions]
+
+
+def object_classes(probs: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(H, W, k) probabilities and (H, W) object ids 1..n -> (n,) the foreground class whose
+    probabilities sum highest over each object."""
+    n, k = int(ids.max()), probs.shape[-1]
+    if n == 0:
+        return np.zeros(0, np.int64)
+    flat = ids.reshape(-1)
+    mass = np.stack([np.bincount(flat, weights=probs[..., c].reshape(-1), minlength=n + 1)
+                     for c in range(1, k)], axis=1)
+    return mass[1:].argmax(axis=1) + 1
 
 
 def _batch_probs(model, images: np.ndarray, batch: int, flip: bool) -> np.ndarray:

@@ -224,6 +224,22 @@ def test_the_object_vote_gives_each_connected_region_its_most_probable_class():
     assert (probs.argmax(-1)[tuple(np.array(a[:4]).T)] == 1).all()
 
 
+def test_objects_of_the_foreground_keep_a_two_class_item_whole():
+    from cnnctl.metrics.segmentation import components, instance_scores
+
+    predicted = np.zeros((8, 12), np.uint8)
+    predicted[1:5, 1:3], predicted[1:5, 3:5] = 4, 7        # one item, its halves in two classes
+    predicted[6:8, 8:11] = 2                                # a second item
+    truth = np.zeros((8, 12), np.int32)
+    truth[1:5, 1:5], truth[6:8, 8:11] = 1, 2
+    assert components(predicted).max() == 3                 # by class: the first item in two pieces
+    whole = components(predicted, "foreground")
+    assert whole.max() == 2 and len(np.unique(whole[1:5, 1:5])) == 1
+    # by class: each half has IoU 0.5 with the item, not above it: 1 match, 2 false, 1 missed: F1 = 2 / 5
+    assert instance_scores(truth[None], predicted[None])["instance_f1"] == pytest.approx(0.4)
+    assert instance_scores(truth[None], predicted[None], by="foreground")["instance_f1"] == 1.0
+
+
 def test_flip_decoding_is_mirror_symmetric():
     from cnnctl.models.unet import unet
     from cnnctl.segmenter import Decoding, predict_labels, predict_probs
@@ -295,6 +311,13 @@ def test_cnnctl_segment_writes_masks_and_overlays(scene_run, fashion, tmp_path):
     assert scores(test.labels, np.stack(masks[:-1]), data.class_names)["miou"] == pytest.approx(
         scores(test.labels, direct, data.class_names)["miou"])
     assert all(isinstance(row["instances"], int) for row in rows)
+    # the recipe's objects are components of the foreground, each named by its most probable class
+    assert decoding.instances == "foreground"
+    for row in rows:
+        ids = np.asarray(Image.open(row["instances_file"]))
+        assert len(row["objects"]) == row["instances"] == ids.max()
+        assert [o["pixels"] for o in row["objects"]] == [int((ids == o["id"]).sum()) for o in row["objects"]]
+        assert all(o["class"] in data.class_names[1:] for o in row["objects"])
 
 
 def test_segment_errors_are_one_clear_message(scene_run, tmp_path):

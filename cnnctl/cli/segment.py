@@ -17,7 +17,8 @@ def segment(
     margin: int = typer.Option(-1, "--margin", help="Context pixels dropped at each tile side (same-padding "
                                "networks; default: an eighth of the tile)."),
     instances: bool = typer.Option(False, "--instances", help="Also separate the objects: connected components "
-                                   "of each predicted class -> STEM.instances.png (16-bit ids) and the count."),
+                                   "of each predicted class, or of the foreground (the run's segment.instances) -> "
+                                   "STEM.instances.png (16-bit ids), the count, and each object's most probable class."),
     last: bool = typer.Option(False, "--last", help="Use the run's last model.keras instead of best.keras."),
     json_: bool = typer.Option(False, "--json", help='Print [{"image", "mask", "overlay", "pixels": {class: n}}] '
                                "as JSON."),
@@ -47,7 +48,13 @@ def segment(
 
     from cnnctl.data.segmentation import read_image
     from cnnctl.metrics.segmentation import components
-    from cnnctl.segmenter import labels_of, load_segmenter, overlay, predict_probs
+    from cnnctl.segmenter import (
+        labels_of,
+        load_segmenter,
+        object_classes,
+        overlay,
+        predict_probs,
+    )
 
     net, classes, decoding = load_segmenter(model, best=not last)
     channels = int(net.input_shape[-1])
@@ -69,10 +76,13 @@ def segment(
         row = {"image": p, "mask": str(mask_path), "overlay": str(overlay_path),
                "pixels": {c: int(n) for c, n in zip(classes, counts) if n}}
         if instances:
-            ids = components(labels)
+            ids = components(labels, decoding.instances)
             inst_path = folder / f"{stem}.instances.png"
             Image.fromarray(ids.astype(np.uint16)).save(inst_path)
-            row.update(instances=int(ids.max()), instances_file=str(inst_path))
+            sizes = np.bincount(ids.reshape(-1), minlength=int(ids.max()) + 1)
+            row.update(instances=int(ids.max()), instances_file=str(inst_path),
+                       objects=[{"id": i + 1, "class": classes[c], "pixels": int(sizes[i + 1])}
+                                for i, c in enumerate(object_classes(probs, ids))])
         rows.append(row)
     if json_:
         echo_json(rows)

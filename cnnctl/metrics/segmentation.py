@@ -5,7 +5,7 @@
   in the truth or the prediction (VOC's convention); ``dice`` is the mean Dice over the foreground
   classes that occur (for two classes: the foreground Dice, the usual figure for nuclei).
 - ``instance_scores``: predicted instances are the connected components (8-connected) of each
-  predicted foreground class. A true and a predicted instance match when their IoU exceeds the
+  predicted foreground class, or of the whole predicted foreground (``by = "foreground"``). A true and a predicted instance match when their IoU exceeds the
   threshold (above 0.5 a match is unique). ``instance_f1`` at IoU 0.5, and the 2018 Data Science
   Bowl score: per image, the mean over thresholds 0.5, 0.55, ..., 0.95 of TP / (TP + FP + FN), then
   the mean over images.
@@ -55,10 +55,15 @@ def semantic_scores(labels: np.ndarray, predicted: np.ndarray, class_names: list
     }
 
 
-def components(predicted: np.ndarray) -> np.ndarray:
-    """(H, W) class labels -> (H, W) int32 instance ids: 8-connected components of each foreground class."""
+def components(predicted: np.ndarray, by: str = "classes") -> np.ndarray:
+    """(H, W) class labels -> (H, W) int32 instance ids: 8-connected components of each foreground
+    class (``by = "classes"``), or of the foreground whatever its classes (``"foreground"``: an
+    object whose pixels are split between two classes stays one object; touching objects merge)."""
     from scipy.ndimage import label
 
+    if by == "foreground":
+        ids, _ = label(predicted > 0, structure=np.ones((3, 3), bool))
+        return ids.astype(np.int32)
     out = np.zeros(predicted.shape, np.int32)
     top = 0
     for c in np.unique(predicted):
@@ -91,13 +96,14 @@ def _matches(iou: np.ndarray, threshold: float) -> int:
     return int((iou > threshold).sum())
 
 
-def instance_scores(true_instances: np.ndarray, predicted: np.ndarray, pred_instances: np.ndarray | None = None
-                    ) -> dict:
-    """(n, H, W) true instance ids and predicted class labels (or predicted instance ids) -> scores."""
+def instance_scores(true_instances: np.ndarray, predicted: np.ndarray, pred_instances: np.ndarray | None = None,
+                    by: str = "classes") -> dict:
+    """(n, H, W) true instance ids and predicted class labels (or predicted instance ids) -> scores;
+    ``by``: how ``components`` makes instances of the labels."""
     tp = fp = fn = 0
     dsb, n_true, n_pred = [], 0, 0
     for i in range(len(true_instances)):
-        pred_ids = pred_instances[i] if pred_instances is not None else components(predicted[i])
+        pred_ids = pred_instances[i] if pred_instances is not None else components(predicted[i], by)
         iou = iou_matrix(true_instances[i], pred_ids)
         nt, npred = iou.shape
         n_true += nt

@@ -338,7 +338,8 @@ class SegmentTask(ClassNamesRunFile, Task):
         predicted = predict_labels(model, data.test.images, batch=data.batch_size, decoding=decoding)
         out = {f"test_{k}": v for k, v in semantic_scores(data.test.labels, predicted, data.class_names).items()}
         if data.test.instances is not None:
-            out.update({f"test_{k}": v for k, v in instance_scores(data.test.instances, predicted).items()})
+            out.update({f"test_{k}": v for k, v in instance_scores(data.test.instances, predicted,
+                                                                   by=data.cfg.segment.instances).items()})
         out["test_images"] = data.test.count
         out["test_decoding"] = decoding.describe()
         out["paper_iou_reference"] = PAPER_REFERENCES
