@@ -21,7 +21,8 @@ def segment(
                                    "STEM.instances.png (16-bit ids), the count, and each object's most probable class."),
     last: bool = typer.Option(False, "--last", help="Use the run's last model.keras instead of best.keras."),
     json_: bool = typer.Option(False, "--json", help='Print [{"image", "mask", "overlay", "pixels": {class: n}}] '
-                               "as JSON."),
+                               'as JSON; --instances adds "instances", "instances_file" and "objects": '
+                               '[{"id", "class", "pixels"}].'),
 ):
     """Segment images: DIR/STEM.mask.png (uint8 class ids: 0 = background, then the run's classes in
     order; for scene runs the SCENES.md encoding) and DIR/STEM.overlay.png (colours over the image).
@@ -29,7 +30,8 @@ def segment(
     Images larger or smaller than the network's tile are segmented tile by tile (overlap-tile,
     mirrored borders). The run's [segment] table says how scores become labels, as for its test
     scores: segment.tta = "flip" averages the image with its mirror image; segment.vote = "objects"
-    gives each connected object one class.
+    gives each connected object one class; segment.instances = "foreground" makes the --instances
+    objects of the whole predicted foreground rather than of each class.
 
     Examples:
 

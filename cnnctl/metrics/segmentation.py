@@ -5,8 +5,8 @@
   in the truth or the prediction (VOC's convention); ``dice`` is the mean Dice over the foreground
   classes that occur (for two classes: the foreground Dice, the usual figure for nuclei).
 - ``instance_scores``: predicted instances are the connected components (8-connected) of each
-  predicted foreground class, or of the whole predicted foreground (``by = "foreground"``). A true and a predicted instance match when their IoU exceeds the
-  threshold (above 0.5 a match is unique). ``instance_f1`` at IoU 0.5, and the 2018 Data Science
+  predicted foreground class, or of the whole predicted foreground (``by = "foreground"``). A true
+  and a predicted instance match when their IoU exceeds the threshold (above 0.5 a match is unique). ``instance_f1`` at IoU 0.5, and the 2018 Data Science
   Bowl score: per image, the mean over thresholds 0.5, 0.55, ..., 0.95 of TP / (TP + FP + FN), then
   the mean over images.
 """

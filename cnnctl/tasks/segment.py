@@ -17,8 +17,9 @@ accuracy and mIoU are ``cnnctl.tasks.pixel_objectives``' fast versions of Keras'
 Evaluation: overlap-tile prediction of every test image whole, decoded as the run's ``[segment]``
 table says (``cnnctl.segmenter.Decoding``: flip TTA, one class per object; the bar's validation mIoU
 is always the plain per-pixel argmax) -> pixel accuracy, per-class IoU, mIoU and Dice from the
-confusion matrix; with instance labels, instance F1 at IoU 0.5 and the
-DSB2018 score (``cnnctl.metrics.segmentation``).
+confusion matrix; with instance labels, instance F1 at IoU 0.5 and the DSB2018 score of the
+objects ``segment.instances`` makes (components of each class, or of the foreground;
+``cnnctl.metrics.segmentation``).
 """
 
 from __future__ import annotations
