@@ -274,7 +274,7 @@ def picture(run: Path, path: Path) -> None:
     test = nuclei().splits["test"]
     image, truth = test.images[0], test.instances[0]
     model, _, decoding = load_segmenter(run)
-    predicted = components(labels_of(predict_probs(model, image, flip=decoding.flip), decoding))
+    predicted = components(labels_of(predict_probs(model, image, flip=decoding.flip), decoding), decoding.instances)
     gap = np.full((image.shape[0], 8, 3), 255, np.uint8)
     panels = [np.repeat(image, 3, axis=-1), gap, _instance_colours(truth, image), gap,
               _instance_colours(predicted, image)]
