@@ -434,6 +434,27 @@ def test_elastic_field_is_bicubic_through_a_3x3_gaussian_grid():
     np.testing.assert_allclose(field, direct, atol=1e-4)
 
 
+def test_warp_samples_as_scipy_map_coordinates_does():
+    """The numpy warp gives scipy's bilinear / nearest resampling with edge-clamped sample points."""
+    from scipy.ndimage import map_coordinates
+
+    from cnnctl.data.elastic import displacement_field, warp
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (40, 56, 2)).astype(np.uint8)
+    labels = rng.integers(0, 11, (40, 56)).astype(np.uint8)
+    field = displacement_field((40, 56), rng, sigma=12.0)          # large: many points land outside
+    coords = np.stack([np.arange(40)[:, None] + field[0], np.arange(56)[None, :] + field[1]])
+    assert ((coords[0] < 0) | (coords[0] > 39) | (coords[1] < 0) | (coords[1] > 55)).mean() > 0.05
+    for c in range(2):
+        want = map_coordinates(image[..., c], coords, order=1, mode="nearest")
+        assert np.abs(warp(image, field, order=1)[..., c].astype(int) - want).max() <= 1
+    assert np.array_equal(warp(labels, field, order=0), map_coordinates(labels, coords, order=0, mode="nearest"))
+    ramp = np.tile(np.arange(56, dtype=np.float32), (40, 1))
+    np.testing.assert_allclose(warp(ramp, field, order=1), map_coordinates(ramp, coords, order=1, mode="nearest"),
+                               atol=1e-3)
+
+
 def test_windows_deform_image_labels_and_weights_together():
     from cnnctl.data.elastic import displacement_field
     from cnnctl.tasks.segment import Windows

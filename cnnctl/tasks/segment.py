@@ -107,8 +107,9 @@ class Windows:
         for j, (i, y, xx) in enumerate(rows):
             img, lab, wt = (a[i][y:y + t, xx:xx + t] for a in (self.images, self.labels, self.weights))
             if fields is not None and fields[j] is not None:
-                img = warp(img, fields[j], order=1)
-                lab, wt = warp(lab, fields[j], order=0), warp(wt, fields[j], order=0)
+                img, lab = warp(img, fields[j], order=1), warp(lab, fields[j], order=0)
+                if not self.unweighted:       # weights of all ones stay all ones
+                    wt = warp(wt, fields[j], order=0)
             xs.append(img)
             ys.append(lab[m:m + o, m:m + o])
             ws.append(wt[m:m + o, m:m + o])
