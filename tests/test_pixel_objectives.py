@@ -26,6 +26,19 @@ def test_cross_entropy_equals_keras_sparse_categorical(weighted):
     assert ours == pytest.approx(keras_, rel=1e-5)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_smoothed_cross_entropy_equals_keras_categorical_with_label_smoothing(weighted):
+    labels, logits, weights = _batch(seed=2)
+    w = weights if weighted else None
+    ours = float(PixelCrossEntropy(label_smoothing=0.1)(labels, logits, sample_weight=w))
+    keras_ = float(keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)(
+        np.eye(5, dtype=np.float32)[labels], logits, sample_weight=w))
+    assert ours == pytest.approx(keras_, rel=1e-5)
+    assert ours != pytest.approx(float(PixelCrossEntropy()(labels, logits, sample_weight=w)), rel=1e-3)
+    restored = PixelCrossEntropy.from_config(PixelCrossEntropy(label_smoothing=0.1).get_config())
+    assert restored.label_smoothing == 0.1
+
+
 def test_cross_entropy_gradient_is_softmax_minus_one_hot():
     import tensorflow as tf
 

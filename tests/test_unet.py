@@ -75,3 +75,39 @@ def test_the_stem_runs_the_levels_on_pixel_blocks_and_shuffles_the_logits_back(t
         unet(input_shape=(64, 64, 1), padding="same", stem=4, encoder="fashion_cnn:fashion_mnist")
     with pytest.raises(ValueError, match="divisible by 32"):
         unet(input_shape=(48, 48, 1), depth=3, padding="same", stem=4)
+
+
+def test_the_papers_dropout_widths_and_the_stem_skip():
+    # dropout (sec. 3.1; the released model's dropout_d3c and dropout_d4c): after the deepest level's
+    # pair, before its copy and its pooling, and after the bottom pair; none by default
+    plain = unet(num_classes=3, input_shape=(64, 64, 1), base_filters=8, depth=2, padding="same")
+    assert not [la for la in plain.layers if isinstance(la, keras.layers.Dropout)]
+    drop = unet(num_classes=3, input_shape=(64, 64, 1), base_filters=8, depth=2, padding="same", dropout=0.5)
+    assert [la.name for la in drop.layers if isinstance(la, keras.layers.Dropout)] == ["down2_dropout", "bottom_dropout"]
+    assert drop.get_layer("down2_dropout").input is drop.get_layer("down2_relu2").output
+    assert drop.get_layer("up2_concat").input[0] is drop.get_layer("down2_dropout").output
+    assert trainable_params(drop) == trainable_params(plain)
+    x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 1)).astype("float32")
+    np.testing.assert_allclose(drop(x, training=False).numpy(), drop(x, training=False).numpy())
+    assert not np.allclose(drop(x, training=True).numpy(), drop(x, training=False).numpy())
+
+    # widths: the contracting levels and the bottom, then the expansive levels (top first)
+    wide = unet(num_classes=3, input_shape=(64, 64, 1), depth=2, padding="same", filters=[8, 24, 40],
+                decoder_filters=[8, 16])
+    down = _conv(3, 1, 8) + _conv(3, 8, 8) + _conv(3, 8, 24) + _conv(3, 24, 24) + _conv(3, 24, 40) + _conv(3, 40, 40)
+    # up level 2: 2x2 up-conv 40 -> 16, concat with the 24-wide copy, 40 -> 16 -> 16; level 1: 16 -> 8, (8 + 8) -> 8 -> 8
+    up = (_conv(2, 40, 16) + _conv(3, 40, 16) + _conv(3, 16, 16)) + (_conv(2, 16, 8) + _conv(3, 16, 8) + _conv(3, 8, 8))
+    assert trainable_params(wide) == down + up + _conv(1, 8, 3)
+    with pytest.raises(ValueError, match="3 numbers for depth 2"):
+        unet(input_shape=(64, 64, 1), depth=2, padding="same", filters=[8, 16])
+    with pytest.raises(ValueError, match="2 numbers for depth 2"):
+        unet(input_shape=(64, 64, 1), depth=2, padding="same", decoder_filters=[8, 16, 32])
+
+    # stem_skip: the sub-pixel output reads the 4x4 blocks (16 values) and 16 * n ramps of them
+    base = unet(num_classes=3, input_shape=(64, 64, 1), base_filters=8, depth=2, padding="same", stem=4)
+    skip = unet(num_classes=3, input_shape=(64, 64, 1), base_filters=8, depth=2, padding="same", stem=4, stem_skip=2)
+    assert skip.get_layer("subpixel_logits").input.shape[-1] == 16 + 32 + 8
+    assert trainable_params(skip) - trainable_params(base) == _conv(1, 16, 32) + (16 + 32) * 48
+    assert skip.get_layer("stem_skip").input[0] is skip.get_layer("stem").output
+    with pytest.raises(ValueError, match="needs stem > 1"):
+        unet(input_shape=(64, 64, 1), padding="same", stem_skip=2)

@@ -13,11 +13,19 @@ Fig. 1, for a 572x572 input tile and 2 classes:
 That is 23 convolutional layers (sec. 2), and the 572x572 tile gives a 388x388 map. Options beyond
 the figure: ``padding="same"`` (the output has the input's size; no cropping is needed),
 ``base_filters``, ``depth`` and ``batch_norm`` (after every 3x3 convolution, before the ReLU),
-``stem``: with ``stem = r`` > 1 each r x r block of pixels becomes the channels of one position before
+``dropout``: the rate of the paper's "drop-out layers at the end of the contracting path" (sec. 3.1;
+the authors' released Caffe model drops half the units after the deepest level's pair and after the
+bottom pair, as this does; 0, the default, leaves them out), ``stem``: with ``stem = r`` > 1 each r x r block of pixels becomes the channels of one position before
 the first level (space-to-depth: nothing is lost, the levels run at 1/r of the size), and the last
 1x1 convolution gives r*r*classes logits per position that the periodic shuffle puts back at full
 resolution (Shi et al. 2016's sub-pixel convolution): the full-resolution levels, whose few channels
-a CPU computes slowly, are skipped, and
+a CPU computes slowly, are skipped; ``stem_skip = n`` (with a stem) hands the sub-pixel convolution
+the pixel blocks themselves and r*r*c*n learned ramps relu(w . block + b) of them beside the
+decoder's features, so that each pixel's logits can threshold its own value (the skip the paper's
+full-resolution level would give: outlines from 4x4 blocks are otherwise coarse), ``filters`` (the
+contracting levels' and the bottom's widths, instead of base_filters doubling) and
+``decoder_filters`` (the expansive levels', top first, instead of mirroring the contracting path),
+and
 ``encoder``: a pretrained network (``NAME:WEIGHTS`` such as ``efficientnet_lite0:imagenet`` or
 ``fashion_cnn:fashion_mnist``, or a cnnctl run folder) whose feature maps at strides 2, 4, ...
 (``cnnctl.models.backbone.pyramid_outputs``) replace the contracting path's levels, as in TernausNet
@@ -137,8 +145,19 @@ def _encoder_levels(inputs, x, encoder: str, depth: int, base_filters: int, batc
 @register("unet", task="segment", input_shape=(572, 572, 1), num_classes=2, output_side=output_side,
           paper="Ronneberger, Fischer & Brox, U-Net (MICCAI 2015), Fig. 1 and sec. 2-3")
 def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64, depth: int = 4,
-         padding: str = "valid", batch_norm: bool = False, encoder: str = "", stem: int = 1) -> keras.Model:
+         padding: str = "valid", batch_norm: bool = False, encoder: str = "", stem: int = 1,
+         dropout: float = 0.0, filters=(), decoder_filters=(), stem_skip: int = 0) -> keras.Model:
     """Fig. 1's network: (b, H, W, c) -> per-pixel class logits (b, H', W', num_classes)."""
+    encoder_widths = [int(f) for f in filters] or [base_filters * 2**level for level in range(depth + 1)]
+    if len(encoder_widths) != depth + 1:
+        raise ValueError(f"filters names the contracting levels and the bottom: {depth + 1} numbers for depth "
+                         f"{depth}, not {len(encoder_widths)}")
+    decoder_widths = [int(f) for f in decoder_filters] or encoder_widths[:depth]
+    if len(decoder_widths) != depth:
+        raise ValueError(f"decoder_filters names the expansive levels, top first: {depth} numbers for depth "
+                         f"{depth}, not {len(decoder_widths)}")
+    if filters and encoder:
+        raise ValueError("filters sets the contracting path's widths; a pretrained encoder has its own")
     if padding not in ("valid", "same"):
         raise ValueError(f"padding must be 'valid' (the paper) or 'same', not {padding!r}")
     if encoder and padding != "same":
@@ -149,6 +168,8 @@ def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64
     if stem > 1 and (padding != "same" or encoder):
         raise ValueError(f"stem = {stem} needs padding = 'same' and no encoder (an encoder reads the full-resolution "
                          "image itself): set model.stem = 1 with an encoder")
+    if stem_skip and stem == 1:
+        raise ValueError("stem_skip gives the sub-pixel output the stem's pixel blocks: it needs stem > 1")
     h, w = int(input_shape[0]), int(input_shape[1])
     if padding == "valid":
         output_size(h, depth), output_size(w, depth)           # refuses sizes that do not pool evenly
@@ -158,23 +179,35 @@ def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64
     inputs, x = pixel_input(tuple(input_shape), 0.0, 255.0, name="image")
     if stem > 1:
         x = SpaceToDepth(stem, name="stem")(x)                  # (b, H/r, W/r, r*r*c)
+    blocks = x
     skips = []
     if encoder:
         skips, x = _encoder_levels(inputs, x, encoder, depth, base_filters, batch_norm)
     else:
         for level in range(depth):                              # contracting path
-            x = _conv_pair(x, base_filters * 2**level, padding, batch_norm, f"down{level + 1}")
+            x = _conv_pair(x, encoder_widths[level], padding, batch_norm, f"down{level + 1}")
+            if dropout and level == depth - 1:                  # the end of the contracting path
+                x = layers.Dropout(dropout, name=f"down{level + 1}_dropout")(x)
             skips.append(x)
             x = layers.MaxPooling2D(2, name=f"pool{level + 1}")(x)
-        x = _conv_pair(x, base_filters * 2**depth, padding, batch_norm, "bottom")
+        x = _conv_pair(x, encoder_widths[depth], padding, batch_norm, "bottom")
+    if dropout:
+        x = layers.Dropout(dropout, name="bottom_dropout")(x)
     for level in reversed(range(depth)):                        # expansive path
-        filters = base_filters * 2**level
-        x = StrideTwoConv2DTranspose(filters, 2, strides=2, kernel_initializer="he_normal",
+        width = decoder_widths[level]
+        x = StrideTwoConv2DTranspose(width, 2, strides=2, kernel_initializer="he_normal",
                                    name=f"up{level + 1}_upconv")(x)
         skip = _crop_to(skips[level], x, f"up{level + 1}_crop")
         x = layers.Concatenate(name=f"up{level + 1}_concat")([skip, x])
-        x = _conv_pair(x, filters, padding, batch_norm, f"up{level + 1}")
+        x = _conv_pair(x, width, padding, batch_norm, f"up{level + 1}")
     if stem > 1:                                                # r*r*classes per position -> (b, H, W, classes)
+        if stem_skip:
+            # the block's own pixels, as they are and through r*r*c * ``stem_skip`` learned ramps
+            # relu(w . block + b), beside the features: each pixel's logits can threshold its own value
+            # (b, H/r, W/r, r*r*c * (1 + stem_skip))
+            ramps = layers.Conv2D(int(blocks.shape[-1]) * int(stem_skip), 1, name="stem_skip_ramps")(blocks)
+            ramps = layers.ReLU(name="stem_skip_relu")(ramps)
+            x = layers.Concatenate(name="stem_skip")([blocks, ramps, x])
         x = layers.Conv2D(num_classes * stem * stem, 1, dtype="float32", name="subpixel_logits")(x)
         logits = DepthToSpace(stem, dtype="float32", name="logits")(x)
     else:

@@ -31,10 +31,16 @@ def _true_logit(y_true, logits):
 
 @keras.saving.register_keras_serializable(package="cnnctl")
 class PixelCrossEntropy(keras.losses.Loss):
-    """Softmax cross-entropy of per-pixel logits (b, h, w, k) against labels (b, h, w)."""
+    """Softmax cross-entropy of per-pixel logits (b, h, w, k) against labels (b, h, w).
 
-    def __init__(self, name: str = "pixel_cross_entropy", reduction: str = "sum_over_batch_size", dtype=None):
+    ``label_smoothing`` = e: the target is (1 - e) on the true class plus e / k on every class, as
+    Keras' ``label_smoothing``; the loss is then log-sum-exp minus (1 - e) x the true logit minus
+    e x the mean logit."""
+
+    def __init__(self, name: str = "pixel_cross_entropy", reduction: str = "sum_over_batch_size", dtype=None,
+                 label_smoothing: float = 0.0):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
         logits = tf.cast(y_pred, tf.float32)
@@ -43,10 +49,13 @@ class PixelCrossEntropy(keras.losses.Loss):
         shifted = logits - top
         log_sum = tf.math.log(tf.reduce_sum(tf.exp(shifted), axis=-1))
         picked = tf.reduce_sum(shifted * tf.one_hot(tf.cast(y_true, tf.int32), tf.shape(logits)[-1]), axis=-1)
-        return log_sum - picked
+        if not self.label_smoothing:
+            return log_sum - picked
+        e = self.label_smoothing
+        return log_sum - (1.0 - e) * picked - e * tf.reduce_mean(shifted, axis=-1)
 
     def get_config(self):
-        return {"name": self.name, "reduction": self.reduction}
+        return {"name": self.name, "reduction": self.reduction, "label_smoothing": self.label_smoothing}
 
 
 @keras.saving.register_keras_serializable(package="cnnctl")

@@ -326,7 +326,7 @@ class SegmentTask(ClassNamesRunFile, Task):
         return model, freeze_encoder(model, cfg, log)
 
     def compile(self, model, optimizer, cfg, data, loss_kind: str = "") -> None:
-        model.compile(optimizer=optimizer, loss=PixelCrossEntropy(),
+        model.compile(optimizer=optimizer, loss=PixelCrossEntropy(label_smoothing=cfg.train.label_smoothing),
                       metrics=[PixelAccuracy(), PixelMeanIoU(data.num_classes)],
                       jit_compile=cfg.train.jit)
 
