@@ -620,3 +620,18 @@ def test_255_in_a_class_mask_is_void_and_a_0_255_mask_is_binary(tmp_path):
     np.testing.assert_array_equal(labels["binary"], binary // 255)            # a 0/255 mask: 255 is the object
     (tmp_path / "classes.txt").write_text("background\na\nb\n")
     assert mask_folder(str(tmp_path)).class_names == ["background", "a", "b"]  # 255 passes the class check
+
+
+def test_the_segment_task_trains_with_the_runs_label_smoothing():
+    from types import SimpleNamespace
+
+    import keras
+
+    from cnnctl.config import load
+    from cnnctl.models.unet import unet
+    from cnnctl.tasks.segment import SegmentTask
+
+    cfg = load("segment-scenes", overrides=["train.label_smoothing=0.1"])
+    model = unet(num_classes=3, input_shape=(32, 32, 1), base_filters=4, depth=1, padding="same")
+    SegmentTask().compile(model, keras.optimizers.SGD(), cfg, SimpleNamespace(num_classes=3))
+    assert model.loss.label_smoothing == 0.1
