@@ -19,7 +19,8 @@ bottom pair, as this does; 0, the default, leaves them out), ``stem``: with ``st
 the first level (space-to-depth: nothing is lost, the levels run at 1/r of the size), and the last
 1x1 convolution gives r*r*classes logits per position that the periodic shuffle puts back at full
 resolution (Shi et al. 2016's sub-pixel convolution): the full-resolution levels, whose few channels
-a CPU computes slowly, are skipped; ``stem_skip = n`` (with a stem) hands the sub-pixel convolution
+a CPU computes slowly, are skipped; ``stem_skip = n`` (with a stem; without one, the full-resolution
+levels already give each pixel its own features, and it does nothing) hands the sub-pixel convolution
 the pixel blocks themselves and r*r*c*n learned ramps relu(w . block + b) of them beside the
 decoder's features, so that each pixel's logits can threshold its own value (the skip the paper's
 full-resolution level would give: outlines from 4x4 blocks are otherwise coarse), ``filters`` (the
@@ -168,8 +169,6 @@ def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64
     if stem > 1 and (padding != "same" or encoder):
         raise ValueError(f"stem = {stem} needs padding = 'same' and no encoder (an encoder reads the full-resolution "
                          "image itself): set model.stem = 1 with an encoder")
-    if stem_skip and stem == 1:
-        raise ValueError("stem_skip gives the sub-pixel output the stem's pixel blocks: it needs stem > 1")
     h, w = int(input_shape[0]), int(input_shape[1])
     if padding == "valid":
         output_size(h, depth), output_size(w, depth)           # refuses sizes that do not pool evenly
