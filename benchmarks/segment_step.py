@@ -7,8 +7,10 @@ depth 3, batch norm, mixed_bfloat16) with each set.
 
 Prints two tables: milliseconds per call of each piece (a compiled tf.function, mean of --repeats
 calls after two warm-up calls), and training scenes per second of the whole step (``train_on_batch``
-on random pixels and labels, mean over --repeats steps after three warm-up steps; the two variants
-alternate twice and each row gives both measurements, since this machine's speed drifts).
+on random pixels and labels, mean over --repeats steps after three warm-up steps; the variants --
+Keras' loss and metrics, cnnctl's, cnnctl's loss without bar metrics, and the U-Net with
+``stem_skip`` 1 and 4 -- alternate twice and each row gives both measurements, since this
+machine's speed drifts).
 """
 
 from __future__ import annotations
@@ -82,20 +84,24 @@ def steps(batch: int, repeats: int) -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (batch, 128, 128, 1)).astype(np.uint8)
     y = rng.integers(0, 11, (batch, 128, 128)).astype(np.int32)
-    variants = {
-        "Keras: SparseCategoricalCrossentropy, SparseCategoricalAccuracy, MeanIoU":
-            lambda: (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                     [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
-                      keras.metrics.MeanIoU(11, sparse_y_true=True, sparse_y_pred=False)]),
-        "cnnctl: PixelCrossEntropy, PixelAccuracy, PixelMeanIoU":
-            lambda: (PixelCrossEntropy(), [PixelAccuracy(), PixelMeanIoU(11)]),
-    }
-    speeds: dict[str, list[float]] = {name: [] for name in variants}
+    ours = lambda: (PixelCrossEntropy(), [PixelAccuracy(), PixelMeanIoU(11)])
+    # (name, model.stem_skip, loss and metrics): the recipe has stem_skip = 4
+    variants = [
+        ("Keras: SparseCategoricalCrossentropy, SparseCategoricalAccuracy, MeanIoU; stem_skip 0", 0,
+         lambda: (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                   keras.metrics.MeanIoU(11, sparse_y_true=True, sparse_y_pred=False)])),
+        ("cnnctl: PixelCrossEntropy, PixelAccuracy, PixelMeanIoU; stem_skip 0", 0, ours),
+        ("cnnctl, no bar metrics; stem_skip 0", 0, lambda: (PixelCrossEntropy(), [])),
+        ("cnnctl; stem_skip 1", 1, ours),
+        ("cnnctl; stem_skip 4 (the recipe)", 4, ours),
+    ]
+    speeds: dict[str, list[float]] = {name: [] for name, _, _ in variants}
     for _ in range(2):
-        for name, make in variants.items():
+        for name, stem_skip, make in variants:
             keras.utils.set_random_seed(0)
             model = unet(num_classes=11, input_shape=(128, 128, 1), padding="same", stem=4, base_filters=32,
-                         depth=3, batch_norm=True)
+                         depth=3, batch_norm=True, stem_skip=stem_skip)
             loss, metrics = make()
             model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss, metrics=metrics)
             for _ in range(3):
@@ -104,10 +110,10 @@ def steps(batch: int, repeats: int) -> None:
             for _ in range(repeats):
                 model.train_on_batch(x, y)
             speeds[name].append(batch * repeats / (time.perf_counter() - t0))
-    print(f"\n| segment-scenes U-Net, bf16, batch {batch}: loss and metrics | training scenes/s (two runs) |"
-          "\n|---|---:|")
+    print(f"\n| segment-scenes U-Net, bf16, batch {batch}: loss and metrics; model.stem_skip | "
+          "training scenes/s (two runs) | ms a step (mean) |\n|---|---:|---:|")
     for name, got in speeds.items():
-        print(f"| {name} | {' / '.join(f'{s:.0f}' for s in got)} |")
+        print(f"| {name} | {' / '.join(f'{s:.0f}' for s in got)} | {1000 * batch * 2 / sum(got):.0f} |")
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from cnnctl.cli import app
-from cnnctl.train.runtime import cpu_has_fast_bf16
+from cnnctl.train.runtime import cpu_has_amx_bf16, cpu_has_fast_bf16
 
 runner = CliRunner()
 # Small and quick: 64x64 scenes seen whole by the bundled Fashion-MNIST network (a 16x16 map, 8x8 cells).
@@ -315,8 +314,7 @@ def test_the_bundled_default_captioner_reproduces_its_training_runs_captions():
     # the bundle was made on an AMD EPYC with AVX512-BF16 and no AMX: on that kind of CPU oneDNN runs the
     # same bfloat16 kernels, so the very captions; AMX tiles (Intel Xeon) and CPUs without bf16 units
     # accumulate bfloat16 products in other orders
-    amx = " amx_bf16" in Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    if cpu_has_fast_bf16() and not amx:
+    if cpu_has_fast_bf16() and not cpu_has_amx_bf16():
         assert [g["caption"] for g in got] == [s["caption"] for s in samples]
         # the encoder runs in the precision the run trained in (bfloat16, on a CPU with bf16 units, as
         # the bundle was made): its very features, so the very log-probabilities (a float32 encoder

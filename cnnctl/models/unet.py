@@ -15,8 +15,8 @@ the figure: ``padding="same"`` (the output has the input's size; no cropping is 
 ``base_filters``, ``depth`` and ``batch_norm`` (after every 3x3 convolution, before the ReLU),
 ``dropout``: the rate of the paper's "drop-out layers at the end of the contracting path" (sec. 3.1;
 the authors' released Caffe model drops half the units after the deepest level's pair and after the
-bottom pair, as this does; 0, the default, leaves them out), ``stem``: with ``stem = r`` > 1 each r x r block of pixels becomes the channels of one position before
-the first level (space-to-depth: nothing is lost, the levels run at 1/r of the size), and the last
+bottom pair, as this does; 0, the default, leaves them out), ``stem``: with ``stem = r`` > 1 each
+r x r block of pixels becomes the channels of one position before the first level (space-to-depth: nothing is lost, the levels run at 1/r of the size), and the last
 1x1 convolution gives r*r*classes logits per position that the periodic shuffle puts back at full
 resolution (Shi et al. 2016's sub-pixel convolution): the full-resolution levels, whose few channels
 a CPU computes slowly, are skipped; ``stem_skip = n`` (with a stem; without one, the full-resolution

@@ -13,14 +13,24 @@ import os
 from cnnctl.errors import CnnctlError
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX-BF16 or AVX512-BF16, where mixed_bfloat16 is faster than float32."""
+def _cpuinfo() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
+            return f.read()
     except OSError:
-        return False
+        return ""
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX-BF16 or AVX512-BF16, where mixed_bfloat16 is faster than float32."""
+    flags = _cpuinfo()
     return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def cpu_has_amx_bf16() -> bool:
+    """True on CPUs with AMX tiles for bfloat16 (Intel Xeon since Sapphire Rapids): oneDNN's bfloat16
+    kernels there accumulate in another order than AVX512-BF16's, so bf16 results differ in the last bits."""
+    return " amx_bf16" in _cpuinfo()
 
 
 def resolve_precision(precision: str, model: str = "", mode: str = "train", log=None, measure: bool = True) -> str:
