@@ -77,6 +77,21 @@ def test_the_stem_runs_the_levels_on_pixel_blocks_and_shuffles_the_logits_back(t
         unet(input_shape=(48, 48, 1), depth=3, padding="same", stem=4)
 
 
+
+def test_under_mixed_bfloat16_the_stem_logits_are_computed_in_bfloat16_and_returned_in_float32():
+    """The sub-pixel 1x1 convolution runs in the policy's precision (speed); the shuffled logits the
+    loss and ``predict`` read are float32."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = unet(num_classes=3, input_shape=(32, 32, 1), base_filters=8, depth=2, padding="same", stem=4,
+                     stem_skip=1)
+        out = model(np.zeros((1, 32, 32, 1), np.float32), training=False)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("subpixel_logits").compute_dtype == "bfloat16"
+    assert model.get_layer("subpixel_logits").variable_dtype == "float32"
+    assert out.dtype.name == "float32" and model.output.dtype == "float32"
+
 def test_the_papers_dropout_widths_and_the_stem_skip():
     # dropout (sec. 3.1; the released model's dropout_d3c and dropout_d4c): after the deepest level's
     # pair, before its copy and its pooling, and after the bottom pair; none by default

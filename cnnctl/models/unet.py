@@ -207,7 +207,10 @@ def unet(num_classes: int = 2, input_shape=(572, 572, 1), base_filters: int = 64
             ramps = layers.Conv2D(int(blocks.shape[-1]) * int(stem_skip), 1, name="stem_skip_ramps")(blocks)
             ramps = layers.ReLU(name="stem_skip_relu")(ramps)
             x = layers.Concatenate(name="stem_skip")([blocks, ramps, x])
-        x = layers.Conv2D(num_classes * stem * stem, 1, dtype="float32", name="subpixel_logits")(x)
+        # the 1x1 convolution runs in the policy's precision (bfloat16 under mixed_bfloat16: as a
+        # classifier's last Dense, whose softmax alone is float32); its r*r*classes logits are cast
+        # to float32 by the shuffle (in float32 it was a visible share of a scene-recipe step).
+        x = layers.Conv2D(num_classes * stem * stem, 1, name="subpixel_logits")(x)
         logits = DepthToSpace(stem, dtype="float32", name="logits")(x)
     else:
         logits = layers.Conv2D(num_classes, 1, dtype="float32", name="logits")(x)

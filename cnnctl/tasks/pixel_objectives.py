@@ -1,16 +1,13 @@
 """The per-pixel loss and progress-bar metrics of segmentation, written for CPU speed.
 
-A 128x128 scene batch of 32 with 11 classes has 5.8 million logits. On two CPU cores TF's fused
-``SparseSoftmaxCrossEntropyWithLogits`` takes about 35 ms for them (forward and backward), Keras'
-``SparseCategoricalAccuracy`` about 21 ms and ``MeanIoU`` (``tf.math.confusion_matrix``) about
-40 ms, while a stem-4 U-Net's own forward and backward pass takes about 120 ms: the bookkeeping
-cost as much as the network. The same quantities computed with plain reductions and a bincount
-take about half the time (``benchmarks/segment_step.py`` prints the table):
+A 128x128 scene batch of 32 with 11 classes has 5.8 million logits. On two CPU cores Keras' loss,
+accuracy and MeanIoU on them cost as much time as a stem-4 U-Net's own forward and backward pass.
+The same quantities computed with plain reductions and a bincount, each small function compiled
+by XLA, take a fraction of it (``benchmarks/segment_step.py`` prints the table):
 
 - ``PixelCrossEntropy``: log-sum-exp of the logits minus the true class's logit, the value of
   ``SparseCategoricalCrossentropy(from_logits=True)``, with Keras' sample weights and reduction.
-- ``PixelAccuracy``: a pixel counts as right when its true class's logit is the largest (ties, of
-  measure zero for float logits, count as right); no argmax.
+- ``PixelAccuracy``: the share of pixels whose argmax is the true class, as Keras'.
 - ``PixelMeanIoU``: one argmax and a bincount of ``true * k + predicted`` -> the (k, k) confusion
   matrix; the mean IoU over the classes present in the truth or the prediction, as Keras' MeanIoU.
 
@@ -22,11 +19,35 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+# The three functions below are compiled by XLA on their own (the network around them is not: XLA
+# bypasses oneDNN's convolutions). XLA fuses each into one or two passes over the logits, where TF
+# runs every elementwise op and reduction as its own pass (benchmarks/segment_step.py measures both).
+# ``label_smoothing`` is a Python float: one compiled function per value (and per shape).
 
-def _true_logit(y_true, logits):
-    """(b, h, w) labels, (b, h, w, k) logits -> (b, h, w) the logit of each pixel's true class."""
-    labels = tf.cast(y_true, tf.int32)
-    return tf.gather(logits, labels[..., None], batch_dims=len(labels.shape))[..., 0]
+@tf.function(jit_compile=True)
+def _pixel_cross_entropy(labels, logits, label_smoothing: float):
+    """(b, h, w) int32 labels, (b, h, w, k) logits of any float dtype -> (b, h, w) float32 losses."""
+    logits = tf.cast(logits, tf.float32)
+    # subtracting the per-pixel maximum keeps exp() finite; it cancels in the difference below
+    shifted = logits - tf.stop_gradient(tf.reduce_max(logits, axis=-1, keepdims=True))
+    log_sum = tf.math.log(tf.reduce_sum(tf.exp(shifted), axis=-1))
+    picked = tf.reduce_sum(shifted * tf.one_hot(labels, tf.shape(logits)[-1]), axis=-1)
+    if not label_smoothing:
+        return log_sum - picked
+    e = label_smoothing
+    return log_sum - (1.0 - e) * picked - e * tf.reduce_mean(shifted, axis=-1)
+
+
+@tf.function(jit_compile=True)
+def _pixel_right(labels, logits):
+    """(b, h, w) int32 labels, (b, h, w, k) logits -> (b, h, w) float32: 1 where the argmax is the label."""
+    return tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
+
+
+@tf.function(jit_compile=True)
+def _confusion_cells(labels, logits, k: int):
+    """(b, h, w) int32 labels, (b, h, w, k) logits -> (b*h*w,) int32 cells ``label * k + argmax``."""
+    return tf.reshape(labels * k + tf.argmax(logits, axis=-1, output_type=tf.int32), (-1,))
 
 
 @keras.saving.register_keras_serializable(package="cnnctl")
@@ -43,16 +64,7 @@ class PixelCrossEntropy(keras.losses.Loss):
         self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
-        logits = tf.cast(y_pred, tf.float32)
-        # subtracting the per-pixel maximum keeps exp() finite; it cancels in the difference below
-        top = tf.stop_gradient(tf.reduce_max(logits, axis=-1, keepdims=True))
-        shifted = logits - top
-        log_sum = tf.math.log(tf.reduce_sum(tf.exp(shifted), axis=-1))
-        picked = tf.reduce_sum(shifted * tf.one_hot(tf.cast(y_true, tf.int32), tf.shape(logits)[-1]), axis=-1)
-        if not self.label_smoothing:
-            return log_sum - picked
-        e = self.label_smoothing
-        return log_sum - (1.0 - e) * picked - e * tf.reduce_mean(shifted, axis=-1)
+        return _pixel_cross_entropy(tf.cast(y_true, tf.int32), y_pred, self.label_smoothing)
 
     def get_config(self):
         return {"name": self.name, "reduction": self.reduction, "label_smoothing": self.label_smoothing}
@@ -60,14 +72,13 @@ class PixelCrossEntropy(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="cnnctl")
 class PixelAccuracy(keras.metrics.Mean):
-    """Share of pixels whose true class has the largest logit: (b, h, w) labels, (b, h, w, k) logits."""
+    """Share of pixels whose argmax is their true class: (b, h, w) labels, (b, h, w, k) logits."""
 
     def __init__(self, name: str = "accuracy", dtype=None):
         super().__init__(name=name, dtype=dtype)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        logits = tf.cast(y_pred, tf.float32)
-        right = tf.cast(_true_logit(y_true, logits) >= tf.reduce_max(logits, axis=-1), tf.float32)
+        right = _pixel_right(tf.cast(y_true, tf.int32), y_pred)
         return super().update_state(right, sample_weight=sample_weight)
 
     def get_config(self):
@@ -90,8 +101,7 @@ class PixelMeanIoU(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         k = self.num_classes
-        predicted = tf.argmax(tf.reshape(y_pred, (-1, k)), axis=-1, output_type=tf.int32)
-        cells = tf.reshape(tf.cast(y_true, tf.int32), (-1,)) * k + predicted
+        cells = _confusion_cells(tf.cast(y_true, tf.int32), y_pred, k)
         if sample_weight is not None:            # weight-0 pixels are left out
             cells = tf.boolean_mask(cells, tf.reshape(sample_weight, (-1,)) > 0)
         counts = tf.math.bincount(cells, minlength=k * k, maxlength=k * k, dtype=tf.float32)
