@@ -61,10 +61,12 @@ def _item(canvas: np.ndarray, item: np.ndarray, label: int, x: int, y: int) -> S
     h, w = item.shape
     region = canvas[y:y + h, x:x + w]
     np.maximum(region, item, out=region)
+    local = item >= MASK_THRESHOLD                                   # (h, w): the mask on the item
     mask = np.zeros(canvas.shape, bool)
-    mask[y:y + h, x:x + w] = item >= MASK_THRESHOLD
-    ys, xs = np.nonzero(mask)
-    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else (x, y, x, y)
+    mask[y:y + h, x:x + w] = local
+    rows, cols = np.flatnonzero(local.any(axis=1)), np.flatnonzero(local.any(axis=0))
+    box = ((x + int(cols[0]), y + int(rows[0]), x + int(cols[-1]) + 1, y + int(rows[-1]) + 1) if len(rows)
+           else (x, y, x, y))
     return SceneItem(label, box, mask)
 
 

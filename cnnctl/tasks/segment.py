@@ -66,24 +66,35 @@ class Windows:
     on the images, and the images/labels/weights padded so that every window's input is a slice."""
 
     def __init__(self, images, labels, weights, in_side: int, out_side: int):
-        """images: (n, H, W, c) or a list of (H_i, W_i, c); labels, weights: the same without c."""
+        """images: (n, H, W, c) or a list of (H_i, W_i, c); labels, weights: the same without c
+        (``weights`` None: every pixel weighs 1)."""
         self.in_side, self.out_side = in_side, out_side
         self.margin = m = (in_side - out_side) // 2
         self.sizes = [lab.shape for lab in labels]                      # (H_i, W_i) per image
+        if weights is None:
+            weights = [None] * len(self.sizes)
         self.images, self.labels, self.weights = [], [], []
         for img, lab, wt in zip(images, labels, weights):
             h, w = lab.shape
             extra_h, extra_w = max(0, out_side - h), max(0, out_side - w)
+            if (extra_h or extra_w) and wt is None:
+                wt = np.ones((h, w), np.float32)                        # the overhang gets weight 0 below
+            if not (m or extra_h or extra_w):                           # the windows are slices already
+                self.images.append(img)
+                self.labels.append(lab)
+                self.weights.append(wt)
+                continue
             mode = "reflect" if min(h, w) > 1 else "edge"
             self.images.append(np.pad(img, ((m, m + extra_h), (m, m + extra_w), (0, 0)), mode=mode))
             # labels and weights mirrored like the image (a deformation may pull them in from the
             # margin), then 0-weight beyond an image smaller than the window
             edge = ((m, m), (m, m))
             self.labels.append(np.pad(np.pad(lab, edge, mode=mode), ((0, extra_h), (0, extra_w))))
-            self.weights.append(np.pad(np.pad(wt, edge, mode=mode), ((0, extra_h), (0, extra_w))))
+            self.weights.append(None if wt is None else
+                                np.pad(np.pad(wt, edge, mode=mode), ((0, extra_h), (0, extra_w))))
         # every pixel weighs 1 (no weight map, class balance, void pixels or overhang): batches then
         # carry no weights, which spares the loss a multiply over every pixel
-        self.unweighted = all(float(w.min()) == 1.0 == float(w.max()) for w in self.weights)
+        self.unweighted = all(w is None or float(w.min()) == 1.0 == float(w.max()) for w in self.weights)
         self.grid = np.array([(i, y, x) for i, (h, w) in enumerate(self.sizes) for y in _starts(h, out_side)
                               for x in _starts(w, out_side)], np.int64).reshape(-1, 3)
 
@@ -96,7 +107,8 @@ class Windows:
         return np.stack([i, y, x], axis=1)
 
     def batch(self, rows: np.ndarray, flips: np.ndarray | None = None, fields: list | None = None):
-        """rows (b, 3) -> (inputs (b, T, T, c) uint8, labels (b, O, O) int32, weights (b, O, O) float32).
+        """rows (b, 3) -> (inputs (b, T, T, c) uint8, labels (b, O, O) int32, weights (b, O, O) float32,
+        or None when every pixel weighs 1).
 
         ``fields``: per row a (2, T, T) elastic displacement field (or None): the input tile, its
         labels and its weights move together (bilinear for the image, nearest for the others)."""
@@ -105,22 +117,31 @@ class Windows:
         t, o, m = self.in_side, self.out_side, self.margin
         xs, ys, ws = [], [], []
         for j, (i, y, xx) in enumerate(rows):
-            img, lab, wt = (a[i][y:y + t, xx:xx + t] for a in (self.images, self.labels, self.weights))
+            img, lab = self.images[i][y:y + t, xx:xx + t], self.labels[i][y:y + t, xx:xx + t]
+            wt = None if self.unweighted else self._weights(i)[y:y + t, xx:xx + t]
             if fields is not None and fields[j] is not None:
                 img, lab = warp(img, fields[j], order=1), warp(lab, fields[j], order=0)
-                if not self.unweighted:       # weights of all ones stay all ones
+                if wt is not None:            # weights of all ones stay all ones
                     wt = warp(wt, fields[j], order=0)
             xs.append(img)
             ys.append(lab[m:m + o, m:m + o])
-            ws.append(wt[m:m + o, m:m + o])
-        x, y_, w = np.stack(xs), np.stack(ys).astype(np.int32), np.stack(ws)
+            if wt is not None:
+                ws.append(wt[m:m + o, m:m + o])
+        x, y_ = np.stack(xs), np.stack(ys).astype(np.int32)
+        w = np.stack(ws) if ws else None
         if flips is not None:             # (b, 2) bools: vertical, horizontal; image and labels alike
             for j, (fv, fh) in enumerate(flips):
-                if fv:
-                    x[j], y_[j], w[j] = x[j, ::-1], y_[j, ::-1], w[j, ::-1]
-                if fh:
-                    x[j], y_[j], w[j] = x[j, :, ::-1], y_[j, :, ::-1], w[j, :, ::-1]
+                for flip, axis in ((fv, 0), (fh, 1)):
+                    if flip:
+                        x[j], y_[j] = np.flip(x[j], axis), np.flip(y_[j], axis)
+                        if w is not None:
+                            w[j] = np.flip(w[j], axis)
         return x, y_, w
+
+    def _weights(self, i: int) -> np.ndarray:
+        """Image i's (padded) weights; ones where it was given none."""
+        wt = self.weights[i]
+        return wt if wt is not None else np.ones(self.labels[i].shape, np.float32)
 
 
 def _starts(size: int, window: int) -> list[int]:
@@ -172,9 +193,10 @@ class SegmentDataModule:
                               hint=f"set model.input_shape = [{self.in_side}, {self.in_side}, "
                                    f"{have}]")
         sc = cfg.segment
-        labelled = np.concatenate([lab[lab != VOID] for lab in self.train.labels])
-        self.class_weights = (class_balance(labelled, self.num_classes) if sc.class_balance or sc.weight_map
-                              else np.ones(self.num_classes))
+        self.class_weights = np.ones(self.num_classes)
+        if sc.class_balance or sc.weight_map:
+            labelled = np.concatenate([lab[lab != VOID] for lab in self.train.labels])
+            self.class_weights = class_balance(labelled, self.num_classes)
         self.windows = {name: self._windows(getattr(self, name), sc) for name in ("train", "val")
                         if getattr(self, name) is not None}
 
@@ -186,13 +208,18 @@ class SegmentDataModule:
             raise CnnctlError("segment.weight_map needs instance labels, and this data has none",
                               hint="use data with instances (nuclei, scenes:free) or set segment.weight_map = false")
         # void pixels (Pascal VOC's 255) become background with weight 0: never trained on
-        labels = [np.where(lab == VOID, 0, lab).astype(np.uint8) for lab in sp.labels]
+        void = [bool((lab == VOID).any()) for lab in sp.labels]
+        labels = [np.where(lab == VOID, 0, lab).astype(np.uint8) if v else lab.astype(np.uint8, copy=False)
+                  for lab, v in zip(sp.labels, void)]
         if sc.weight_map or sc.class_balance:
             weights = [weight_map(lab, inst if sc.weight_map else None, self.class_weights, sc.w0, sc.sigma)
                        for lab, inst in zip(labels, sp.instances if sp.instances is not None else [None] * sp.count)]
+        elif not any(void):
+            return Windows(sp.images, labels, None, self.in_side, self.out_side)   # every pixel weighs 1
         else:
             weights = [np.ones(lab.shape, np.float32) for lab in labels]
-        weights = [np.where(raw == VOID, 0, w).astype(np.float32) for raw, w in zip(sp.labels, weights)]
+        weights = [np.where(raw == VOID, 0, w).astype(np.float32) if v else w.astype(np.float32, copy=False)
+                   for raw, w, v in zip(sp.labels, weights, void)]
         return Windows(sp.images, labels, weights, self.in_side, self.out_side)
 
     @property
