@@ -153,16 +153,16 @@ def independent_row(run: Path, count: int, folder: Path) -> None:
               f"{np.std(boot):.3f} |")
 
 
-def objects_rows(out: Path, runs: list[str], count: int) -> None:
+def objects_rows(out: Path, runs: list[str], test) -> None:
     """Where a scene run's errors come from: the masks (foreground against background, classes ignored)
-    or the classes (each true item's class by the majority vote of its predicted foreground pixels)."""
+    or the classes (each true item's class by the majority vote of its predicted foreground pixels).
+    ``test``: the scenes' test split (``free_scenes``)."""
     import numpy as np
 
     from cnnctl.data.scenes import SCENE_CLASSES
-    from cnnctl.data.segmentation import free_scenes
     from cnnctl.segmenter import load_segmenter, predict_labels
 
-    test = free_scenes((0, 0, count)).splits["test"]
+    count = len(test.images)
     labels, instances = np.asarray(test.labels), np.asarray(test.instances)
     print(f"\n| run ({count} test scenes) | foreground IoU (classes ignored) | items | items whose pixel majority "
           "names their class | worst classes (share right) |\n|---|---:|---:|---:|---|")
@@ -186,17 +186,16 @@ def objects_rows(out: Path, runs: list[str], count: int) -> None:
     classifier_row(test.images, labels, instances, count)
 
 
-def decoding_rows(out: Path, runs: list[str], count: int) -> None:
+def decoding_rows(out: Path, runs: list[str], test) -> None:
     """Each scenes run's test scores under each decoding (cnnctl.segmenter.Decoding): the plain
     per-pixel argmax (objects of each class, or of the foreground), flip TTA, one class per object,
-    both; the run's own decoding marked."""
+    both; the run's own decoding marked. ``test``: the scenes' test split (``free_scenes``)."""
     import numpy as np
 
-    from cnnctl.data.segmentation import free_scenes
     from cnnctl.metrics.segmentation import instance_scores, semantic_scores
     from cnnctl.segmenter import Decoding, load_segmenter, predict_labels
 
-    test = free_scenes((0, 0, count)).splits["test"]
+    count = len(test.images)
     labels, instances = np.asarray(test.labels), np.asarray(test.instances)
     print(f"\n| run ({count} test scenes) | decoding | test mIoU | Dice (fg) | instance F1 @0.5 | DSB score | "
           "objects found / true | s to label them |\n|---|---|---:|---:|---:|---:|---:|---:|")
@@ -356,8 +355,12 @@ def main() -> None:
         independent_row(out / "scenes", a.independent, out / "independent-scenes")
 
     if a.objects:
-        objects_rows(out, [r for r in a.runs if r.startswith("scenes")], a.objects)
-        decoding_rows(out, [r for r in a.runs if r.startswith("scenes")], a.objects)
+        from cnnctl.data.segmentation import free_scenes
+
+        test = free_scenes((0, 0, a.objects)).splits["test"]        # built once for both tables
+        scene_runs = [r for r in a.runs if r.startswith("scenes")]
+        objects_rows(out, scene_runs, test)
+        decoding_rows(out, scene_runs, test)
 
     if a.picture:
         picture(out / "nuclei", Path(a.picture))

@@ -170,22 +170,25 @@ def object_classes(probs: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return mass[1:].argmax(axis=1) + 1
 
 
-def _batch_probs(model, images: np.ndarray, batch: int, flip: bool) -> np.ndarray:
-    x = images.astype(np.float32)
-    probs = softmax(logits_of(model, x, batch))
+def _mirror_averaged(logits, x: np.ndarray, flip: bool, axis: int) -> np.ndarray:
+    """``softmax(logits(x))``; with ``flip``, averaged with the prediction of ``x`` mirrored along ``axis``
+    (its width), mirrored back."""
+    probs = softmax(logits(x))
     if flip:
-        probs = (probs + softmax(logits_of(model, x[:, :, ::-1], batch))[:, :, ::-1]) / 2
+        probs = (probs + np.flip(softmax(logits(np.flip(x, axis))), axis)) / 2
     return probs
+
+
+def _batch_probs(model, images: np.ndarray, batch: int, flip: bool) -> np.ndarray:
+    """(b, H, W, c) -> (b, H, W, k) class probabilities, whole images in batches."""
+    return _mirror_averaged(lambda x: logits_of(model, x, batch), images.astype(np.float32), flip, axis=2)
 
 
 def predict_probs(model, image: np.ndarray, margin: int | None = None, batch: int = 8, flip: bool = False
                   ) -> np.ndarray:
     """(H, W, c) uint8 -> (H, W, k) float32 class probabilities, overlap-tile (``predict_tiled``);
     ``flip``: averaged with the prediction of the mirror image, mirrored back."""
-    probs = softmax(predict_tiled(model, image, margin, batch))
-    if flip:
-        probs = (probs + softmax(predict_tiled(model, image[:, ::-1], margin, batch))[:, ::-1]) / 2
-    return probs
+    return _mirror_averaged(lambda x: predict_tiled(model, x, margin, batch), image, flip, axis=1)
 
 
 def labels_of(probs: np.ndarray, decoding: Decoding) -> np.ndarray:
@@ -221,21 +224,16 @@ def load_segmenter(folder: str | Path, best: bool = True):
     if not folder.is_dir():
         raise CnnctlError(f"{folder}: no such run directory", hint="give a folder written by `cnnctl train`")
     run = RunDir.open(folder)
-    import tomllib
-
-    try:
-        task = tomllib.loads(run.file("config.toml").read_text()).get("task")
-    except (OSError, tomllib.TOMLDecodeError):
-        task = None
-    if task != "segment":
-        raise CnnctlError(f"{folder} is not a segmentation run (its task is {task!r})",
+    cfg = load_run_config(folder)
+    if cfg.task != "segment":
+        raise CnnctlError(f"{folder} is not a segmentation run (its task is {cfg.task!r})",
                           hint="give a run trained with task = \"segment\" (e.g. `cnnctl train segment-scenes`)")
     which = "best" if best and run.file("best.keras").is_file() else "model"
     path = run.file(f"{which}.keras")
     if not path.is_file():
         raise CnnctlError(f"{path} does not exist", hint="the run has not finished an epoch yet")
     model = load_keras_file(path, hint="the file is damaged; use the run's other .keras file (--last)")
-    return model, run.read_json("classes.json"), Decoding.of(load_run_config(folder).segment)
+    return model, run.read_json("classes.json"), Decoding.of(cfg.segment)
 
 
 def palette(k: int) -> np.ndarray:

@@ -480,3 +480,13 @@ def test_with_no_test_split_the_validation_features_are_computed_once(tmp_path):
     assert "the validation split is used as the test set" in r.output
     arrays = np.load(tmp_path / "run" / "features.npz")
     assert arrays["val_features"].shape[0] == 10 and np.array_equal(arrays["val_features"], arrays["test_features"])
+
+
+def test_image_dropout_sets_the_rate_on_the_image_features_alone():
+    from cnnctl import models
+
+    small = {"num_classes": 50, "input_shape": (1, 16), "embed_dim": 8, "units": 8}
+    model = models.build("show_and_tell", dropout=0.1, image_dropout=0.5, **small)
+    assert model.get_layer("image_dropout").rate == 0.5
+    assert model.get_layer("word_dropout").rate == model.get_layer("lstm_dropout").rate == 0.1
+    assert models.build("show_and_tell", dropout=0.3, **small).get_layer("image_dropout").rate == 0.3

@@ -68,7 +68,7 @@ def _inputs(input_shape):
           paper="Vinyals et al., Show and Tell: A Neural Image Caption Generator (CVPR 2015), sec. 3.1 and 4.3",
           reported_error="COCO: BLEU-4 27.7, CIDEr 85.5 (Table 1)")
 def show_and_tell(num_classes: int = 10_000, input_shape=(1, 1280), embed_dim: int = 512, units: int = 512,
-                  dropout: float = 0.5):
+                  dropout: float = 0.5, image_dropout: float | None = None):
     """The image embedding is the LSTM's input at t = -1 (never again); words follow from t = 0.
 
     ``x_{-1} = W_I CNN(I)``, ``x_t = W_e S_t`` (sec. 3.1, eq. 10-12), word embeddings and LSTM 512 wide
@@ -77,11 +77,12 @@ def show_and_tell(num_classes: int = 10_000, input_shape=(1, 1280), embed_dim: i
     Args:
         num_classes: the vocabulary size (with ``<pad> <start> <end> <unk>``).
         input_shape: (cells, dim) of the image features.
+        image_dropout: the dropout rate on the image features alone (default: ``dropout``).
     """
     features, tokens = _inputs(input_shape)
     image = layers.Flatten(name="image_flat")(features)
     image = layers.Normalization(name="image_norm")(image)   # set to the training features' mean / variance
-    image = layers.Dropout(dropout, name="image_dropout")(image)
+    image = layers.Dropout(dropout if image_dropout is None else image_dropout, name="image_dropout")(image)
     image = layers.Dense(embed_dim, name="image_embed")(image)                       # (b, E)
     image = layers.Reshape((1, embed_dim), name="image_step")(image)                  # (b, 1, E)
     words = layers.Embedding(num_classes, embed_dim, name="word_embed")(tokens)       # (b, T, E)

@@ -16,24 +16,23 @@ the figure: ``padding="same"`` (the output has the input's size; no cropping is 
 ``dropout``: the rate of the paper's "drop-out layers at the end of the contracting path" (sec. 3.1;
 the authors' released Caffe model drops half the units after the deepest level's pair and after the
 bottom pair, as this does; 0, the default, leaves them out), ``stem``: with ``stem = r`` > 1 each
-r x r block of pixels becomes the channels of one position before the first level (space-to-depth: nothing is lost, the levels run at 1/r of the size), and the last
-1x1 convolution gives r*r*classes logits per position that the periodic shuffle puts back at full
-resolution (Shi et al. 2016's sub-pixel convolution): the full-resolution levels, whose few channels
-a CPU computes slowly, are skipped; ``stem_skip = n`` (with a stem; without one, the full-resolution
-levels already give each pixel its own features, and it does nothing) hands the sub-pixel convolution
-the pixel blocks themselves and r*r*c*n learned ramps relu(w . block + b) of them beside the
-decoder's features, so that each pixel's logits can threshold its own value (the skip the paper's
-full-resolution level would give: outlines from 4x4 blocks are otherwise coarse), ``filters`` (the
-contracting levels' and the bottom's widths, instead of base_filters doubling) and
-``decoder_filters`` (the expansive levels', top first, instead of mirroring the contracting path),
-and
-``encoder``: a pretrained network (``NAME:WEIGHTS`` such as ``efficientnet_lite0:imagenet`` or
-``fashion_cnn:fashion_mnist``, or a cnnctl run folder) whose feature maps at strides 2, 4, ...
+r x r block of pixels becomes the channels of one position before the first level (space-to-depth:
+nothing is lost, the levels run at 1/r of the size), and the last 1x1 convolution gives r*r*classes
+logits per position that the periodic shuffle puts back at full resolution (Shi et al. 2016's
+sub-pixel convolution): the full-resolution levels, whose few channels a CPU computes slowly, are
+skipped; ``stem_skip = n`` (with a stem; without one, the full-resolution levels already give each
+pixel its own features, and it does nothing) hands the sub-pixel convolution the pixel blocks
+themselves and r*r*c*n learned ramps relu(w . block + b) of them beside the decoder's features, so
+that each pixel's logits can threshold its own value (the skip the paper's full-resolution level
+would give: outlines from 4x4 blocks are otherwise coarse), ``filters`` (the contracting levels' and
+the bottom's widths, instead of base_filters doubling) and ``decoder_filters`` (the expansive
+levels', top first, instead of mirroring the contracting path), and ``encoder``: a pretrained
+network (``NAME:WEIGHTS`` such as ``efficientnet_lite0:imagenet`` or ``fashion_cnn:fashion_mnist``,
+or a cnnctl run folder) whose feature maps at strides 2, 4, ...
 (``cnnctl.models.backbone.pyramid_outputs``) replace the contracting path's levels, as in TernausNet
 (Iglovikov & Shvets 2018) and the segmentation_models family; the segment task freezes it by
-``finetune.freeze`` as ``cnnctl finetune`` does.
-Weights are drawn from a Gaussian with std sqrt(2 / N), N the incoming nodes of a neuron (sec. 3,
-He initialisation).
+``finetune.freeze`` as ``cnnctl finetune`` does. Weights are drawn from a Gaussian with std
+sqrt(2 / N), N the incoming nodes of a neuron (sec. 3, He initialisation).
 
 Input: raw pixels in [0, 255], scaled to [0, 1] inside the model. Output: float32 logits.
 """
