@@ -18,6 +18,10 @@ captions sharing at least half of their content words, and their chains, go to o
 the nearest-neighbour baseline's score comes from sibling titles ("... signal flag golf" in test,
 "... signal flag tango" in training) that a caption-disjoint split leaves on both sides.
 
+Last, the first seed's test images grouped by the cosine similarity of their nearest training image
+(the neighbour's pick): each group's per-image CIDEr-D for the model and the neighbour, and its share
+of the corpus gap between them.
+
 Prints markdown tables (docs/captioning.md carries them).
 """
 
@@ -134,9 +138,56 @@ def main():
             print(f"seed {seed}: lowest val_loss at epoch {lo['epoch']} (val CIDEr-D there "
                   f"{float(lo['val_cider_d']):.3f}); highest val CIDEr-D at epoch {hi['epoch']} "
                   f"({float(hi['val_cider_d']):.3f}) of {len(hist)}")
+    similarity_rows(first)
     if walls:
         print(f"training wall time per seed (features computed once, by the first): "
               f"{', '.join(f'{w:.0f} s' for w in walls)}")
+
+
+def similarity_rows(run: Path) -> None:
+    """Where the neighbour's lead comes from: the test images grouped by the cosine similarity of their
+    nearest training image (the baseline's pick), each group's mean per-image CIDEr-D (document
+    frequencies of the whole test split, as the corpus score) for the run's captions and the neighbour's."""
+    import cnnctl.models  # noqa: F401 - registers the layers model.keras names
+    from cnnctl.config import load_run_config
+    from cnnctl.metrics.captions import cider_d
+    from cnnctl.tasks.caption import (
+        CaptionDataModule,
+        PairSplit,
+        nearest_neighbour_captions,
+    )
+
+    data = CaptionDataModule(load_run_config(run), 64, 0, log=lambda *a: None)
+    with np.load(run / "features.npz") as f:
+        train, test = f["train_features"], f["test_features"]
+    captions = json.loads((run / "captions.json").read_text())
+    hyps = [c["caption"].split() for c in captions]
+    refs = data.tokens["test"]
+    nearest = nearest_neighbour_captions(PairSplit(train, None, None, data.tokens["train"]), test)
+    model_scores, nearest_scores = cider_d(hyps, refs)[1], cider_d(nearest, refs)[1]
+
+    def unit(x):
+        x = x.reshape(len(x), -1)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    similarity = (unit(test) @ unit(train).T).max(axis=1)
+    n = len(hyps)
+    print(f"\n{run.name}'s test images by their nearest training image's cosine similarity (per-image "
+          "CIDEr-D; share of the corpus gap = the group's difference x its share of the images):\n")
+    print("| nearest training image's similarity | images | show_and_tell | nearest neighbour | "
+          "same caption | share of the gap |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for lo, hi in ((0.0, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 1.01)):
+        group = (similarity >= lo) & (similarity < hi)
+        if not group.any():
+            continue
+        same = np.mean([hyps[i] == nearest[i] for i in np.flatnonzero(group)])
+        gap = (nearest_scores[group] - model_scores[group]).sum() / n
+        print(f"| {lo:.2f} to {min(hi, 1.0):.2f} | {int(group.sum())} | {model_scores[group].mean():.3f} | "
+              f"{nearest_scores[group].mean():.3f} | {same:.0%} | {gap:+.3f} |")
+    copied = np.mean([" ".join(h) in {" ".join(c) for caps in data.tokens["train"] for c in caps} for h in hyps])
+    print(f"| all | {n} | {model_scores.mean():.3f} | {nearest_scores.mean():.3f} | | "
+          f"{nearest_scores.mean() - model_scores.mean():+.3f} |")
+    print(f"\n{run.name}'s test captions that copy a training caption word for word: {copied:.0%}")
 
 
 def _rows(data: Path) -> list[dict]:
