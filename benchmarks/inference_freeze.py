@@ -4,17 +4,28 @@ what it costs once, on one core.
     python benchmarks/inference_freeze.py [--model resnet50] [--batch 1] [--core 0]
 
 Runs in a process pinned to ``--core`` with one TensorFlow thread: cnnctl's traced inference function
-(batch norms folded) against the same function frozen with TensorFlow's
-``convert_variables_to_constants_v2``, whose constant weights oneDNN can keep reordered between calls
-(with variables, the float32 weights are cast to bf16 and reordered on every call). Medians of 10
+(batch norms folded) against two ways of giving oneDNN constant weights, which it can keep reordered
+between calls (with variables, the float32 weights are cast to bf16 and reordered on every call):
+
+- frozen: the traced function through TensorFlow's ``convert_variables_to_constants_v2``;
+- constants in the trace: the folded network traced with every variable read as a ``tf.constant`` of
+  its value (``keras.StatelessScope``), so the graph holds the weights;
+- kernels as constants: the same for the convolution kernels (4-d variables) alone; biases and the
+  rest stay variables.
+
+Setup is what each costs before its first result (the folded copy is made once and not counted):
+freezing plus the frozen function's first call, or the trace plus the first call. oneDNN's verbose
+log (``ONEDNN_VERBOSE=1``) names what each runs. Medians of 10
 calls (3 at batch 32) after 3 warm-up calls, two alternating rounds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 CHILD = r'''
 import os, sys, time
@@ -25,15 +36,35 @@ tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
 keras.mixed_precision.set_global_policy("mixed_bfloat16")
 from cnnctl import models
-from cnnctl.inference import inference_function
+from cnnctl.inference import inference_model
 name, batch = sys.argv[1], int(sys.argv[2])
-fn = inference_function(models.build(name, num_classes=1000))
+net = inference_model(models.build(name, num_classes=1000))          # the folded copy cnnctl runs
+signature = [tf.TensorSpec((None, 224, 224, 3), tf.float32)]
 x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, 224, 224, 3)).astype("float32"))
-fn(x)
+first = lambda out: np.asarray(out[0] if isinstance(out, (list, tuple)) else out, np.float32)
+t = time.perf_counter()
+fn = tf.function(lambda v: net(v, training=False), input_signature=signature)
+first(fn(x))
+traced_s = time.perf_counter() - t
 t = time.perf_counter()
 frozen = convert_variables_to_constants_v2(fn.get_concrete_function())
-freeze_s = time.perf_counter() - t
-first = lambda out: np.asarray(out[0] if isinstance(out, (list, tuple)) else out, np.float32)
+first(frozen(x))
+frozen_s = time.perf_counter() - t
+def constants_of(variables):
+    """The folded network traced with ``variables`` read as constants of their values."""
+    values = [(v, v.numpy()) for v in variables]
+    def call(v):
+        with keras.StatelessScope(state_mapping=[(var, tf.constant(a)) for var, a in values]):
+            return net(v, training=False)
+    return tf.function(call, input_signature=signature)
+t = time.perf_counter()
+constant = constants_of(net.variables)
+first(constant(x))
+constant_s = time.perf_counter() - t
+t = time.perf_counter()
+kernels = constants_of([v for v in net.variables if len(v.shape) == 4])
+first(kernels(x))
+kernels_s = time.perf_counter() - t
 def median_ms(f):
     for _ in range(3):
         first(f(x))
@@ -41,9 +72,15 @@ def median_ms(f):
     for _ in range(10 if batch == 1 else 3):
         t = time.perf_counter(); first(f(x)); ts.append(time.perf_counter() - t)
     return 1000 * float(np.median(ts))
-rows = [(median_ms(fn), median_ms(frozen)) for _ in range(2)]
-diff = np.abs(first(fn(x)) - first(frozen(x))).max() / np.abs(first(fn(x))).max()
-print("RESULT", freeze_s, *[v for r in rows for v in r], diff)
+functions = (fn, frozen, constant, kernels)
+rounds = [[median_ms(f) for f in functions] for _ in range(2)]
+ref = first(fn(x))
+diff = [np.abs(ref - first(f(x))).max() / np.abs(ref).max() for f in functions[1:]]
+print("RESULT", traced_s, frozen_s, constant_s, kernels_s, *[v for r in rounds for v in r], *diff, flush=True)
+if os.environ.get("ONEDNN_VERBOSE"):                    # one more call each, between markers, for the log
+    for i, f in enumerate(functions):
+        print(f"FUNCTION {i}", flush=True)
+        first(f(x))
 '''
 
 
@@ -52,18 +89,46 @@ def main() -> None:
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--core", type=int, default=0)
+    ap.add_argument("--onednn-log", action="store_true",
+                    help="also count, from oneDNN's verbose log, the convolutions that fuse a bias and a ReLU")
     args = ap.parse_args()
+    env = {**os.environ, **({"ONEDNN_VERBOSE": "1"} if args.onednn_log else {})}
     out = subprocess.run(["taskset", "-c", str(args.core), sys.executable, "-c", CHILD, args.model, str(args.batch)],
-                         check=True, capture_output=True, text=True).stdout
-    freeze_s, t1, f1, t2, f2, diff = (float(v) for v in next(l for l in out.splitlines()
-                                                              if l.startswith("RESULT")).split()[1:])
-    print(f"`python benchmarks/inference_freeze.py --model {args.model} --batch {args.batch}` (bfloat16, one core)\n")
-    print("| | round 1 ms | round 2 ms |")
-    print("|---|---:|---:|")
-    print(f"| traced function (cnnctl's path) | {t1:.1f} | {t2:.1f} |")
-    print(f"| the same, frozen | {f1:.1f} | {f2:.1f} |")
-    print(f"\nfreezing took {freeze_s:.1f} s; largest difference of the outputs: {diff:.1e} of the largest output")
+                         check=True, capture_output=True, text=True, env=env).stdout
+    values = [float(v) for v in next(line for line in out.splitlines() if line.startswith("RESULT")).split()[1:]]
+    setup, (r1, r2), diff = values[:4], (values[4:8], values[8:12]), values[12:]
+    print(f"`python benchmarks/inference_freeze.py --model {args.model} --batch {args.batch}` "
+          f"(bfloat16, one core, {cpu_name()})\n")
+    print("| | setup s | round 1 ms | round 2 ms | largest difference (of the largest output) |")
+    print("|---|---:|---:|---:|---:|")
+    labels = ("traced function, variables (cnnctl's path)", "the same, frozen",
+              "the same, every variable a constant in the trace", "the same, convolution kernels as constants")
+    for i, label in enumerate(labels):
+        d = "-" if i == 0 else f"{diff[i - 1]:.1e}"
+        print(f"| {label} | {setup[i]:.2f} | {r1[i]:.1f} | {r2[i]:.1f} | {d} |")
+    if args.onednn_log:
+        print("\n| | convolutions | with a fused bias | with a fused ReLU |\n|---|---:|---:|---:|")
+        for i, label in enumerate(labels):
+            convs = conv_lines(out, i)
+            print(f"| {label} | {len(convs)} | {sum('bia:undef' not in c for c in convs)} | "
+                  f"{sum('eltwise_relu' in c for c in convs)} |")
 
+
+def conv_lines(log: str, function: int) -> list[str]:
+    """oneDNN's verbose lines of the convolutions run by one call of function ``function``."""
+    part = log.split(f"FUNCTION {function}\n", 1)[1].split("FUNCTION ", 1)[0]
+    return [line for line in part.splitlines() if line.startswith("onednn_verbose") and ",exec,cpu,convolution," in line]
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), and whether it has AMX."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                "unknown CPU")
+    return f"{name}{', AMX' if ' amx_bf16' in info else ''}"
 
 if __name__ == "__main__":
     main()
