@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import weakref
 from pathlib import Path
 
@@ -80,7 +81,10 @@ def input_spec(model):
 # process: a graph lets grappler fold batch norm into the convolutions and fuse activations, and runs
 # without Python between ops. EfficientNet-Lite0, one image, float32, one core: 13.4 ms traced against
 # 76.5 ms for an eager call (benchmarks/inference.py, docs/speed.md).
-_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {policy: its tf.function}
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {policy: its Forward}
+# Seconds of calls after which a half-precision Forward traces its network again with the convolution
+# kernels as constants (see Forward): a process that has computed this long is likely to go on.
+CONSTANT_KERNELS_AFTER_S = 2.0
 
 
 def inference_model(model, policy: str | None = None):
@@ -118,23 +122,91 @@ def inference_function(model, policy: str | None = None):
     batch size shares one trace; a subclassed model without ``inputs`` is traced per input shape
     (``reduce_retracing``). Outputs are what the model returns (a tensor, or a list/dict of them).
     """
-    import tensorflow as tf
 
     per_policy = _TRACED.setdefault(model, {})
     fn = per_policy.get(policy)
     if fn is None:
-        inputs = getattr(model, "inputs", None)
         net = inference_model(model, policy)
-        if inputs:
-            signature = [tf.TensorSpec((None, *tuple(i.shape[1:])), i.dtype) for i in inputs]
-            if len(inputs) == 1:
-                fn = tf.function(lambda x: net(x, training=False), input_signature=signature)
-            else:
-                fn = tf.function(lambda *xs: net(list(xs), training=False), input_signature=signature)
-        else:
-            fn = tf.function(lambda x: net(x, training=False), reduce_retracing=True)
+        computes_in = policy or getattr(model.dtype_policy, "name", "float32")
+        fn = Forward(net, _traced(net, getattr(model, "inputs", None)), half="float16" in computes_in)
         per_policy[policy] = fn
     return fn
+
+
+def _traced(net, inputs, constants=()):
+    """``net``'s forward pass as a ``tf.function``; ``constants``: variables read as ``tf.constant``s of
+    their values (``keras.StatelessScope``), so that the graph holds them."""
+    import keras
+    import tensorflow as tf
+
+    values = [(v, v.numpy()) for v in constants]
+
+    def forward(*xs):
+        x = list(xs) if len(xs) > 1 else xs[0]
+        if not values:
+            return net(x, training=False)
+        with keras.StatelessScope(state_mapping=[(v, tf.constant(a)) for v, a in values]):
+            return net(x, training=False)
+    if inputs:
+        signature = [tf.TensorSpec((None, *tuple(i.shape[1:])), i.dtype) for i in inputs]
+        return tf.function(forward, input_signature=signature)
+    return tf.function(forward, reduce_retracing=True)
+
+
+class Forward:
+    """One network's traced forward pass, called as ``forward(x)`` (or ``forward(x1, x2)``).
+
+    In half precision, once its calls have taken ``CONSTANT_KERNELS_AFTER_S`` seconds, the network is
+    traced again with its convolution kernels (4-d variables) as constants. The float32 kernels are
+    otherwise cast to bf16 and reordered into oneDNN's layout on every call. As constants, oneDNN keeps
+    them reordered, and the output is bit-identical. ResNet-50 at batch 1 in bf16, one core of an Intel
+    Xeon with AMX: 18 against 55 ms a call, for about 2 s more to trace and start it
+    (benchmarks/inference_freeze.py, docs/speed.md). Other variables stay variables: as constants, the
+    graph optimiser no longer fuses the bias and ReLU into the convolutions. A one-photo command never
+    pays for that trace. Attributes of the variables' ``tf.function`` are its own
+    (``experimental_get_tracing_count``).
+    """
+
+    def __init__(self, net, fn, half: bool):
+        self.net, self.fn = net, fn
+        self.inputs = getattr(net, "inputs", None)
+        self.half = half                    # computing in bfloat16 / float16: the kernels are cast
+        self.seconds = 0.0                  # spent in calls before the switch
+        self.constant_kernels = None        # the kernels-as-constants tf.function, once traced
+
+    def __call__(self, *xs):
+        if self.constant_kernels is not None:
+            return self.constant_kernels(*xs)
+        if self.half and self.seconds >= CONSTANT_KERNELS_AFTER_S:
+            out = self._switch(xs)
+            if out is not None:
+                return out
+        t = time.perf_counter()
+        out = self.fn(*xs)
+        self.seconds += time.perf_counter() - t
+        return out
+
+    def _switch(self, xs):
+        """Trace the kernels-as-constants function and run it on ``xs`` -> its output, or None when the
+        network has no kernels or cannot run so (it then keeps its variables)."""
+        self.half = False                   # one attempt, whatever happens
+        kernels = [v for v in self.net.variables if len(v.shape) == 4]
+        if not kernels:
+            return None
+        fn = _traced(self.net, self.inputs, kernels)
+        try:
+            out = fn(*xs)
+        except Exception as e:  # noqa: BLE001 - an optimisation: the variables' function still works
+            import warnings
+
+            warnings.warn(f"{self.net.name} keeps reading its variables in inference: tracing it with "
+                          f"constant kernels failed ({type(e).__name__}: {e})", stacklevel=3)
+            return None
+        self.constant_kernels = fn
+        return out
+
+    def __getattr__(self, name):
+        return getattr(self.fn, name)
 
 
 def main_output(out) -> np.ndarray:

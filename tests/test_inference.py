@@ -125,6 +125,35 @@ def test_batch_norms_are_folded_into_their_convolutions_and_the_outputs_do_not_c
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 5
 
 
+def test_half_precision_inference_switches_to_constant_kernels_after_its_time_with_the_same_output(monkeypatch):
+    import keras
+
+    from cnnctl import inference
+
+    model = _small_cnn()
+    _random_statistics(model, np.random.default_rng(4))
+    x = np.random.default_rng(5).uniform(0, 255, (6, 28, 28, 1)).astype("float32")
+    forward = inference_function(model, "mixed_bfloat16")
+    before = np.asarray(forward(x), np.float32)
+    assert forward.constant_kernels is None          # one call: a one-photo command never traces twice
+    monkeypatch.setattr(inference, "CONSTANT_KERNELS_AFTER_S", 0.0)
+    after = np.asarray(forward(x), np.float32)
+    assert forward.constant_kernels is not None
+    graph = forward.constant_kernels.get_concrete_function().graph
+    kernel = next(op for op in graph.get_operations() if op.type == "Conv2D").inputs[1]
+    while kernel.op.type in ("Cast", "Identity"):
+        kernel = kernel.op.inputs[0]
+    assert kernel.op.type == "Const"                 # the kernel is in the graph, not read from a variable
+    np.testing.assert_array_equal(after, before)     # the same computation, bit for bit
+    assert forward.experimental_get_tracing_count() == 1        # the variables' function, traced once
+    # float32 never switches: oneDNN keeps float32 weights reordered itself
+    in_float32 = inference_function(model)
+    assert model.dtype_policy.name == "float32" and keras.mixed_precision.global_policy().name == "float32"
+    in_float32(x)
+    in_float32(x)
+    assert in_float32.constant_kernels is None
+
+
 def test_image_batches_keep_the_order_of_the_files_and_decode_what_load_images_decodes(tmp_path):
     from cnnctl.data.pipeline import InputSpec
 
