@@ -11,9 +11,9 @@ then the next; the whole sweep ``--rounds`` times. The matmul peak (2048x2048, f
 is measured on the same core in the same run.
 
 - cnnctl: ``cnnctl.inference.logits_of``, what ``predict``, ``evaluate``, ``segment`` and ``detect``
-  call: the model's one traced function, in its steady state: in bfloat16, calls are made until its
-  calls have taken ``CONSTANT_KERNELS_AFTER_S`` and it runs with its convolution kernels as constants
-  (``cnnctl.inference.Forward``), and only then timed. bfloat16 is the Keras ``mixed_bfloat16`` policy (float32
+  call: the model's one traced function, in its steady state: in bfloat16 at batch 1, calls are made
+  until they have taken ``CONSTANT_KERNELS_AFTER_S`` and it runs with its convolution kernels as
+  constants (``cnnctl.inference.Forward``), and only then timed. bfloat16 is the Keras ``mixed_bfloat16`` policy (float32
   variables, bf16 compute), as ``--precision mixed_bfloat16`` builds it. Batch 1 also shows the path
   used before (one eager call of the model, as ``cnnctl predict`` made for a few images).
 - PyTorch: the same networks written out layer for layer (benchmarks/train_throughput_224.py; their
@@ -77,7 +77,7 @@ def run_cnnctl(model: str, precision: str, batch: int) -> dict:
     first = time.perf_counter() - t
     forward = inference_function(net)
     switch = 0.0
-    while forward.half and forward.constant_kernels is None:      # the steady state of a long process
+    while forward.counts(batch):                                  # the steady state of a long process
         t = time.perf_counter()
         logits_of(net, x, batch)
         switch = time.perf_counter() - t                          # the last is the switching call

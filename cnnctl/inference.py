@@ -82,9 +82,11 @@ def input_spec(model):
 # without Python between ops. EfficientNet-Lite0, one image, float32, one core: 13.4 ms traced against
 # 76.5 ms for an eager call (benchmarks/inference.py, docs/speed.md).
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {policy: its Forward}
-# Seconds of calls after which a half-precision Forward traces its network again with the convolution
-# kernels as constants (see Forward): a process that has computed this long is likely to go on.
+# A half-precision Forward traces its network again with the convolution kernels as constants (see
+# Forward) once its calls of at most CONSTANT_KERNELS_MAX_BATCH images, after the first call, have taken
+# CONSTANT_KERNELS_AFTER_S seconds: a process that has computed this long on small batches is likely to go on.
 CONSTANT_KERNELS_AFTER_S = 2.0
+CONSTANT_KERNELS_MAX_BATCH = 4
 
 
 def inference_model(model, policy: str | None = None):
@@ -156,14 +158,16 @@ def _traced(net, inputs, constants=()):
 class Forward:
     """One network's traced forward pass, called as ``forward(x)`` (or ``forward(x1, x2)``).
 
-    In half precision, once its calls have taken ``CONSTANT_KERNELS_AFTER_S`` seconds, the network is
-    traced again with its convolution kernels (4-d variables) as constants. The float32 kernels are
-    otherwise cast to bf16 and reordered into oneDNN's layout on every call. As constants, oneDNN keeps
-    them reordered, and the output is bit-identical. ResNet-50 at batch 1 in bf16, one core of an Intel
-    Xeon with AMX: 18 against 55 ms a call, for about 2 s more to trace and start it
-    (benchmarks/inference_freeze.py, docs/speed.md). Other variables stay variables: as constants, the
-    graph optimiser no longer fuses the bias and ReLU into the convolutions. A one-photo command never
-    pays for that trace. Attributes of the variables' ``tf.function`` are its own
+    In half precision the float32 kernels are cast to bf16 and reordered into oneDNN's layout on every
+    call. Traced with the convolution kernels (4-d variables) as constants, oneDNN keeps them reordered
+    and the output is bit-identical. On one core of an Intel Xeon with AMX (benchmarks/inference_freeze.py,
+    docs/speed.md), ResNet-50 in bf16 takes 18 against 55 ms a call at batch 1, and batch 32 gains
+    4-13%; the trace and its first call take about 2 s more (0.1 s for EfficientNet-Lite0). So the
+    switch comes only where it repays that: once the calls on small batches (at most
+    ``CONSTANT_KERNELS_MAX_BATCH`` images), after the first call, have taken ``CONSTANT_KERNELS_AFTER_S``
+    seconds. A one-photo command, and a batch-32 sweep, never pay for it. Other variables stay
+    variables: as constants, the graph optimiser no longer fuses the bias and ReLU into the
+    convolutions. Attributes of the variables' ``tf.function`` are its own
     (``experimental_get_tracing_count``).
     """
 
@@ -171,19 +175,27 @@ class Forward:
         self.net, self.fn = net, fn
         self.inputs = getattr(net, "inputs", None)
         self.half = half                    # computing in bfloat16 / float16: the kernels are cast
-        self.seconds = 0.0                  # spent in calls before the switch
+        self.calls = 0
+        self.seconds = 0.0                  # spent in counted calls (small batches, after the first)
         self.constant_kernels = None        # the kernels-as-constants tf.function, once traced
+
+    def counts(self, batch: int) -> bool:
+        """Whether a call on ``batch`` images counts toward the switch, which is still to come."""
+        return self.half and self.constant_kernels is None and batch <= CONSTANT_KERNELS_MAX_BATCH
 
     def __call__(self, *xs):
         if self.constant_kernels is not None:
             return self.constant_kernels(*xs)
-        if self.half and self.seconds >= CONSTANT_KERNELS_AFTER_S:
+        counted = self.counts(len(xs[0])) and self.calls > 0
+        if counted and self.seconds >= CONSTANT_KERNELS_AFTER_S:
             out = self._switch(xs)
             if out is not None:
                 return out
         t = time.perf_counter()
         out = self.fn(*xs)
-        self.seconds += time.perf_counter() - t
+        if counted:
+            self.seconds += time.perf_counter() - t
+        self.calls += 1
         return out
 
     def _switch(self, xs):

@@ -132,11 +132,13 @@ def test_half_precision_inference_switches_to_constant_kernels_after_its_time_wi
 
     model = _small_cnn()
     _random_statistics(model, np.random.default_rng(4))
-    x = np.random.default_rng(5).uniform(0, 255, (6, 28, 28, 1)).astype("float32")
+    x = np.random.default_rng(5).uniform(0, 255, (2, 28, 28, 1)).astype("float32")
     forward = inference_function(model, "mixed_bfloat16")
-    before = np.asarray(forward(x), np.float32)
-    assert forward.constant_kernels is None          # one call: a one-photo command never traces twice
     monkeypatch.setattr(inference, "CONSTANT_KERNELS_AFTER_S", 0.0)
+    before = np.asarray(forward(x), np.float32)
+    assert forward.constant_kernels is None          # the first call never counts: a one-photo command
+    forward(np.concatenate([x] * 16))                # 32 images: large batches never count either
+    assert forward.constant_kernels is None and not forward.counts(32)
     after = np.asarray(forward(x), np.float32)
     assert forward.constant_kernels is not None
     graph = forward.constant_kernels.get_concrete_function().graph
