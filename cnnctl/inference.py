@@ -117,14 +117,14 @@ def inference_model(model, policy: str | None = None):
 
 
 def inference_function(model, policy: str | None = None):
-    """``model``'s forward pass (``training=False``) as one ``tf.function``, traced once per model and
-    policy, on ``inference_model(model, policy)`` (batch norms folded).
+    """``model``'s forward pass (``training=False``) as a ``Forward``: one ``tf.function``, traced once per
+    model and policy, on ``inference_model(model, policy)`` (batch norms folded), which in half
+    precision moves to its convolution kernels as constants on a long run of small batches.
 
     A model with known inputs gets their signature with the batch dimension left open, so every
     batch size shares one trace; a subclassed model without ``inputs`` is traced per input shape
     (``reduce_retracing``). Outputs are what the model returns (a tensor, or a list/dict of them).
     """
-
     per_policy = _TRACED.setdefault(model, {})
     fn = per_policy.get(policy)
     if fn is None:
@@ -162,7 +162,7 @@ class Forward:
     call. Traced with the convolution kernels (4-d variables) as constants, oneDNN keeps them reordered
     and the output is bit-identical. On one core of an Intel Xeon with AMX (benchmarks/inference_freeze.py,
     docs/speed.md), ResNet-50 in bf16 takes 18 against 55 ms a call at batch 1, and batch 32 gains
-    4-13%; the trace and its first call take about 2 s more (0.1 s for EfficientNet-Lite0). So the
+    3-17%; the trace and its first call take about 2 s more (0.1 s for EfficientNet-Lite0). So the
     switch comes only where it repays that: once the calls on small batches (at most
     ``CONSTANT_KERNELS_MAX_BATCH`` images), after the first call, have taken ``CONSTANT_KERNELS_AFTER_S``
     seconds. A one-photo command, and a batch-32 sweep, never pay for it. Other variables stay
