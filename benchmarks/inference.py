@@ -11,10 +11,11 @@ then the next; the whole sweep ``--rounds`` times. The matmul peak (2048x2048, f
 is measured on the same core in the same run.
 
 - cnnctl: ``cnnctl.inference.logits_of``, what ``predict``, ``evaluate``, ``segment`` and ``detect``
-  call: the model's one traced function, in its steady state: in bfloat16 at batch 1, calls are made
-  until they have taken ``CONSTANT_KERNELS_AFTER_S`` and it runs with its convolution kernels as
-  constants (``cnnctl.inference.Forward``), and only then timed. bfloat16 is the Keras ``mixed_bfloat16`` policy (float32
-  variables, bf16 compute), as ``--precision mixed_bfloat16`` builds it. Batch 1 also shows the path
+  call: the model's one traced function, in its steady state: at batch 1, calls are made until they
+  have taken ``STEADY_AFTER_S`` and it runs its steady trace (``cnnctl.inference.Forward``: bfloat16
+  with its convolution kernels as constants, float32 folded with every weight a constant), and only
+  then timed. bfloat16 is the Keras ``mixed_bfloat16`` policy (float32 variables, bf16 compute), as
+  ``--precision mixed_bfloat16`` builds it. Batch 1 also shows the path
   used before (one eager call of the model, as ``cnnctl predict`` made for a few images).
 - PyTorch: the same networks written out layer for layer (benchmarks/train_throughput_224.py; their
   parameter counts equal cnnctl's, checked in every PyTorch row), ``eval()`` under

@@ -1,7 +1,8 @@
-"""Freezing the inference graph (variables to constants) in bfloat16: what it saves per call and
-what it costs once, on one core.
+"""Freezing the inference graph (variables to constants) in bfloat16, or float32: what it saves per
+call and what it costs once, on one core.
 
     python benchmarks/inference_freeze.py [--model resnet50] [--batch 1] [--core 0]
+                                          [--precision float32 [--fold]] [--onednn-log]
 
 Runs in a process pinned to ``--core`` with one TensorFlow thread: cnnctl's traced inference function
 (batch norms folded) against two ways of giving oneDNN constant weights, which it can keep reordered
@@ -34,11 +35,14 @@ import numpy as np, keras, tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 tf.config.threading.set_intra_op_parallelism_threads(1)
 tf.config.threading.set_inter_op_parallelism_threads(1)
-keras.mixed_precision.set_global_policy("mixed_bfloat16")
+name, batch, precision, fold = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+keras.mixed_precision.set_global_policy(precision)
 from cnnctl import models
+from cnnctl import bn_folding
 from cnnctl.inference import inference_model
-name, batch = sys.argv[1], int(sys.argv[2])
-net = inference_model(models.build(name, num_classes=1000))          # the folded copy cnnctl runs
+model = models.build(name, num_classes=1000)
+# the copy cnnctl runs (batch norms folded in half precision); --fold folds them in float32 too
+net = bn_folding.folded_copy(model, None)[0] if fold else inference_model(model)
 signature = [tf.TensorSpec((None, 224, 224, 3), tf.float32)]
 x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, 224, 224, 3)).astype("float32"))
 first = lambda out: np.asarray(out[0] if isinstance(out, (list, tuple)) else out, np.float32)
@@ -89,16 +93,23 @@ def main() -> None:
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--core", type=int, default=0)
+    ap.add_argument("--precision", choices=("mixed_bfloat16", "float32"), default="mixed_bfloat16")
+    ap.add_argument("--fold", action="store_true", help="fold the batch norms in float32 too")
     ap.add_argument("--onednn-log", action="store_true",
-                    help="also count, from oneDNN's verbose log, the convolutions that fuse a bias and a ReLU")
+                    help="also count, from oneDNN's verbose log, the convolutions that fuse a bias and a ReLU, "
+                         "and the reorders")
     args = ap.parse_args()
     env = {**os.environ, **({"ONEDNN_VERBOSE": "1"} if args.onednn_log else {})}
-    out = subprocess.run(["taskset", "-c", str(args.core), sys.executable, "-c", CHILD, args.model, str(args.batch)],
+    out = subprocess.run(["taskset", "-c", str(args.core), sys.executable, "-c", CHILD, args.model, str(args.batch),
+                          args.precision, "1" if args.fold else "0"],
                          check=True, capture_output=True, text=True, env=env).stdout
     values = [float(v) for v in next(line for line in out.splitlines() if line.startswith("RESULT")).split()[1:]]
     setup, (r1, r2), diff = values[:4], (values[4:8], values[8:12]), values[12:]
-    print(f"`python benchmarks/inference_freeze.py --model {args.model} --batch {args.batch}` "
-          f"(bfloat16, one core, {cpu_name()})\n")
+    flags = (f" --precision {args.precision}" if args.precision != "mixed_bfloat16" else "") + \
+        (" --fold" if args.fold else "")
+    print(f"`python benchmarks/inference_freeze.py --model {args.model} --batch {args.batch}{flags}` "
+          f"({'bfloat16' if args.precision == 'mixed_bfloat16' else args.precision}"
+          f"{', batch norms folded' if args.fold else ''}, one core, {cpu_name()})\n")
     print("| | setup s | round 1 ms | round 2 ms | largest difference (of the largest output) |")
     print("|---|---:|---:|---:|---:|")
     labels = ("traced function, variables (cnnctl's path)", "the same, frozen",
@@ -107,17 +118,26 @@ def main() -> None:
         d = "-" if i == 0 else f"{diff[i - 1]:.1e}"
         print(f"| {label} | {setup[i]:.2f} | {r1[i]:.1f} | {r2[i]:.1f} | {d} |")
     if args.onednn_log:
-        print("\n| | convolutions | with a fused bias | with a fused ReLU |\n|---|---:|---:|---:|")
+        print("\n| | convolutions | with a fused bias | with a fused ReLU | convolution ms | reorders | reorder ms |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for i, label in enumerate(labels):
-            convs = conv_lines(out, i)
+            convs = primitive_lines(out, i, "convolution")
+            reorders = primitive_lines(out, i, "reorder")
             print(f"| {label} | {len(convs)} | {sum('bia:undef' not in c for c in convs)} | "
-                  f"{sum('eltwise_relu' in c for c in convs)} |")
+                  f"{sum('eltwise_relu' in c for c in convs)} | {total_ms(convs):.1f} | {len(reorders)} | "
+                  f"{total_ms(reorders):.1f} |")
 
 
-def conv_lines(log: str, function: int) -> list[str]:
-    """oneDNN's verbose lines of the convolutions run by one call of function ``function``."""
+def primitive_lines(log: str, function: int, kind: str) -> list[str]:
+    """oneDNN's verbose lines of the ``kind`` primitives (convolution, reorder) run by one call of
+    function ``function``."""
     part = log.split(f"FUNCTION {function}\n", 1)[1].split("FUNCTION ", 1)[0]
-    return [line for line in part.splitlines() if line.startswith("onednn_verbose") and ",exec,cpu,convolution," in line]
+    return [line for line in part.splitlines() if line.startswith("onednn_verbose") and f",exec,cpu,{kind}," in line]
+
+
+def total_ms(lines: list[str]) -> float:
+    """The summed execution time of oneDNN verbose lines (their last field, ms)."""
+    return sum(float(line.rsplit(",", 1)[1]) for line in lines)
 
 
 def cpu_name() -> str:

@@ -82,11 +82,13 @@ def input_spec(model):
 # without Python between ops. EfficientNet-Lite0, one image, float32, one core: 13.4 ms traced against
 # 76.5 ms for an eager call (benchmarks/inference.py, docs/speed.md).
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {policy: its Forward}
-# A half-precision Forward traces its network again with the convolution kernels as constants (see
-# Forward) once its calls of at most CONSTANT_KERNELS_MAX_BATCH images, after the first call, have taken
-# CONSTANT_KERNELS_AFTER_S seconds: a process that has computed this long on small batches is likely to go on.
-CONSTANT_KERNELS_AFTER_S = 2.0
-CONSTANT_KERNELS_MAX_BATCH = 4
+# A Forward traces its network again in a form oneDNN can keep its weights reordered for (see Forward)
+# once its calls of at most STEADY_MAX_BATCH images, after the first call, have taken STEADY_AFTER_S
+# seconds: about what the second trace costs ResNet-50 on one core (2.6 s in half precision, 5.8 s in
+# float32 with the folding), so that no process pays more than twice its best time (a ski-rental rule)
+# and one that has computed this long on small batches likely goes on.
+STEADY_AFTER_S = {"half": 2.0, "float32": 6.0}
+STEADY_MAX_BATCH = 4
 
 
 def inference_model(model, policy: str | None = None):
@@ -95,10 +97,10 @@ def inference_model(model, policy: str | None = None):
     Computing in bfloat16 (or float16), a plain functional model runs as a copy with each convolution +
     batch norm pair folded into one convolution (``cnnctl.bn_folding``; TF's graph optimiser does not
     fuse them there: bf16 Lite0 at batch 32 2.0x faster folded here). In float32 the optimiser fuses them
-    itself except after depthwise convolutions, and the copy would gain 6% for Lite0
-    (benchmarks/inference_profile.py), less than making it costs for a hundred files, so the model
-    runs as it is. With ``policy`` other than the model's own, the copy (folded)
-    computes in ``policy``. A model that cannot be copied runs as it is.
+    itself except after depthwise convolutions, and the model runs as it is: a one-photo command does
+    not pay for the copy (0.4 s for Lite0, 1.3 s for ResNet-50). A long run folds them in ``Forward``'s
+    steady trace. With ``policy`` other than the model's own, the copy (folded) computes in ``policy``.
+    A model that cannot be copied runs as it is.
     """
     from cnnctl import bn_folding
 
@@ -118,8 +120,8 @@ def inference_model(model, policy: str | None = None):
 
 def inference_function(model, policy: str | None = None):
     """``model``'s forward pass (``training=False``) as a ``Forward``: one ``tf.function``, traced once per
-    model and policy, on ``inference_model(model, policy)`` (batch norms folded), which in half
-    precision moves to its convolution kernels as constants on a long run of small batches.
+    model and policy, on ``inference_model(model, policy)`` (batch norms folded in half precision),
+    which moves to a trace with constant weights on a long run of small batches.
 
     A model with known inputs gets their signature with the batch dimension left open, so every
     batch size shares one trace; a subclassed model without ``inputs`` is traced per input shape
@@ -156,38 +158,48 @@ def _traced(net, inputs, constants=()):
 
 
 class Forward:
-    """One network's traced forward pass, called as ``forward(x)`` (or ``forward(x1, x2)``).
+    """One network's traced forward pass, called as ``forward(x)`` (or ``forward(x1, x2)``), which moves
+    to a faster trace of the same network once it has been called long enough on small batches.
 
-    In half precision the float32 kernels are cast to bf16 and reordered into oneDNN's layout on every
-    call. Traced with the convolution kernels (4-d variables) as constants, oneDNN keeps them reordered
-    and the output is bit-identical. On one core of an Intel Xeon with AMX (benchmarks/inference_freeze.py,
-    docs/speed.md), ResNet-50 in bf16 takes 18 against 55 ms a call at batch 1, and batch 32 gains
-    3-17%; the trace and its first call take about 2 s more (0.1 s for EfficientNet-Lite0). So the
-    switch comes only where it repays that: once the calls on small batches (at most
-    ``CONSTANT_KERNELS_MAX_BATCH`` images), after the first call, have taken ``CONSTANT_KERNELS_AFTER_S``
-    seconds. A one-photo command, and a batch-32 sweep, never pay for it. Other variables stay
-    variables: as constants, the graph optimiser no longer fuses the bias and ReLU into the
-    convolutions. Attributes of the variables' ``tf.function`` are its own
-    (``experimental_get_tracing_count``).
+    With its weights in variables, oneDNN cannot keep them reordered into its own layout between calls.
+    A trace that reads them as constants lets it (benchmarks/inference_freeze.py, docs/speed.md; one
+    core of an Intel Xeon with AMX):
+
+    - half precision: the float32 kernels are cast to bf16 and reordered on every call. With the
+      convolution kernels (4-d variables) as constants the output is bit-identical, ResNet-50 takes 18
+      against 55 ms at batch 1 and batch 32 gains 3-17%, for about 2 s more setup (0.1 s for
+      EfficientNet-Lite0). The other variables stay variables: as constants, the graph optimiser no
+      longer fuses the bias and ReLU into the convolutions (2.5x slower at batch 32).
+    - float32: the convolutions read plain weights. The steady trace runs the network with its batch
+      norms folded and every variable a constant (kernels alone are not enough here): ResNet-50 53
+      against 79 ms at batch 1, Lite0 8.7 against 15.3 ms (its batch norms after depthwise convolutions
+      are not fused by TensorFlow), batch 32 7-10% faster; the output equal to rounding (1e-6 of the
+      largest logit); about 6 s more setup for ResNet-50, 1.3 s for Lite0.
+
+    The switch comes once the calls on at most ``STEADY_MAX_BATCH`` images, after the first call, have
+    taken ``STEADY_AFTER_S`` seconds: a one-photo command and a batch-32 sweep never pay for it. If the
+    steady trace fails, a warning says so and the first one stays in use. Attributes of the first
+    ``tf.function`` are its own (``experimental_get_tracing_count``).
     """
 
     def __init__(self, net, fn, half: bool):
         self.net, self.fn = net, fn
         self.inputs = getattr(net, "inputs", None)
         self.half = half                    # computing in bfloat16 / float16: the kernels are cast
+        self.pending = True                 # the steady trace is still to come
         self.calls = 0
         self.seconds = 0.0                  # spent in counted calls (small batches, after the first)
-        self.constant_kernels = None        # the kernels-as-constants tf.function, once traced
+        self.steady = None                  # the steady tf.function, once traced
 
     def counts(self, batch: int) -> bool:
         """Whether a call on ``batch`` images counts toward the switch, which is still to come."""
-        return self.half and self.constant_kernels is None and batch <= CONSTANT_KERNELS_MAX_BATCH
+        return self.pending and batch <= STEADY_MAX_BATCH
 
     def __call__(self, *xs):
-        if self.constant_kernels is not None:
-            return self.constant_kernels(*xs)
+        if self.steady is not None:
+            return self.steady(*xs)
         counted = self.counts(len(xs[0])) and self.calls > 0
-        if counted and self.seconds >= CONSTANT_KERNELS_AFTER_S:
+        if counted and self.seconds >= STEADY_AFTER_S["half" if self.half else "float32"]:
             out = self._switch(xs)
             if out is not None:
                 return out
@@ -199,23 +211,34 @@ class Forward:
         return out
 
     def _switch(self, xs):
-        """Trace the kernels-as-constants function and run it on ``xs`` -> its output, or None when the
-        network has no kernels or cannot run so (it then keeps its variables)."""
-        self.half = False                   # one attempt, whatever happens
-        kernels = [v for v in self.net.variables if len(v.shape) == 4]
-        if not kernels:
-            return None
-        fn = _traced(self.net, self.inputs, kernels)
+        """Trace the steady function and run it on ``xs`` -> its output, or None when the network has
+        no weights or cannot run so (the first function then stays in use)."""
+        self.pending = False                # one attempt, whatever happens
         try:
+            net, constants = self._steady_network()
+            if not constants:
+                return None
+            fn = _traced(net, self.inputs, constants)
             out = fn(*xs)
-        except Exception as e:  # noqa: BLE001 - an optimisation: the variables' function still works
+        except Exception as e:  # noqa: BLE001 - an optimisation: the first function still works
             import warnings
 
             warnings.warn(f"{self.net.name} keeps reading its variables in inference: tracing it with "
-                          f"constant kernels failed ({type(e).__name__}: {e})", stacklevel=3)
+                          f"constant weights failed ({type(e).__name__}: {e})", stacklevel=3)
             return None
-        self.constant_kernels = fn
+        self.steady = fn
         return out
+
+    def _steady_network(self):
+        """-> (the network the steady trace runs, the variables it reads as constants)."""
+        if self.half:                       # already folded (inference_model)
+            return self.net, [v for v in self.net.variables if len(v.shape) == 4]
+        from cnnctl import bn_folding
+
+        net = self.net
+        if bn_folding.is_functional(net) and bn_folding.fold_pairs(net):
+            net = bn_folding.folded_copy(net)[0]
+        return net, list(net.variables)
 
     def __getattr__(self, name):
         return getattr(self.fn, name)

@@ -125,7 +125,41 @@ def test_batch_norms_are_folded_into_their_convolutions_and_the_outputs_do_not_c
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 5
 
 
+def _graph_of(fn):
+    return fn.get_concrete_function().graph
+
+
+def _conv_kernel_source(graph):
+    """The op that feeds the first convolution's kernel, through casts and identities."""
+    kernel = next(op for op in graph.get_operations() if op.type == "Conv2D").inputs[1]
+    while kernel.op.type in ("Cast", "Identity"):
+        kernel = kernel.op.inputs[0]
+    return kernel.op
+
+
 def test_half_precision_inference_switches_to_constant_kernels_after_its_time_with_the_same_output(monkeypatch):
+    from cnnctl import inference
+
+    model = _small_cnn()
+    _random_statistics(model, np.random.default_rng(4))
+    x = np.random.default_rng(5).uniform(0, 255, (2, 28, 28, 1)).astype("float32")
+    forward = inference_function(model, "mixed_bfloat16")
+    monkeypatch.setattr(inference, "STEADY_AFTER_S", {"half": 0.0, "float32": 1e9})
+    before = np.asarray(forward(x), np.float32)
+    assert forward.steady is None                    # the first call never counts: a one-photo command
+    forward(np.concatenate([x] * 16))                # 32 images: large batches never count either
+    assert forward.steady is None and not forward.counts(32)
+    after = np.asarray(forward(x), np.float32)
+    assert forward.steady is not None
+    graph = _graph_of(forward.steady)
+    assert _conv_kernel_source(graph).type == "Const"   # the kernel is in the graph, not read from a variable
+    # the other variables stay variables (as constants, the bias and ReLU would no longer be fused)
+    assert any(op.type == "ReadVariableOp" for op in graph.get_operations())
+    np.testing.assert_array_equal(after, before)     # the same computation, bit for bit
+    assert forward.experimental_get_tracing_count() == 1        # the first function, traced once
+
+
+def test_float32_inference_switches_to_a_folded_all_constant_trace_after_its_own_time(monkeypatch):
     import keras
 
     from cnnctl import inference
@@ -133,27 +167,22 @@ def test_half_precision_inference_switches_to_constant_kernels_after_its_time_wi
     model = _small_cnn()
     _random_statistics(model, np.random.default_rng(4))
     x = np.random.default_rng(5).uniform(0, 255, (2, 28, 28, 1)).astype("float32")
-    forward = inference_function(model, "mixed_bfloat16")
-    monkeypatch.setattr(inference, "CONSTANT_KERNELS_AFTER_S", 0.0)
-    before = np.asarray(forward(x), np.float32)
-    assert forward.constant_kernels is None          # the first call never counts: a one-photo command
-    forward(np.concatenate([x] * 16))                # 32 images: large batches never count either
-    assert forward.constant_kernels is None and not forward.counts(32)
-    after = np.asarray(forward(x), np.float32)
-    assert forward.constant_kernels is not None
-    graph = forward.constant_kernels.get_concrete_function().graph
-    kernel = next(op for op in graph.get_operations() if op.type == "Conv2D").inputs[1]
-    while kernel.op.type in ("Cast", "Identity"):
-        kernel = kernel.op.inputs[0]
-    assert kernel.op.type == "Const"                 # the kernel is in the graph, not read from a variable
-    np.testing.assert_array_equal(after, before)     # the same computation, bit for bit
-    assert forward.experimental_get_tracing_count() == 1        # the variables' function, traced once
-    # float32 never switches: oneDNN keeps float32 weights reordered itself
-    in_float32 = inference_function(model)
+    forward = inference_function(model)
     assert model.dtype_policy.name == "float32" and keras.mixed_precision.global_policy().name == "float32"
-    in_float32(x)
-    in_float32(x)
-    assert in_float32.constant_kernels is None
+    assert forward.net is model                      # float32 starts on the model as it is: no copy made
+    monkeypatch.setattr(inference, "STEADY_AFTER_S", {"half": 0.0, "float32": 0.5})
+    before = np.asarray(forward(x), np.float32)
+    forward(x)                                       # counted, but far from float32's own threshold
+    assert forward.steady is None and forward.counts(1)
+    monkeypatch.setattr(inference, "STEADY_AFTER_S", {"half": 1e9, "float32": 0.0})
+    after = np.asarray(forward(x), np.float32)
+    assert forward.steady is not None and not forward.counts(1)
+    ops = _graph_of(forward.steady).get_operations()
+    assert not any(op.type == "ReadVariableOp" for op in ops)          # every weight a constant
+    assert not any("BatchNorm" in op.type for op in ops)              # the batch norm folded away
+    assert _conv_kernel_source(_graph_of(forward.steady)).type == "Const"
+    np.testing.assert_allclose(after, before, rtol=0, atol=1e-5 * np.abs(before).max())
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 1   # untouched
 
 
 def test_image_batches_keep_the_order_of_the_files_and_decode_what_load_images_decodes(tmp_path):
