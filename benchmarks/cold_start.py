@@ -1,5 +1,6 @@
 """Cold start of `cnnctl predict --model efficientnet_lite0 --weights imagenet PHOTO` against the floor,
-`python -c "import tensorflow"`, each in a fresh process, interleaved; then where the time above the
+`python -c "import tensorflow"`, and against that import without Python's teardown at exit (which
+cnnctl's inference commands skip), each in a fresh process, interleaved; then where the time above the
 floor goes, phase by phase, in one process (with the alternatives: an ordinary build and then the
 weights, and the first call through the traced function instead of one eager call).
 
@@ -23,6 +24,10 @@ PHOTO = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos" / "
 PREDICT = [sys.executable, "-m", "cnnctl", "predict", "--model", "efficientnet_lite0", "--weights", "imagenet",
            str(PHOTO)]
 FLOOR = [sys.executable, "-c", "import tensorflow"]
+# The same import without Python's teardown at exit (TensorFlow's takes about 1 s), which cnnctl's
+# inference commands skip once their output is flushed (cnnctl.cli.FAST_EXIT_COMMANDS): the like-for-like
+# floor for what cnnctl itself adds.
+FLOOR_NO_TEARDOWN = [sys.executable, "-c", "import os, tensorflow; os._exit(0)"]
 
 # One process, phase by phase (TF's import first, as cnnctl predict does).
 PHASES = r'''
@@ -61,17 +66,21 @@ def main() -> None:
     args = ap.parse_args()
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(PHOTO.parents[3] / "cnnctl")], check=True)
     subprocess.run(PREDICT, check=True, capture_output=True)           # converts and caches the weights once
-    floor, predict = [], []
+    floor, bare, predict = [], [], []
     for _ in range(args.rounds):
         floor.append(wall(FLOOR))
+        bare.append(wall(FLOOR_NO_TEARDOWN))
         predict.append(wall(PREDICT))
     print(f"`python benchmarks/cold_start.py --rounds {args.rounds}` (fresh process each, interleaved)\n")
     print("| command | median s | min s | max s |")
     print("|---|---:|---:|---:|")
     for name, times in (('python -c "import tensorflow" (floor)', floor),
+                        ('python -c "import os, tensorflow; os._exit(0)" (floor without teardown)', bare),
                         ("cnnctl predict --model efficientnet_lite0 --weights imagenet chelsea.jpg", predict)):
         print(f"| {name} | {statistics.median(times):.2f} | {min(times):.2f} | {max(times):.2f} |")
-    print(f"\nabove the floor: {statistics.median(predict) - statistics.median(floor):.2f} s (medians)\n")
+    med = statistics.median
+    print(f"\nabove the floor: {med(predict) - med(floor):.2f} s; above the floor without teardown: "
+          f"{med(predict) - med(bare):.2f} s (medians)\n")
 
     import json
     runs = []

@@ -35,6 +35,25 @@ def test_help_does_not_import_tensorflow():
     assert out.split() == ["False", "False"]
 
 
+def test_inference_commands_end_without_python_teardown_once_their_output_is_flushed(tmp_path):
+    """`caption` (as predict, segment, detect) ends with os._exit after flushing: the atexit handler
+    never runs, and the JSON written to a pipe (block-buffered) arrives whole."""
+    samples = Path(__file__).resolve().parent.parent / "cnnctl" / "data" / "bundled" / "captioner" / "samples"
+    sample = min(samples.glob("*.png"))
+    code = ("import atexit, sys; atexit.register(lambda: sys.stdout.write('TEARDOWN\\n')); "
+            "sys.argv = ['cnnctl', 'caption', *sys.argv[1:]]; from cnnctl.cli import main; main()")
+    r = subprocess.run([sys.executable, "-c", code, str(sample), "--json"], check=False, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert "TEARDOWN" not in r.stdout
+    captions = json.loads(r.stdout)
+    assert [c["image"] for c in captions] == [str(sample)] and captions[0]["caption"]
+    # refused before TensorFlow is imported: an ordinary exit, with its code and message
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "missing.png")], check=False,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "missing.png" in r.stderr and "TEARDOWN" in r.stdout
+
+
 def test_every_command_has_help_with_examples():
     for cmd in (["train"], ["evaluate"], ["predict"], ["models"], ["data", "inspect"], ["data", "convert"]):
         r = invoke(*cmd, "--help")
