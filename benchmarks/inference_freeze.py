@@ -4,12 +4,13 @@ call and what it costs once, on one core.
     python benchmarks/inference_freeze.py [--model resnet50] [--batch 1] [--core 0]
                                           [--precision float32 [--fold]] [--onednn-log]
 
-Runs in a process pinned to ``--core`` with one TensorFlow thread: cnnctl's traced inference function
-(batch norms folded) against two ways of giving oneDNN constant weights, which it can keep reordered
-between calls (with variables, the float32 weights are cast to bf16 and reordered on every call):
+Runs in a process pinned to ``--core`` with one TensorFlow thread: cnnctl's first traced inference
+function (bf16: batch norms folded; float32: the network as it is, or folded with ``--fold``) against
+three ways of giving oneDNN constant weights, which it can keep reordered between calls (with
+variables, bf16 casts the float32 weights and reorders them on every call; float32 reads them plain):
 
 - frozen: the traced function through TensorFlow's ``convert_variables_to_constants_v2``;
-- constants in the trace: the folded network traced with every variable read as a ``tf.constant`` of
+- constants in the trace: the same network traced with every variable read as a ``tf.constant`` of
   its value (``keras.StatelessScope``), so the graph holds the weights;
 - kernels as constants: the same for the convolution kernels (4-d variables) alone; biases and the
   rest stay variables.
