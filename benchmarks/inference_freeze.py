@@ -15,7 +15,7 @@ variables, bf16 casts the float32 weights and reorders them on every call; float
 - kernels as constants: the same for the convolution kernels (4-d variables) alone; biases and the
   rest stay variables.
 
-Setup is what each costs before its first result (the folded copy is made once and not counted):
+Setup is what each costs before its first result (the folded copy is made once, timed on its own):
 freezing plus the frozen function's first call, or the trace plus the first call. oneDNN's verbose
 log (``ONEDNN_VERBOSE=1``) names what each runs. Medians of 10
 calls (3 at batch 32) after 3 warm-up calls, two alternating rounds.
@@ -43,7 +43,9 @@ from cnnctl import bn_folding
 from cnnctl.inference import inference_model
 model = models.build(name, num_classes=1000)
 # the copy cnnctl runs (batch norms folded in half precision); --fold folds them in float32 too
+t = time.perf_counter()
 net = bn_folding.folded_copy(model, None)[0] if fold else inference_model(model)
+copy_s = time.perf_counter() - t                    # making the network (the folded copy, or nothing)
 signature = [tf.TensorSpec((None, 224, 224, 3), tf.float32)]
 x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, 224, 224, 3)).astype("float32"))
 first = lambda out: np.asarray(out[0] if isinstance(out, (list, tuple)) else out, np.float32)
@@ -81,7 +83,8 @@ functions = (fn, frozen, constant, kernels)
 rounds = [[median_ms(f) for f in functions] for _ in range(2)]
 ref = first(fn(x))
 diff = [np.abs(ref - first(f(x))).max() / np.abs(ref).max() for f in functions[1:]]
-print("RESULT", traced_s, frozen_s, constant_s, kernels_s, *[v for r in rounds for v in r], *diff, flush=True)
+print("RESULT", traced_s, frozen_s, constant_s, kernels_s, *[v for r in rounds for v in r], *diff, copy_s,
+      flush=True)
 if os.environ.get("ONEDNN_VERBOSE"):                    # one more call each, between markers, for the log
     for i, f in enumerate(functions):
         print(f"FUNCTION {i}", flush=True)
@@ -105,7 +108,7 @@ def main() -> None:
                           args.precision, "1" if args.fold else "0"],
                          check=True, capture_output=True, text=True, env=env).stdout
     values = [float(v) for v in next(line for line in out.splitlines() if line.startswith("RESULT")).split()[1:]]
-    setup, (r1, r2), diff = values[:4], (values[4:8], values[8:12]), values[12:]
+    setup, (r1, r2), diff, copy_s = values[:4], (values[4:8], values[8:12]), values[12:15], values[15]
     flags = (f" --precision {args.precision}" if args.precision != "mixed_bfloat16" else "") + \
         (" --fold" if args.fold else "")
     print(f"`python benchmarks/inference_freeze.py --model {args.model} --batch {args.batch}{flags}` "
@@ -118,6 +121,8 @@ def main() -> None:
     for i, label in enumerate(labels):
         d = "-" if i == 0 else f"{diff[i - 1]:.1e}"
         print(f"| {label} | {setup[i]:.2f} | {r1[i]:.1f} | {r2[i]:.1f} | {d} |")
+    if args.fold or args.precision != "float32":
+        print(f"\nMaking the folded copy (not in the setup column): {copy_s:.2f} s")
     if args.onednn_log:
         print("\n| | convolutions | with a fused bias | with a fused ReLU | convolution ms | reorders | reorder ms |")
         print("|---|---:|---:|---:|---:|---:|---:|")

@@ -84,9 +84,9 @@ def input_spec(model):
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {policy: its Forward}
 # A Forward traces its network again in a form oneDNN can keep its weights reordered for (see Forward)
 # once its calls of at most STEADY_MAX_BATCH images, after the first call, have taken STEADY_AFTER_S
-# seconds: about what the second trace costs ResNet-50 on one core (2.6 s in half precision, 5.8 s in
-# float32 with the folding), so that no process pays more than twice its best time (a ski-rental rule)
-# and one that has computed this long on small batches likely goes on.
+# seconds: about what the second trace costs ResNet-50 on one core at most (2.6 s in half precision,
+# 3.7-6.2 s in float32 with the folding), so that no process pays much more than twice its best time (a
+# ski-rental rule) and one that has computed this long on small batches likely goes on.
 STEADY_AFTER_S = {"half": 2.0, "float32": 6.0}
 STEADY_MAX_BATCH = 4
 
@@ -98,9 +98,9 @@ def inference_model(model, policy: str | None = None):
     batch norm pair folded into one convolution (``cnnctl.bn_folding``; TF's graph optimiser does not
     fuse them there: bf16 Lite0 at batch 32 2.0x faster folded here). In float32 the optimiser fuses them
     itself except after depthwise convolutions, and the model runs as it is: a one-photo command does
-    not pay for the copy (0.4 s for Lite0, 1.3 s for ResNet-50). A long run folds them in ``Forward``'s
-    steady trace. With ``policy`` other than the model's own, the copy (folded) computes in ``policy``.
-    A model that cannot be copied runs as it is.
+    not pay for the copy (0.44 s for Lite0, 1.24 s for ResNet-50 here, docs/speed.md). A long run
+    folds them in ``Forward``'s steady trace. With ``policy`` other than the model's own, the copy
+    (folded) computes in ``policy``. A model that cannot be copied runs as it is.
     """
     from cnnctl import bn_folding
 
@@ -174,7 +174,7 @@ class Forward:
       norms folded and every variable a constant (kernels alone are not enough here): ResNet-50 53
       against 79 ms at batch 1, Lite0 8.7 against 15.3 ms (its batch norms after depthwise convolutions
       are not fused by TensorFlow), batch 32 7-10% faster; the output equal to rounding (1e-6 of the
-      largest logit); about 6 s more setup for ResNet-50, 1.3 s for Lite0.
+      largest logit); 3.7-6.2 s more setup for ResNet-50, about 1 s for Lite0.
 
     The switch comes once the calls on at most ``STEADY_MAX_BATCH`` images, after the first call, have
     taken ``STEADY_AFTER_S`` seconds: a one-photo command and a batch-32 sweep never pay for it. If the
