@@ -49,9 +49,12 @@ print(policy, 32 / statistics.median(ts))
 '''
 
 
-def wall(cmd, env) -> float:
+def wall(cmd, env, cwd) -> float:
+    """Seconds ``cmd`` takes. It runs in ``cwd``, the version's own checkout: ``python -m`` puts the
+    working directory first on sys.path, before PYTHONPATH, so run elsewhere it would import the
+    checkout it was started from."""
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, env=env)
+    subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=cwd)
     return time.perf_counter() - t
 
 
@@ -82,21 +85,28 @@ def main() -> None:
                         "now, --precision float32": (ROOT, ["--precision", "float32"]),
                         "now, --precision auto": (ROOT, [])}
             times = {(v, n): [] for v in versions for n in (1, args.images)}
+            for v, (src, _) in versions.items():      # each version imports its own checkout
+                where = subprocess.run([sys.executable, "-c", "import cnnctl; print(cnnctl.__file__)"], check=True,
+                                       capture_output=True, text=True, cwd=src,
+                                       env={**os.environ, "PYTHONPATH": str(src)}).stdout.strip()
+                if not Path(where).resolve().is_relative_to(Path(src).resolve()):
+                    raise SystemExit(f"{v}: imports {where}, not its checkout {src}")
             for v, (src, extra) in versions.items():  # converts the weights / measures auto once
                 env = {**os.environ, "PYTHONPATH": str(src)}
-                subprocess.run(cmd + extra + files[:1], check=True, capture_output=True, env=env)
+                subprocess.run(cmd + extra + files[:1], check=True, capture_output=True, env=env, cwd=src)
             for _ in range(args.rounds):
                 for v, (src, extra) in versions.items():
                     env = {**os.environ, "PYTHONPATH": str(src)}
                     for n in (1, args.images):
-                        times[v, n].append(wall(cmd + extra + files[:n], env))
+                        times[v, n].append(wall(cmd + extra + files[:n], env, src))
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)],
                            check=False, capture_output=True)
     rates = {}
     for asked in ("float32", "auto"):
         policy, rate = subprocess.run([sys.executable, "-c", BATCH_RATE, asked], check=True, capture_output=True,
-                                      text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.split()[-2:]
+                                      text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                      cwd=ROOT).stdout.split()[-2:]
         rates[asked] = (policy, float(rate))
 
     print(f"`python benchmarks/predict_many.py --images {args.images} --rounds {args.rounds}` "
