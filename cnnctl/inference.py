@@ -171,8 +171,8 @@ class Forward:
       EfficientNet-Lite0). The other variables stay variables: as constants, the graph optimiser no
       longer fuses the bias and ReLU into the convolutions (2.5x slower at batch 32).
     - float32: the convolutions read plain weights. The steady trace runs the network with its batch
-      norms folded and every variable a constant (kernels alone are not enough here): ResNet-50 53
-      against 79 ms at batch 1, Lite0 8.7 against 15.3 ms (its batch norms after depthwise convolutions
+      norms folded and every variable a constant (kernels alone are not enough here): ResNet-50 57
+      against 87 ms at batch 1, Lite0 12 against 17 ms (its batch norms after depthwise convolutions
       are not fused by TensorFlow), batch 32 7-10% faster; the output equal to rounding (1e-6 of the
       largest logit); 3.7-6.2 s more setup for ResNet-50, about 1 s for Lite0.
 

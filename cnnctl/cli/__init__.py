@@ -46,8 +46,8 @@ app.add_typer(visualize_cmd.app, name="visualize")
 
 
 # Commands that, once their output is written, end with os._exit instead of Python's teardown of
-# TensorFlow, which takes about 1 s on these machines (`python -c "import tensorflow"`: 4.7 s, 3.8 s of
-# it the import; benchmarks/cold_start.py). Each of them writes its files whole and closed (PIL's save,
+# TensorFlow, which takes about 0.8 s here (`python -c "import tensorflow"`: 4.52 s, 3.72 s of it
+# without the teardown; benchmarks/cold_start.py). Each of them writes its files whole and closed (PIL's save,
 # cnnctl.files' atomic writes) and keeps no writer open (TensorBoard, checkpoints), so nothing is lost.
 FAST_EXIT_COMMANDS = ("predict", "caption", "segment", "detect")
 
