@@ -177,10 +177,11 @@ def test_float32_inference_switches_to_a_folded_all_constant_trace_after_its_own
     monkeypatch.setattr(inference, "STEADY_AFTER_S", {"half": 1e9, "float32": 0.0})
     after = np.asarray(forward(x), np.float32)
     assert forward.steady is not None and not forward.counts(1)
-    ops = _graph_of(forward.steady).get_operations()
+    graph = _graph_of(forward.steady)
+    ops = graph.get_operations()
     assert not any(op.type == "ReadVariableOp" for op in ops)          # every weight a constant
     assert not any("BatchNorm" in op.type for op in ops)              # the batch norm folded away
-    assert _conv_kernel_source(_graph_of(forward.steady)).type == "Const"
+    assert _conv_kernel_source(graph).type == "Const"
     np.testing.assert_allclose(after, before, rtol=0, atol=1e-5 * np.abs(before).max())
     assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 1   # untouched
 
