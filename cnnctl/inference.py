@@ -11,6 +11,12 @@ import numpy as np
 from cnnctl.data.resize import eval_short_side  # noqa: F401 - re-exported for the commands
 from cnnctl.errors import CnnctlError
 
+# The command that runs a trained network of each task other than classification, for the hint
+# when such a run is given where a classifier is expected (predict, evaluate, finetune, visualize).
+TASK_COMMANDS = {"generate": "cnnctl generate {run}", "caption": "cnnctl caption --model {run} IMAGE...",
+                 "align": "cnnctl visualize alignment {run} IMAGE \"a sentence\"",
+                 "segment": "cnnctl segment --model {run} IMAGE...", "detect": "cnnctl detect --model {run} IMAGE..."}
+
 
 def load_run_model(run_dir: str | Path, which: str = "model"):
     """-> (keras model, class names, Config) of a run; ``which`` is "model" (last) or "best".
@@ -24,9 +30,9 @@ def load_run_model(run_dir: str | Path, which: str = "model"):
     run = RunDir.open(run_dir)
     cfg = load_run_config(run.path)
     if cfg.task not in ("", "classify"):
-        use = {"generate": f"cnnctl generate {run.path}", "caption": f"cnnctl caption --model {run.path} IMAGE..."}
         raise CnnctlError(f"{run.path} is a {cfg.task} run, not a classifier",
-                          hint=f"use `{use[cfg.task]}`" if cfg.task in use else "give a classification run")
+                          hint=f"use `{TASK_COMMANDS[cfg.task].format(run=run.path)}`" if cfg.task in TASK_COMMANDS
+                          else "give a classification run")
     classes = load_classes(run)
     path = run.file(f"{which}.keras")
     if not path.is_file():

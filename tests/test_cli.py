@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+import typer
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -88,6 +90,28 @@ def test_user_errors_are_one_message_without_traceback(args, needle):
     assert r.exit_code == 2, r.output
     assert needle in r.output
     assert "Traceback" not in r.output
+
+
+def test_a_run_of_another_task_where_a_classifier_is_expected_names_its_own_command(tmp_path):
+    """`cnnctl predict` given a segmentation (caption, GAN, ...) run: the hint is that task's command,
+    and the command it names exists."""
+    from cnnctl.tasks import TASKS, get
+
+    get("classify")                              # registers every built-in task
+    commands = {c.name for c in typer.main.get_command(app).commands.values()}
+    others = [t for t in TASKS.names() if t != "classify"]
+    assert {"caption", "generate", "segment", "detect", "align"} <= set(others)
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    for task in others:
+        run = tmp_path / task
+        run.mkdir()
+        (run / "config.toml").write_text(f'task = "{task}"\n')
+        r = invoke("predict", str(run), str(image))
+        assert r.exit_code == 2 and f"is a {task} run, not a classifier" in r.output, r.output
+        hint = re.search(r"use `cnnctl (\w+) ", r.output)
+        assert hint and hint.group(1) in commands and str(run) in r.output, (task, r.output)
+        assert "Traceback" not in r.output
 
 
 def test_train_evaluate_predict_end_to_end(make_folder, pattern, tmp_path):
