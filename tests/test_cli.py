@@ -99,7 +99,8 @@ def test_a_run_of_another_task_where_a_classifier_is_expected_names_its_own_comm
 
     get("classify")                              # registers every built-in task
     commands = {c.name for c in typer.main.get_command(app).commands.values()}
-    others = [t for t in TASKS.names() if t != "classify"]
+    # the built-in tasks (other tests register their own, e.g. a toy regression task)
+    others = [t for t in TASKS.names() if t != "classify" and TASKS.get(t).fn.__module__.startswith("cnnctl.")]
     assert {"caption", "generate", "segment", "detect", "align"} <= set(others)
     image = tmp_path / "photo.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
