@@ -40,7 +40,6 @@ def main():
 
     import cnnctl.models  # noqa: F401 - registers the layers model.keras names
     from cnnctl.config import load_run_config
-    from cnnctl.data.pipeline import epoch_permutation
     from cnnctl.models.captioning import CaptionStepper, with_encoder
     from cnnctl.models.encoders import EncoderSpec, encode_pixels, trainable_encoder
     from cnnctl.tasks.caption import CaptionDataModule, beam_search, caption_scores
@@ -49,11 +48,11 @@ def main():
     cfg = load_run_config(args.run)
     cfg.caption.train_encoder = True                  # the data module then also holds every split's pixels
     data = CaptionDataModule(cfg, cfg.train.batch_size, cfg.train.seed, log=print)
-    scratch = Path(tempfile.mkdtemp())                # the run's cached frozen features, not recomputed
-    for name in ("features.npz", "features.json"):
-        shutil.copy(args.run / name, scratch / name)
     spec = EncoderSpec.from_config(cfg.caption)
-    data.prepare(RunDir(scratch), spec)
+    with tempfile.TemporaryDirectory() as scratch:    # the run's cached frozen features, not recomputed
+        for name in ("features.npz", "features.json"):
+            shutil.copy(args.run / name, Path(scratch) / name)
+        data.prepare(RunDir(Path(scratch)), spec)
     decoder = keras.saving.load_model(args.run / "model.keras")
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     encoder = trainable_encoder(spec, print)
@@ -80,8 +79,8 @@ def main():
     rows = [("stage one (the run's decoder, encoder as trained on ImageNet)", "", scores(data.val))]
     for epoch in range(args.epochs):
         t0 = time.perf_counter()
-        order = epoch_permutation(data.train.count, cfg.train.seed, cfg.train.epochs + epoch)
-        losses = [float(step(x, y)) for x, y in data._dataset(data.train, order, 0)]
+        # the epochs after stage one's: orders that run never drew
+        losses = [float(step(x, y)) for x, y in data.train_dataset(cfg.train.epochs + epoch)]
         seconds = time.perf_counter() - t0
         rows.append((f"stage two, epoch {epoch + 1} (training loss {np.mean(losses):.3f})", f"{seconds:.0f}",
                      scores(data.val)))
@@ -93,7 +92,6 @@ def main():
     for label, seconds, s in rows:
         print(f"| {label} | {seconds} | {s['bleu4']:.3f} | {s['cider_d']:.3f} |")
     print(f"\ntest, after the last epoch: BLEU-4 {test['bleu4']:.3f}, CIDEr-D {test['cider_d']:.3f}")
-    shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
