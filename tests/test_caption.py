@@ -142,6 +142,47 @@ def test_flip_gives_about_half_the_pairs_their_mirror_images_features_as_a_funct
     assert (seen(0) > 0).all() and (left_column(0) > 0).all()
 
 
+def test_distorted_views_are_a_function_of_view_and_image_alone():
+    from cnnctl.data.caption_views import distorted
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    one = distorted(1)(images, 0)
+    assert one.shape == images.shape and one.dtype == np.uint8
+    assert np.array_equal(distorted(1)(images, 0), one)                    # the same draws again
+    assert np.array_equal(distorted(1)(images[1:], 1), one[1:])            # whatever batch the image is in
+    assert not np.array_equal(distorted(2)(images, 0)[0], one[0])          # another view draws anew
+    assert all(not np.array_equal(a, b) for a, b in zip(one, images))      # every image distorted
+    red = np.full((1, 16, 16, 3), (200, 40, 40), np.uint8)
+    grey = [np.ptp(distorted(v)(red, 0)[0].astype(int), axis=-1).max() <= 1 for v in range(1, 61)]
+    assert 4 <= sum(grey) <= 24                                            # grey-scale in about 1 view of 5
+
+
+def test_views_give_each_pair_its_image_or_one_of_its_k_views_as_a_function_of_seed_and_epoch():
+    from types import SimpleNamespace
+
+    from cnnctl.tasks.caption import CaptionDataModule, PairSplit
+
+    n, k = 30, 3                                   # 30 images, 2 captions each: 60 pairs
+    data = object.__new__(CaptionDataModule)       # only what the training batches read
+    data.batch_size, data.seed = 8, 3
+    data.cfg = SimpleNamespace(caption=SimpleNamespace(flip=False))
+    plain = np.arange(1, n + 1, dtype=np.float32)[:, None, None] * np.ones((1, 1, 2), np.float32)
+    views = [plain + 1000 * v for v in range(1, k + 1)]        # view v of image i holds i + 1000 v
+    image = np.repeat(np.arange(n), 2)
+    tokens = np.tile(np.array([[1, 5, 2]], np.int32), (2 * n, 1))
+    data.train = PairSplit(plain, image, tokens, [[["w"]] * 2] * n, views=views)
+
+    def seen(epoch, skip=0):
+        return np.concatenate([x["features"][:, 0, 0] for x, _ in data.train_dataset(epoch, skip).as_numpy_iterator()])
+
+    first = seen(0)
+    assert sorted((first % 1000).astype(int)) == sorted(image + 1)       # every pair once, its own image's features
+    chosen = (first // 1000).astype(int)
+    assert set(chosen) == set(range(k + 1)) and np.bincount(chosen).min() >= 6   # the image and each view
+    assert np.array_equal(seen(0), first) and np.array_equal(seen(0, skip=2), first[16:])   # resume sees the same
+    assert not np.array_equal(np.sort(seen(1)), np.sort(first))            # drawn anew each epoch
+
+
 def test_caption_command_on_png_files_gives_the_runs_own_test_captions(scene_run, tmp_path):
     """Scenes written as PNG files and captioned from disk = the same scenes captioned in training."""
     from cnnctl.data.scenes import grid_scene
@@ -199,6 +240,15 @@ def test_a_second_run_reuses_the_cached_encoder_features(scene_run):
     assert r.exit_code == 0, r.output
     info = json.loads((out / "other" / "features.json").read_text())
     assert info["reused"] is False and info["shapes"]["train_features"] == [600, 4, 1280]
+    # distorted views -> another key; each view is its own features of every training image
+    r = runner.invoke(app, ["train", "--data", "scenes:grid", "--set", "data.scene_counts=[600,60,40]",
+                            "--epochs", "1", "--out-dir", str(out), "--name", "views", *SMALL, "--set", "caption.views=2"])
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "views" / "features.json").read_text())
+    assert info["reused"] is False and info["shapes"]["train_view2"] == info["shapes"]["train_features"]
+    with np.load(out / "views" / "features.npz") as f:
+        assert np.array_equal(f["train_features"], first["train_features"])
+        assert not np.allclose(f["train_view1"], f["train_features"]) and not np.allclose(f["train_view1"], f["train_view2"])
 
 
 def test_the_encoder_fine_tunes_with_the_decoder_and_the_caption_command_uses_it(scene_run, tmp_path):
@@ -412,6 +462,9 @@ def test_user_errors_are_one_message(scene_run, make_folder, tmp_path):
     r = runner.invoke(app, ["train", "--data", "scenes:grid", *SMALL, "--set", "caption.val_images=0",
                             "--epochs", "1", "--out-dir", str(tmp_path)])
     assert r.exit_code == 2 and "needs the validation captions" in r.output and "val_loss" in r.output
+    r = runner.invoke(app, ["train", "--data", "scenes:grid", *SMALL, "--set", "caption.views=2", "--set",
+                            "caption.flip=true", "--epochs", "1", "--out-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "caption.views" in r.output and "set one of them" in r.output
     csv = tmp_path / "caps.csv"
     csv.write_text("image,caption\nmissing.jpg,a cat\n")
     r = runner.invoke(app, ["train", "--data", str(csv), *SMALL, "--epochs", "1", "--out-dir", str(tmp_path)])

@@ -246,12 +246,14 @@ def fitted_images(images, channels: int, size: int, start: int = 0, stop: int | 
     return out, bad
 
 
-def encode(encoder, spec: EncoderSpec, images, log=print, batch: int = 64, mirror: bool = False
-           ) -> tuple[np.ndarray, list]:
+def encode(encoder, spec: EncoderSpec, images, log=print, batch: int = 64, mirror: bool = False,
+           transform=None) -> tuple[np.ndarray, list]:
     """Features of ``images`` (uint8 array, or file paths) -> (float32 (n, cells, d), [(path, problem)]).
 
-    ``mirror``: of each image flipped left-right. Unreadable files get zero features and a problem
-    line; callers decide whether that stops them.
+    ``mirror``: of each image flipped left-right. ``transform(batch, first)``: of each image as that
+    function returns it (uint8 (b, S, S, c) at the encoder's size; ``first`` = the batch's first
+    image's index). Unreadable files get zero features and a problem line; callers decide whether that
+    stops them.
     """
     channels = int(encoder.inputs[0].shape[-1])
     n = len(images)
@@ -262,6 +264,8 @@ def encode(encoder, spec: EncoderSpec, images, log=print, batch: int = 64, mirro
         bad += problems
         if mirror:
             x = x[:, :, ::-1]
+        if transform is not None:
+            x = transform(x, s)
         out[s:s + len(x)] = np.asarray(encoder(x.astype(np.float32), training=False), np.float32)
     return out, bad
 

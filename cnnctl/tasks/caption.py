@@ -44,10 +44,17 @@ class PairSplit:
     """(image, caption) pairs of one split: ``image`` (pairs,) index into ``features``; ``tokens`` rows."""
 
     def __init__(self, features: np.ndarray, image: np.ndarray, tokens: np.ndarray, references: list,
-                 pixels: np.ndarray | None = None, mirrored: np.ndarray | None = None):
+                 pixels: np.ndarray | None = None, mirrored: np.ndarray | None = None,
+                 views: list[np.ndarray] | None = None):
         self.features, self.image, self.tokens, self.references = features, image, tokens, references
         self.pixels = pixels          # uint8 (images, S, S, c) at the encoder's size when it trains, else None
         self.mirrored = mirrored      # features of the mirror images (caption.flip, frozen encoder), else None
+        self.views = views or []      # features of K distorted views (caption.views), each like ``features``
+
+    @property
+    def alternatives(self) -> list[np.ndarray]:
+        """What a pair may see instead of its image's features: view k (1..) is alternatives[k - 1]."""
+        return self.views or ([self.mirrored] if self.mirrored is not None else [])
 
     @property
     def count(self) -> int:   # what the engine counts as "examples" (images/s is pairs/s here)
@@ -110,14 +117,17 @@ class CaptionDataModule:
 
     def prepare(self, run, encoder_spec) -> None:
         """Features of every image (cached), then the (image, caption) pairs of every split."""
+        from cnnctl.data import caption_views
         from cnnctl.data.text import token_rows
         from cnnctl.train import feature_cache
 
         cc = self.cfg.caption
         encoder = encoder_spec.build(self.log)
         flip = cc.flip and not cc.train_encoder       # a trained encoder mirrors its pixels batch by batch
+        views = [] if cc.train_encoder else [f"train_view{k}" for k in range(1, cc.views + 1)]
         key = feature_cache.key(feature_cache.weights_digest(encoder), self._data_digest(),
-                                json.dumps(encoder_spec.to_json()), *(["mirrored train images"] if flip else []))
+                                json.dumps(encoder_spec.to_json()), *(["mirrored train images"] if flip else []),
+                                *([f"{len(views)} distorted views, {caption_views.VERSION}"] if views else []))
         splits = {s: sp for s, sp in self.raw.items() if sp is not None}
 
         def compute():
@@ -141,6 +151,11 @@ class CaptionDataModule:
                 out["train_mirrored"], _ = encode(encoder, encoder_spec, splits["train"].images, self.log,
                                                   mirror=True)
                 self.log(f"features of the {len(out['train_mirrored'])} training images mirrored (caption.flip)")
+            for k, name in enumerate(views, 1):
+                out[name], _ = encode(encoder, encoder_spec, splits["train"].images, self.log,
+                                      transform=caption_views.distorted(k))
+                self.log(f"features of distorted view {k} of {len(views)} of the {len(out[name])} training images "
+                         "(caption.views)")
             return out
 
         arrays, info = feature_cache.load_or_compute(run, key, compute, self.log)
@@ -157,7 +172,8 @@ class CaptionDataModule:
             if cut and s == "train":
                 self.log(f"{cut} training caption(s) longer than caption.max_words = {cc.max_words} were cut")
             made[s] = PairSplit(arrays[f"{s}_features"], image, rows, self.tokens[s], pixels.get(s),
-                                arrays.get("train_mirrored") if s == "train" else None)
+                                arrays.get("train_mirrored") if s == "train" else None,
+                                [arrays[v] for v in views] if s == "train" else None)
         self.train, self.val, self.test = made["train"], made.get("val"), made.get("test")
         if self.test is None and self.val is not None:
             self.test = self.val
@@ -191,9 +207,10 @@ class CaptionDataModule:
                     h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         return h.hexdigest()
 
-    def _dataset(self, split: PairSplit, order: np.ndarray | None, skip: int, mirror: np.ndarray | None = None):
-        """Batches of ``split`` in ``order`` from batch ``skip`` on; ``mirror`` (pairs,) bool: which pairs
-        see the mirror image (its cached features, or the trainable encoder's pixels flipped)."""
+    def _dataset(self, split: PairSplit, order: np.ndarray | None, skip: int, view: np.ndarray | None = None):
+        """Batches of ``split`` in ``order`` from batch ``skip`` on; ``view`` (pairs,) int: which pairs see
+        their image (0) or its k-th alternative (``split.alternatives``: the mirror image's or a distorted
+        view's cached features; the trainable encoder's pixels flipped)."""
         import tensorflow as tf
 
         n, b = split.count, self.batch_size
@@ -205,14 +222,15 @@ class CaptionDataModule:
         dtype = tf.uint8 if key == "image" else tf.float32
 
         def inputs(pick):
-            x = source[image[pick]]
-            if mirror is None:
+            x = source[image[pick]]                             # a copy: fancy indexing
+            if view is None:
                 return x
-            flipped = mirror[pick]
+            v = view[pick]
             if key == "image":                                  # (b, S, S, c): flip the columns
-                x[flipped] = x[flipped][:, :, ::-1]
-            else:                                               # (b, cells, dim) from the mirrored cache
-                x[flipped] = split.mirrored[image[pick][flipped]]
+                x[v > 0] = x[v > 0][:, :, ::-1]
+            else:                                               # (b, cells, dim) from the cached alternatives
+                for k, alternative in enumerate(split.alternatives, 1):
+                    x[v == k] = alternative[image[pick][v == k]]
             return x
 
         def batches():
@@ -229,11 +247,14 @@ class CaptionDataModule:
     def train_dataset(self, epoch: int, skip_batches: int = 0):
         from cnnctl.data.pipeline import epoch_permutation
 
-        mirror = None
-        if self.cfg.caption.flip:                # a function of (seed, epoch) only: resume sees the same views
-            mirror = np.random.default_rng([self.seed, epoch, 0xF11F]).random(self.train.count) < 0.5
+        view = None                 # a function of (seed, epoch) only: resume sees the same views
+        if self.train.views:        # the image or one of its K distorted views, each as likely
+            view = np.random.default_rng([self.seed, epoch, 0x71E3]).integers(0, len(self.train.views) + 1,
+                                                                               self.train.count)
+        elif self.cfg.caption.flip:
+            view = (np.random.default_rng([self.seed, epoch, 0xF11F]).random(self.train.count) < 0.5).astype(int)
         return self._dataset(self.train, epoch_permutation(self.train.count, self.seed, epoch), skip_batches,
-                             mirror)
+                             view)
 
     def eval_dataset(self, split: str = "val"):
         sp = getattr(self, split)
@@ -368,6 +389,10 @@ class CaptionTask(Task):
     modes: ClassVar[dict[str, str]] = {"loss": "min", "accuracy": "max", "bleu4": "max", "cider_d": "max"}
 
     def data(self, cfg, batch_size: int, log):
+        if cfg.caption.views and (cfg.caption.flip or cfg.caption.train_encoder):
+            raise CnnctlError("caption.views (distorted views of a frozen encoder's images, each flipped or not) "
+                              "cannot be combined with caption." + ("flip" if cfg.caption.flip else "train_encoder"),
+                              hint="set one of them")
         if cfg.caption.val_images <= 0 and cfg.train.monitor.removeprefix("val_") in ("bleu4", "cider_d"):
             raise CnnctlError(f"train.monitor = {cfg.train.monitor!r} needs the validation captions, but "
                               "caption.val_images is 0", hint='--set train.monitor="val_loss" (or caption.val_images=1000)')
