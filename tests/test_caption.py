@@ -209,6 +209,45 @@ def test_caption_command_on_png_files_gives_the_runs_own_test_captions(scene_run
     assert text.exit_code == 0 and want[0]["caption"] in text.output and "log p" in text.output
 
 
+def test_evaluate_scores_a_caption_runs_test_split_and_new_caption_data(scene_run, tmp_path):
+    """`cnnctl evaluate RUN`: the run's own test split scores what training wrote in metrics.json;
+    `--data` a CSV of those scenes as PNG files scores what the run's captions of them score."""
+    from cnnctl.data.scenes import grid_scene
+    from cnnctl.data.sources import fashion_mnist
+    from cnnctl.tasks.caption import caption_scores
+
+    run, _ = scene_run
+    r = runner.invoke(app, ["evaluate", str(run), "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert got["split"] == "test" and got["images"] == metrics["test_images"] and got["model_file"] == "model.keras"
+    for key in ("bleu1", "bleu4", "cider_d", "exact"):
+        assert got[f"test_{key}"] == pytest.approx(metrics[f"test_{key}"], abs=1e-9), key
+    # new data: 12 test scenes as PNG files, listed in a CSV with their sentences (no split column)
+    test = fashion_mnist("")["test"]
+    want = json.loads((run / "captions.json").read_text())[:12]
+    lines = ["image,caption"]
+    for i, w in enumerate(want):
+        path = tmp_path / f"scene{i}.png"
+        Image.fromarray(grid_scene(test.images[..., 0], test.labels, "test", 0, i).image).save(path)
+        lines += [f"{path},{ref}" for ref in w["references"]]
+    (tmp_path / "caps.csv").write_text("\n".join(lines) + "\n")
+    r = runner.invoke(app, ["evaluate", str(run), "--data", str(tmp_path / "caps.csv"), "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    expect = caption_scores([w["caption"].split() for w in want], [[c.split() for c in w["references"]] for w in want])
+    assert got["split"] == "train" and got["images"] == 12            # no splits: every image is scored
+    for key in ("bleu4", "cider_d", "exact"):
+        assert got[f"test_{key}"] == pytest.approx(expect[key], abs=1e-9), key
+    assert json.loads((run / "evaluation.json").read_text())["test_cider_d"] == got["test_cider_d"]
+    text = runner.invoke(app, ["evaluate", str(run), "--data", str(tmp_path / "caps.csv")])
+    assert text.exit_code == 0 and "cider-d" in text.output and f"{expect['cider_d']:.4f}" in text.output
+    (tmp_path / "bad.csv").write_text(f"image,caption\n{tmp_path / 'missing.png'},a sneaker\n")
+    r = runner.invoke(app, ["evaluate", str(run), "--data", str(tmp_path / "bad.csv")])
+    assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output
+
+
 def test_visualize_captions_draws_the_runs_test_captions(scene_run, tmp_path):
     run, _ = scene_run
     r = runner.invoke(app, ["visualize", "captions", str(run), "--out", str(tmp_path), "--count", "6"])

@@ -1,5 +1,6 @@
-"""``cnnctl evaluate``: test metrics of a trained run, per class, with a confusion matrix; for a GAN
-run, the sample scores of its final evaluation (judge and, with ``--inception N``, Inception space)."""
+"""``cnnctl evaluate``: test metrics of a trained run, per class, with a confusion matrix; for a caption
+run, its captions' BLEU / CIDEr-D; for a GAN run, the sample scores of its final evaluation (judge and,
+with ``--inception N``, Inception space)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def evaluate(
     inception: int = typer.Option(0, "--inception", help="GAN runs: also score this many samples in Inception pool3 space (standard FID/KID; about 0.12 s per image on 2 cores)."),
     tta: str = typer.Option("none", "--tta", help="Test-time augmentation, softmax averaged over the views: none; 10crop (corners + centre + mirrors of the image enlarged by 256/224, AlexNet); 144crop (4 scales x 3 squares x 6 crops x mirror, GoogLeNet, one image at a time)."),
 ):
-    """Loss, top-1/top-5, per-class precision/recall and a confusion matrix (table + PNG in the run directory).
+    """Loss, top-1/top-5, per-class precision/recall and a confusion matrix (table + PNG in the run directory);
+    for a caption run BLEU-1..4, CIDEr-D and exact-sentence match; for a GAN run its sample scores.
 
     Examples:
 
@@ -40,8 +42,11 @@ def evaluate(
     from cnnctl.config import load_run_config
     from cnnctl.train.rundir import RunDir
 
-    if load_run_config(RunDir.open(run_dir).path).task == "generate":
+    task = load_run_config(RunDir.open(run_dir).path).task
+    if task == "generate":
         return _evaluate_generator(run_dir, best, inception, data, json_)
+    if task == "caption":
+        return _evaluate_captioner(run_dir, best, data, json_)
 
     from cnnctl.data.pipeline import DataModule
     from cnnctl.errors import CnnctlError
@@ -129,6 +134,58 @@ def _evaluate_generator(run_dir: Path, best: bool, inception: int, data: str | N
     for key in task.summary_keys() + ("test_top_class_share", "real_floor_inception_kid", "test_inception_kid"):
         if result.get(key) is not None:
             table.add_row(key, f"{result[key]:.4f}")
+    console().print(table)
+
+
+def _evaluate_captioner(run_dir: Path, best: bool, data: str | None, json_: bool) -> None:
+    """A caption run's captions of a caption data set's test split (or of all of it, when it has no
+    splits), beam-searched as the run decodes -> corpus BLEU-1..4, CIDEr-D and exact-sentence match.
+    Without ``--data``, the run's own test split: the scores equal its metrics.json ``test_*`` (for
+    ``model.keras``). Written to RUN/evaluation.json."""
+    from cnnctl.captioner import Captioner
+    from cnnctl.config import load_run_config
+    from cnnctl.errors import CnnctlError
+    from cnnctl.models.encoders import encode
+    from cnnctl.tasks.caption import CaptionDataModule, beam_search, caption_scores
+    from cnnctl.train.rundir import RunDir
+
+    def log(message: str) -> None:
+        console(stderr=True).print(f"[dim]{message}[/]")
+
+    run = RunDir.open(run_dir)
+    cfg = load_run_config(run.path)
+    captioner = Captioner(run.path, best=best, log=log)
+    if data is not None:                     # new data: its test split, else every image it has
+        cfg.data.path, cfg.data.val_split, cfg.data.scene_counts = data, 0.0, []
+    dm = CaptionDataModule(cfg, 64, cfg.train.seed, log)      # the run's own splits, as training made them
+    split = "test" if dm.raw["test"] is not None else "train"
+    images, references = dm.raw[split].images, dm.tokens[split]
+    features, bad = encode(captioner.encoder, captioner.spec, images if dm.raw[split].in_memory
+                           else [str(p) for p in images], log)
+    if bad:
+        raise CnnctlError(f"cannot read image {bad[0][0]}: {bad[0][1]}" +
+                          (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
+                          hint="fix or remove it (`cnnctl data inspect FOLDER` lists every problem)")
+    settings = captioner.settings
+    decoded = beam_search(captioner.stepper, features, int(settings.get("beam", 3)),
+                          int(settings.get("max_words", 20)), bool(settings.get("length_norm", False)),
+                          allow_unk=bool(settings.get("allow_unk", False)))
+    result = {f"test_{k}": v for k, v in caption_scores([captioner.vocab.decode(ids) for ids, _ in decoded],
+                                                         references).items()}
+    result.update(split=split, images=len(references), data=data or cfg.data.path or dm.source,
+                  beam=int(settings.get("beam", 3)), model_file="best.keras" if best else "model.keras")
+    run.write_json("evaluation.json", result)
+    if json_:
+        echo_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"captions of {result['images']} {split} images",
+                  caption=f"{run.path.name}, {result['model_file']}, beam {result['beam']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("bleu1", "bleu2", "bleu3", "bleu4", "cider_d", "exact"):
+        table.add_row(key.replace("_", "-"), f"{result['test_' + key]:.4f}")
     console().print(table)
 
 
