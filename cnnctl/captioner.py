@@ -60,26 +60,39 @@ class Captioner:
             finally:
                 keras.mixed_precision.set_global_policy(before)
 
-    def features(self, paths: list[str]) -> np.ndarray:
+    def features(self, images) -> np.ndarray:
+        """Encoder features of image files (paths) or of uint8 images in memory ``(n, h, w, c)``."""
         from cnnctl.models.encoders import encode
 
-        feats, bad = encode(self.encoder, self.spec, [str(p) for p in paths])
+        feats, bad = encode(self.encoder, self.spec, images if isinstance(images, np.ndarray)
+                            else [str(p) for p in images])
         if bad:
-            raise CnnctlError(f"cannot read image {bad[0][0]}: {bad[0][1]}",
+            raise CnnctlError(f"cannot read image {bad[0][0]}: {bad[0][1]}" +
+                              (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
                               hint="give JPEG, PNG, BMP, GIF, WebP or TIFF files")
         return feats
 
-    def caption(self, paths: list[str], beam: int | None = None, max_words: int | None = None,
-                length_norm: bool | None = None) -> list[dict]:
+    def decode(self, features: np.ndarray, beam: int | None = None, max_words: int | None = None,
+               length_norm: bool | None = None) -> list[tuple[list[str], float]]:
+        """[(words, log-probability)] of each image, decoded as the run decodes unless told otherwise."""
         from cnnctl.tasks.caption import beam_search
 
-        beam = beam or int(self.settings.get("beam", 3))
+        beam = beam or self.beam
         max_words = max_words or int(self.settings.get("max_words", 20))
         norm = self.settings.get("length_norm", False) if length_norm is None else length_norm
-        best = beam_search(self.stepper, self.features(paths), beam, max_words, norm,
+        best = beam_search(self.stepper, features, beam, max_words, norm,
                            allow_unk=bool(self.settings.get("allow_unk", False)))
-        return [{"image": str(p), "caption": " ".join(self.vocab.decode(ids)), "log_prob": lp}
-                for p, (ids, lp) in zip(paths, best)]
+        return [(self.vocab.decode(ids), lp) for ids, lp in best]
+
+    @property
+    def beam(self) -> int:
+        return int(self.settings.get("beam", 3))
+
+    def caption(self, paths: list[str], beam: int | None = None, max_words: int | None = None,
+                length_norm: bool | None = None) -> list[dict]:
+        decoded = self.decode(self.features(paths), beam, max_words, length_norm)
+        return [{"image": str(p), "caption": " ".join(words), "log_prob": lp}
+                for p, (words, lp) in zip(paths, decoded)]
 
 
 def _feature_precision(folder: Path) -> str:

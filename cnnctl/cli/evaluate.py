@@ -144,9 +144,7 @@ def _evaluate_captioner(run_dir: Path, best: bool, data: str | None, json_: bool
     ``model.keras``). Written to RUN/evaluation.json."""
     from cnnctl.captioner import Captioner
     from cnnctl.config import load_run_config
-    from cnnctl.errors import CnnctlError
-    from cnnctl.models.encoders import encode
-    from cnnctl.tasks.caption import CaptionDataModule, beam_search, caption_scores
+    from cnnctl.tasks.caption import CaptionDataModule, caption_scores
     from cnnctl.train.rundir import RunDir
 
     def log(message: str) -> None:
@@ -159,21 +157,11 @@ def _evaluate_captioner(run_dir: Path, best: bool, data: str | None, json_: bool
         cfg.data.path, cfg.data.val_split, cfg.data.scene_counts = data, 0.0, []
     dm = CaptionDataModule(cfg, 64, cfg.train.seed, log)      # the run's own splits, as training made them
     split = "test" if dm.raw["test"] is not None else "train"
-    images, references = dm.raw[split].images, dm.tokens[split]
-    features, bad = encode(captioner.encoder, captioner.spec, images if dm.raw[split].in_memory
-                           else [str(p) for p in images], log)
-    if bad:
-        raise CnnctlError(f"cannot read image {bad[0][0]}: {bad[0][1]}" +
-                          (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
-                          hint="fix or remove it (`cnnctl data inspect FOLDER` lists every problem)")
-    settings = captioner.settings
-    decoded = beam_search(captioner.stepper, features, int(settings.get("beam", 3)),
-                          int(settings.get("max_words", 20)), bool(settings.get("length_norm", False)),
-                          allow_unk=bool(settings.get("allow_unk", False)))
-    result = {f"test_{k}": v for k, v in caption_scores([captioner.vocab.decode(ids) for ids, _ in decoded],
-                                                         references).items()}
+    references = dm.tokens[split]
+    decoded = captioner.decode(captioner.features(dm.raw[split].images))
+    result = {f"test_{k}": v for k, v in caption_scores([words for words, _ in decoded], references).items()}
     result.update(split=split, images=len(references), data=data or cfg.data.path or dm.source,
-                  beam=int(settings.get("beam", 3)), model_file="best.keras" if best else "model.keras")
+                  beam=captioner.beam, model_file="best.keras" if best else "model.keras")
     run.write_json("evaluation.json", result)
     if json_:
         echo_json(result)
