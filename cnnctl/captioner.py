@@ -47,6 +47,9 @@ class Captioner:
             raise CnnctlError(f"{path} knows {words} words but vocab.json has {len(self.vocab)}",
                               hint="the run directory has been mixed with another run's files")
         self.stepper = CaptionStepper(self.model) if decoder else None   # decoder=False: the alignment model
+        from cnnctl.tasks.caption_consensus import Consensus
+
+        self.consensus = Consensus.load(folder)          # None: the run decodes by its beam alone
         self.spec = EncoderSpec.from_json(self.settings["encoder"])
         if trained_encoder is not None:
             self.encoder = trained_encoder
@@ -73,15 +76,16 @@ class Captioner:
         return feats
 
     def decode(self, features: np.ndarray, beam: int | None = None, max_words: int | None = None,
-               length_norm: bool | None = None) -> list[tuple[list[str], float]]:
-        """[(words, log-probability)] of each image, decoded as the run decodes unless told otherwise."""
-        from cnnctl.tasks.caption import beam_search
+               length_norm: bool | None = None, consensus: bool = True) -> list[tuple[list[str], float]]:
+        """[(words, log-probability)] of each image, decoded as the run decodes unless told otherwise
+        (``consensus=False``: the beam's own best, even in a run that chooses by consensus)."""
+        from cnnctl.tasks.caption import decode_best
 
         beam = beam or self.beam
         max_words = max_words or int(self.settings.get("max_words", 20))
         norm = self.settings.get("length_norm", False) if length_norm is None else length_norm
-        best = beam_search(self.stepper, features, beam, max_words, norm,
-                           allow_unk=bool(self.settings.get("allow_unk", False)))
+        best = decode_best(self.stepper, features, beam, max_words, norm, bool(self.settings.get("allow_unk", False)),
+                           self.consensus if consensus else None, self.vocab.decode)
         return [(self.vocab.decode(ids), lp) for ids, lp in best]
 
     @property

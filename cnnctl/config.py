@@ -152,6 +152,9 @@ class CaptionConfig:
     #                               of both computed once): im2txt's random flip, kept with a frozen encoder
     views: int = 0                # K > 0: each epoch, each training pair sees its image or one of K distorted
     #                               views (im2txt's crop, flip and colour distortions; features computed once)
+    consensus: int = 0            # k > 0: of the beam's finished captions, choose the one agreeing most (CIDEr-D)
+    #                               with the captions of the image's k nearest training images (Devlin et al. 2015)
+    consensus_weight: float = 0.0  # + this x the candidate's log-probability per token in that choice
     val_images: int = 1000        # validation images captioned (as `beam`) after each epoch for val_bleu4 and
     #                               val_cider_d, the default monitor; 0 = none (then pass train.monitor = "val_loss")
 
@@ -228,7 +231,7 @@ CHOICES = {
 POSITIVE = {"train.epochs", "train.batch_size", "caption.image_size", "caption.grid", "caption.min_count",
             "caption.max_words", "caption.beam",
             "generate.final_samples", "generate.judge_epochs", "generate.grid"}
-NON_NEGATIVE = {"train.devices", "caption.views", "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
+NON_NEGATIVE = {"train.devices", "caption.views", "caption.consensus", "caption.consensus_weight", "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
                 "optimizer.clipnorm", "schedule.warmup_epochs", "data.crop_padding",
                 "data.eval_resize_short", "finetune.body_lr_scale",
                 "generate.eval_samples", "generate.inception_samples", "segment.w0", "segment.sigma", "segment.elastic_sigma",

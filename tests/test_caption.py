@@ -248,6 +248,39 @@ def test_evaluate_scores_a_caption_runs_test_split_and_new_caption_data(scene_ru
     assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output
 
 
+def test_consensus_chooses_among_the_beam_alike_in_training_caption_and_evaluate(scene_run, tmp_path):
+    """caption.consensus=3: the run keeps its chooser (the training images' features and captions);
+    each test caption is one of its beam's finished captions; `cnnctl evaluate` scores what training
+    scored, so `cnnctl caption` chooses as training did; the beam's own best is reported beside."""
+    from cnnctl.captioner import Captioner
+    from cnnctl.tasks.caption import beam_search, caption_scores
+    from cnnctl.tasks.caption_consensus import Consensus
+
+    r = runner.invoke(app, ["train", "--data", "scenes:grid", "--set", "data.scene_counts=[600,60,40]",
+                            "--epochs", "1", "--out-dir", str(tmp_path), "--name", "consensus", *SMALL,
+                            "--set", "caption.beam=5", "--set", "caption.consensus=3"])
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "consensus"
+    chooser = Consensus.load(run)
+    assert chooser.k == 3 and len(chooser.captions) == 600 and chooser.features.shape[0] == 600
+    metrics = json.loads((run / "metrics.json").read_text())
+    captions = json.loads((run / "captions.json").read_text())
+    captioner = Captioner(run, best=False)
+    with np.load(run / "features.npz") as f:
+        test = f["test_features"]
+    beams = beam_search(captioner.stepper, test, 5, captioner.settings["max_words"], False, every_beam=True)
+    alone = [captioner.vocab.decode(b[0][0]) for b in beams]
+    chosen = [c["caption"].split() for c in captions]
+    assert all(any(captioner.vocab.decode(ids) == words for ids, _ in b) for b, words in zip(beams, chosen))
+    assert sum(a != c for a, c in zip(alone, chosen)) > 0                  # the choice changed some captions
+    refs = [[x.split() for x in c["references"]] for c in captions]
+    assert metrics["test_beam_alone_cider_d"] == pytest.approx(caption_scores(alone, refs)["cider_d"], abs=1e-9)
+    assert metrics["test_cider_d"] == pytest.approx(caption_scores(chosen, refs)["cider_d"], abs=1e-9)
+    r = runner.invoke(app, ["evaluate", str(run), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["test_cider_d"] == pytest.approx(metrics["test_cider_d"], abs=1e-9)
+
+
 def test_visualize_captions_draws_the_runs_test_captions(scene_run, tmp_path):
     run, _ = scene_run
     r = runner.invoke(app, ["visualize", "captions", str(run), "--out", str(tmp_path), "--count", "6"])
@@ -504,6 +537,9 @@ def test_user_errors_are_one_message(scene_run, make_folder, tmp_path):
     r = runner.invoke(app, ["train", "--data", "scenes:grid", *SMALL, "--set", "caption.views=2", "--set",
                             "caption.flip=true", "--epochs", "1", "--out-dir", str(tmp_path)])
     assert r.exit_code == 2 and "caption.views" in r.output and "set one of them" in r.output
+    r = runner.invoke(app, ["train", "--data", "scenes:grid", *SMALL, "--set", "caption.consensus=3", "--set",
+                            "caption.train_encoder=true", "--epochs", "1", "--out-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "caption.consensus" in r.output and "set one of them" in r.output
     csv = tmp_path / "caps.csv"
     csv.write_text("image,caption\nmissing.jpg,a cat\n")
     r = runner.invoke(app, ["train", "--data", str(csv), *SMALL, "--epochs", "1", "--out-dir", str(tmp_path)])

@@ -55,46 +55,66 @@ def corpus_bleu(hypotheses: list[list[str]], references: list[list[list[str]]], 
     return scores
 
 
-def _tfidf(tokens: list[str], df: Counter, log_images: float, max_n: int):
-    """-> (per-n {ngram: weight}, per-n norms, length) with the COCO scorer's length (its bigram count)."""
-    vec = [{} for _ in range(max_n)]
-    norms = [0.0] * max_n
-    counts: Counter = Counter()
-    for n in range(1, max_n + 1):
-        counts.update(ngrams(tokens, n))
-    for g, tf in counts.items():
-        w = tf * (log_images - math.log(max(1.0, df[g])))
-        vec[len(g) - 1][g] = w
-        norms[len(g) - 1] += w * w
-    length = sum(tf for g, tf in counts.items() if len(g) == 2)
-    return vec, [math.sqrt(x) for x in norms], length
+class CiderD:
+    """CIDEr-D of one hypothesis against one reference, with document frequencies fixed by ``documents``
+    (one list of reference sentences per image) -- the corpus score's per-pair term, reused by
+    consensus re-ranking against a training set's captions.
+
+    ``score(hyp, ref)``: the mean over n = 1..max_n of the cosine of clipped tf-idf n-gram vectors,
+    times the Gaussian length penalty, times 10 (as ``pycocoevalcap``'s ``Cider``, one reference).
+    """
+
+    def __init__(self, documents: list[list[list[str]]], max_n: int = 4, sigma: float = 6.0):
+        self.max_n, self.sigma = max_n, sigma
+        self.df: Counter = Counter()
+        for refs in documents:
+            seen = set()
+            for r in refs:
+                for n in range(1, max_n + 1):
+                    seen.update(ngrams(r, n))
+            self.df.update(seen)
+        self.log_images = math.log(float(max(len(documents), 1)))
+        self._vectors: dict[tuple[str, ...], tuple] = {}
+
+    def vector(self, tokens: list[str]):
+        """-> (per-n {ngram: weight}, per-n norms, length), cached; length is the COCO scorer's (its bigram count)."""
+        key = tuple(tokens)
+        if key not in self._vectors:
+            vec = [{} for _ in range(self.max_n)]
+            norms = [0.0] * self.max_n
+            counts: Counter = Counter()
+            for n in range(1, self.max_n + 1):
+                counts.update(ngrams(tokens, n))
+            for g, tf in counts.items():
+                w = tf * (self.log_images - math.log(max(1.0, self.df[g])))
+                vec[len(g) - 1][g] = w
+                norms[len(g) - 1] += w * w
+            length = sum(tf for g, tf in counts.items() if len(g) == 2)
+            self._vectors[key] = (vec, [math.sqrt(x) for x in norms], length)
+        return self._vectors[key]
+
+    def per_n(self, hyp: list[str], ref: list[str]) -> np.ndarray:
+        """(max_n,) the length-penalised cosines (before the mean and the factor 10)."""
+        (vh, nh, lh), (vr, nr, lr) = self.vector(hyp), self.vector(ref)
+        penalty = math.exp(-((lh - lr) ** 2) / (2 * self.sigma ** 2))
+        out = np.zeros(self.max_n)
+        for n in range(self.max_n):
+            val = sum(min(w, vr[n].get(g, 0.0)) * vr[n].get(g, 0.0) for g, w in vh[n].items())
+            if nh[n] != 0 and nr[n] != 0:
+                val /= nh[n] * nr[n]
+            out[n] = val * penalty
+        return out
+
+    def score(self, hyp: list[str], ref: list[str]) -> float:
+        return float(np.mean(self.per_n(hyp, ref))) * 10.0
 
 
 def cider_d(hypotheses: list[list[str]], references: list[list[list[str]]], max_n: int = 4,
             sigma: float = 6.0) -> tuple[float, np.ndarray]:
     """-> (corpus CIDEr-D, per-image scores). Document frequencies come from ``references``."""
-    df: Counter = Counter()
-    for refs in references:
-        seen = set()
-        for r in refs:
-            for n in range(1, max_n + 1):
-                seen.update(ngrams(r, n))
-        df.update(seen)
-    log_images = math.log(float(len(references)))
-    scores = []
-    for hyp, refs in zip(hypotheses, references):
-        vh, nh, lh = _tfidf(hyp, df, log_images, max_n)
-        total = np.zeros(max_n)
-        for r in refs:
-            vr, nr, lr = _tfidf(r, df, log_images, max_n)
-            penalty = math.exp(-((lh - lr) ** 2) / (2 * sigma ** 2))
-            for n in range(max_n):
-                val = sum(min(w, vr[n].get(g, 0.0)) * vr[n].get(g, 0.0) for g, w in vh[n].items())
-                if nh[n] != 0 and nr[n] != 0:
-                    val /= nh[n] * nr[n]
-                total[n] += val * penalty
-        scores.append(float(np.mean(total)) / len(refs) * 10.0)
-    scores = np.asarray(scores)
+    scorer = CiderD(references, max_n, sigma)
+    scores = np.asarray([float(np.mean(sum(scorer.per_n(hyp, r) for r in refs))) / len(refs) * 10.0
+                         for hyp, refs in zip(hypotheses, references)])
     return float(scores.mean()) if len(scores) else 0.0, scores
 
 

@@ -100,6 +100,7 @@ class CaptionDataModule:
         self.vocab = Vocab.build((t for caps in self.tokens["train"] for t in caps), cc.min_count)
         self.train = self.val = self.test = None
         self.word_vectors: dict | None = None      # {"vectors", "found"} when caption.word_vectors is set
+        self.consensus = None                      # the beam's chooser when caption.consensus is set
         self._counts = {s: (sum(len(c) for c in sp.captions) if sp else 0) for s, sp in splits.items()}
 
     # ------------------------------------------------------------------ the engine's protocol
@@ -263,7 +264,7 @@ class CaptionDataModule:
 
 # ---------------------------------------------------------------------------- decoding
 def beam_search(stepper, features: np.ndarray, beam: int = 3, max_words: int = 20, length_norm: bool = False,
-                batch: int = 256, allow_unk: bool = False) -> list[tuple[list[int], float]]:
+                batch: int = 256, allow_unk: bool = False, every_beam: bool = False) -> list:
     """Best caption of each image -> [(word ids without <start>/<end>, log-probability incl. <end>)].
 
     ``beam = 1`` is greedy decoding. Finished beams (ended with ``<end>``) keep their score; after
@@ -271,16 +272,18 @@ def beam_search(stepper, features: np.ndarray, beam: int = 3, max_words: int = 2
     ``<pad>`` and ``<start>`` are never written, nor ``<unk>`` unless ``allow_unk``: "<unk>" describes
     nothing, and on data with many rare words it would otherwise be the likeliest word everywhere.
     A caption has at least one word (``<end>`` cannot come first).
+    ``every_beam``: each image's finished beams, best first -> [[(word ids, log-probability), ...], ...]
+    (the candidates consensus re-ranking chooses from).
     """
     banned = [0, 1] if allow_unk else [0, 1, 3]
     out = []
     for s in range(0, len(features), batch):
         out += _beam_batch(stepper, np.asarray(features[s:s + batch], np.float32), beam, max_words, length_norm,
-                           banned)
+                           banned, every_beam)
     return out
 
 
-def _beam_batch(stepper, features, k, max_words, length_norm, banned=(0, 1, 3)):
+def _beam_batch(stepper, features, k, max_words, length_norm, banned=(0, 1, 3), every_beam=False):
     n = len(features)
     state, bias = stepper.start(features)
     state = [np.repeat(np.asarray(x), k, axis=0) for x in state]          # (n*k, H)
@@ -317,12 +320,28 @@ def _beam_batch(stepper, features, k, max_words, length_norm, banned=(0, 1, 3)):
             break
     lengths = (seqs != 0).sum(axis=2)                                      # words + <end>
     rank = scores / np.maximum(lengths, 1) if length_norm else scores
-    best = np.argmax(np.where(finished, rank, -np.inf), axis=1)
+    rank = np.where(finished, rank, -np.inf)
+    if every_beam:
+        order = np.argsort(-rank, axis=1, kind="stable")
+        return [[([int(w) for w in seqs[i, j] if w not in (0, 2)], float(scores[i, j]))
+                 for j in order[i] if np.isfinite(rank[i, j])] for i in range(n)]
+    best = np.argmax(rank, axis=1)
     result = []
     for i, j in enumerate(best):
         ids = [int(w) for w in seqs[i, j] if w not in (0, 2)]
         result.append((ids, float(scores[i, j])))
     return result
+
+
+def decode_best(stepper, features: np.ndarray, beam: int, max_words: int, length_norm: bool, allow_unk: bool,
+                consensus=None, decode=None) -> list[tuple[list[int], float]]:
+    """Each image's caption as a run decodes: its beam's best, or -- with a ``consensus`` chooser
+    (``caption.consensus``) and a beam wider than 1 -- the finished beam the nearest training images'
+    captions agree with most (``decode``: word ids -> words, for that choice)."""
+    if consensus is None or beam <= 1:
+        return beam_search(stepper, features, beam, max_words, length_norm, allow_unk=allow_unk)
+    candidates = beam_search(stepper, features, beam, max_words, length_norm, allow_unk=allow_unk, every_beam=True)
+    return consensus.choose(features, candidates, decode)
 
 
 def caption_scores(hypotheses: list[list[str]], references: list[list[list[str]]]) -> dict[str, float]:
@@ -374,7 +393,8 @@ class ValidationCaptions(keras.callbacks.Callback):
         if self._stepper is None:               # the decoder's own layers: trained weights as they stand
             self._stepper = CaptionStepper(decoder)
         features = val.features[:n] if encoder is None else encode_pixels(encoder, val.pixels[:n])
-        best = beam_search(self._stepper, features, cc.beam, cc.max_words, cc.length_norm, allow_unk=cc.allow_unk)
+        best = decode_best(self._stepper, features, cc.beam, cc.max_words, cc.length_norm, cc.allow_unk,
+                           self.data.consensus, self.data.vocab.decode)
         scores = caption_scores([self.data.vocab.decode(ids) for ids, _ in best], val.references[:n])
         logs["val_bleu4"], logs["val_cider_d"] = scores["bleu4"], scores["cider_d"]
 
@@ -389,6 +409,10 @@ class CaptionTask(Task):
     modes: ClassVar[dict[str, str]] = {"loss": "min", "accuracy": "max", "bleu4": "max", "cider_d": "max"}
 
     def data(self, cfg, batch_size: int, log):
+        if cfg.caption.consensus and cfg.caption.train_encoder:
+            raise CnnctlError("caption.consensus (choosing among the beam by the nearest training images' "
+                              "captions, in frozen encoder features) cannot be combined with caption.train_encoder",
+                              hint="set one of them")
         if cfg.caption.views and (cfg.caption.flip or cfg.caption.train_encoder):
             raise CnnctlError("caption.views (distorted views of a frozen encoder's images, each flipped or not) "
                               "cannot be combined with caption." + ("flip" if cfg.caption.flip else "train_encoder"),
@@ -406,6 +430,12 @@ class CaptionTask(Task):
 
         spec = EncoderSpec.from_config(cfg.caption)
         data.prepare(run, spec)
+        if cfg.caption.consensus:                   # the chooser's training features and captions, kept in the run
+            from cnnctl.tasks.caption_consensus import Consensus
+
+            data.consensus = Consensus(data.train.features, data.train.references, cfg.caption.consensus,
+                                       cfg.caption.consensus_weight)
+            data.consensus.save(run.path)
         if cfg.caption.word_vectors:
             self._word_vectors(run, data, cfg, log)
         run.write_json("caption.json", {"encoder": spec.to_json(), "max_words": cfg.caption.max_words,
@@ -499,11 +529,16 @@ class CaptionTask(Task):
             if name == "beam" and k == 1:                 # the recipe decodes greedily: already done
                 decoded["beam"] = decoded["greedy"]
             else:
-                best = beam_search(stepper, features, k, cc.max_words, cc.length_norm, allow_unk=cc.allow_unk)
+                best = decode_best(stepper, features, k, cc.max_words, cc.length_norm, cc.allow_unk,
+                                   data.consensus if name == "beam" else None, data.vocab.decode)
                 decoded[name] = ([data.vocab.decode(ids) for ids, _ in best], [lp for _, lp in best])
             hyps = decoded[name][0]
             for key, v in caption_scores(hyps, refs).items():
                 results[f"test_{key}" if name == "beam" else f"test_greedy_{key}"] = v
+        if data.consensus is not None and cc.beam > 1:   # what the consensus changed: the beam's own best beside
+            alone = beam_search(stepper, features, cc.beam, cc.max_words, cc.length_norm, allow_unk=cc.allow_unk)
+            for key, v in caption_scores([data.vocab.decode(ids) for ids, _ in alone], refs).items():
+                results[f"test_beam_alone_{key}"] = v
         frequent = Counter(" ".join(c) for caps in data.train.references for c in caps).most_common(1)[0][0].split()
         for key, v in caption_scores([frequent] * test.images, refs).items():
             results[f"baseline_frequent_{key}"] = v
