@@ -118,6 +118,24 @@ def main():
     dc = np.array([m["cider_d"] - b["cider_d"] for m, b in zip(rows["model"], rows["nearest"])])
     print(f"\nre-ranked minus nearest neighbour: BLEU-4 {d4.mean():+.3f}, CIDEr-D {dc.mean():+.3f}; "
           f"runs ahead on both: {int(np.sum((d4 > 0) & (dc > 0)))} of {n}")
+    # why re-ranking can or cannot close the gap: is the neighbour's caption among the beam's candidates?
+    wide = max(args.beams)
+    print(f"\nWhere the neighbour's caption is in the widest beam ({wide}), first run's test images by their "
+          "nearest training image's cosine similarity:\n")
+    print(f"| similarity | images | the beam's best | among its {wide} beams |\n|---|---:|---:|---:|")
+    run, captioner, data, feats, beams, pick = prepared[0]
+    unit = [x.reshape(len(x), -1) / np.linalg.norm(x.reshape(len(x), -1), axis=1, keepdims=True)
+            for x in (feats["test"], feats["train"])]
+    sim = unit[0] @ unit[1].T
+    nearest, similarity = sim.argmax(axis=1), sim.max(axis=1)
+    words = beams["test", wide][1]
+    twin = [data.tokens["train"][j][0] for j in nearest]
+    first = np.array([w[0] == t for w, t in zip(words, twin)])
+    inside = np.array([t in w for w, t in zip(words, twin)])
+    for lo, hi in ((0.0, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 1.01)):
+        g = (similarity >= lo) & (similarity < hi)
+        if g.any():
+            print(f"| {lo:.2f} to {min(hi, 1.0):.2f} | {int(g.sum())} | {first[g].mean():.0%} | {inside[g].mean():.0%} |")
     same = np.mean([np.mean([" ".join(c) in {" ".join(t) for caps in data.tokens["train"] for t in caps}
                              for c in pick("test", beam, k, weight)]) for _, _, data, _, _, pick in prepared])
     print(f"re-ranked test captions that copy a training caption word for word: {same:.0%}")
