@@ -231,7 +231,8 @@ CHOICES = {
 POSITIVE = {"train.epochs", "train.batch_size", "caption.image_size", "caption.grid", "caption.min_count",
             "caption.max_words", "caption.beam",
             "generate.final_samples", "generate.judge_epochs", "generate.grid"}
-NON_NEGATIVE = {"train.devices", "caption.views", "caption.consensus", "caption.consensus_weight", "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
+NON_NEGATIVE = {"train.devices", "caption.views", "caption.consensus", "caption.consensus_weight",
+                "train.checkpoint_every", "optimizer.lr", "optimizer.weight_decay",
                 "optimizer.clipnorm", "schedule.warmup_epochs", "data.crop_padding",
                 "data.eval_resize_short", "finetune.body_lr_scale",
                 "generate.eval_samples", "generate.inception_samples", "segment.w0", "segment.sigma", "segment.elastic_sigma",
