@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def main():
         caption_scores,
         nearest_neighbour_captions,
     )
-    from cnnctl.tasks.caption_consensus import Consensus
+    from cnnctl.tasks.caption_consensus import Consensus, unit_rows
 
     settings = list(itertools.product(args.beams, args.ks, args.weights))
     val_scores = {s: [] for s in settings}
@@ -93,7 +94,7 @@ def main():
     beam, k, weight = best
     print(f"\nchosen on validation: beam {beam}, k {k}, weight {weight:g}\n")
 
-    rows = {"model": [], "alone": [], "nearest": []}
+    rows = {"model": [], "alone": [], "recipe": [], "nearest": []}
     for run, captioner, data, feats, beams, pick in prepared:
         chosen = pick("test", beam, k, weight)
         # the script's choice is the package's: the same chooser, at the chosen setting
@@ -103,6 +104,8 @@ def main():
         refs = data.tokens["test"]
         rows["model"].append(caption_scores(chosen, refs))
         rows["alone"].append(caption_scores([w[0] for w in beams["test", beam][1]], refs))
+        metrics = json.loads((run / "metrics.json").read_text())          # the run's own decoding, as trained
+        rows["recipe"].append({m: metrics[f"test_{m}"] for m in ("bleu1", "bleu4", "cider_d")})
         nearest = nearest_neighbour_captions(PairSplit(feats["train"], None, None, data.tokens["train"]),
                                              feats["test"])
         rows["nearest"].append(caption_scores(nearest, refs))
@@ -111,6 +114,7 @@ def main():
     print("| | BLEU-1 | BLEU-4 | CIDEr-D |\n|---|---:|---:|---:|")
     for label, key in ((f"show_and_tell, beam {beam} re-ranked by consensus (k {k}, weight {weight:g})", "model"),
                        (f"show_and_tell, beam {beam} alone", "alone"),
+                       ("show_and_tell as the run decodes (its metrics.json)", "recipe"),
                        ("baseline: nearest training image's caption", "nearest")):
         print(f"| {label} | " + " | ".join(mean_sd([r[m] for r in rows[key]]) for m in ("bleu1", "bleu4", "cider_d"))
               + " |")
@@ -124,9 +128,7 @@ def main():
           "nearest training image's cosine similarity:\n")
     print(f"| similarity | images | the beam's best | among its {wide} beams |\n|---|---:|---:|---:|")
     run, captioner, data, feats, beams, pick = prepared[0]
-    unit = [x.reshape(len(x), -1) / np.linalg.norm(x.reshape(len(x), -1), axis=1, keepdims=True)
-            for x in (feats["test"], feats["train"])]
-    sim = unit[0] @ unit[1].T
+    sim = unit_rows(feats["test"]) @ unit_rows(feats["train"]).T
     nearest, similarity = sim.argmax(axis=1), sim.max(axis=1)
     words = beams["test", wide][1]
     twin = [data.tokens["train"][j][0] for j in nearest]

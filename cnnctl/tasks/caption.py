@@ -355,14 +355,12 @@ def caption_scores(hypotheses: list[list[str]], references: list[list[list[str]]
 
 def nearest_neighbour_captions(train: PairSplit, query: np.ndarray, batch: int = 512) -> list[list[str]]:
     """The first caption of the training image nearest to each query (cosine, flattened features)."""
-    def unit(x):
-        x = x.reshape(len(x), -1).astype(np.float32)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    from cnnctl.tasks.caption_consensus import unit_rows
 
-    base = unit(train.features)
+    base = unit_rows(train.features)
     out = []
     for s in range(0, len(query), batch):
-        nearest = np.argmax(unit(query[s:s + batch]) @ base.T, axis=1)
+        nearest = np.argmax(unit_rows(query[s:s + batch]) @ base.T, axis=1)
         out += [train.references[i][0] for i in nearest]
     return out
 

@@ -27,7 +27,8 @@ from cnnctl.errors import CnnctlError
 FEATURES, CAPTIONS = "consensus.npz", "consensus.json"
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """(n, ...) -> (n, d) float32 rows of length 1 (cosine similarity is then a dot product)."""
     x = np.asarray(x, np.float32).reshape(len(x), -1)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -49,14 +50,14 @@ class Consensus:
         self.features = np.asarray(train_features, np.float16).reshape(len(train_features), -1)
         self.captions = [[list(c) for c in caps] for caps in train_captions]
         self.k, self.weight = int(min(k, len(self.captions))), float(weight)
-        self._base = _unit(self.features)
+        self._base = unit_rows(self.features)
         self._cider = CiderD(self.captions)
 
     def neighbours(self, features: np.ndarray, batch: int = 512) -> np.ndarray:
         """(queries, k) indices of the nearest training images, nearest first."""
         out = []
         for s in range(0, len(features), batch):
-            sim = _unit(np.asarray(features[s:s + batch], np.float16)) @ self._base.T
+            sim = unit_rows(np.asarray(features[s:s + batch], np.float16)) @ self._base.T
             top = np.argpartition(-sim, self.k - 1, axis=1)[:, :self.k]
             order = np.argsort(-np.take_along_axis(sim, top, axis=1), axis=1, kind="stable")
             out.append(np.take_along_axis(top, order, axis=1))
