@@ -11,8 +11,9 @@ A run exports as one or more *graphs*, each a traced function with named inputs 
 - captioning: the three graphs that ``cnnctl caption`` decodes with: ``encoder`` (``images`` uint8
   at the encoder's size -> ``features``), ``start`` (``features`` -> the recurrent ``state_*`` and the
   first step's ``bias``) and ``step`` (``tokens`` int32 (batch,), ``state_*``, ``bias`` ->
-  ``log_probs`` (batch, vocabulary) and the new ``state_*``). Beam search and the vocabulary
-  (``vocab.json``, copied beside the export) stay with the caller;
+  ``log_probs`` (batch, vocabulary), the new ``state_*`` and the next step's ``bias``: the caller
+  threads ``bias`` like a state). Beam search and the vocabulary (``vocab.json``, copied beside the
+  export) stay with the caller;
 - detection: ``serving_default``: ``images`` uint8 at the network's input size -> ``boxes``
   (batch, d, 4) as (y0, x0, y1, x1) in input pixels, ``scores``, ``classes`` (1..K) and ``count``
   (valid detections per image), post-processing (per-class NMS) included. SavedModel only.
@@ -182,7 +183,7 @@ def captioner_export(cap, vocab: Path) -> Export:
 
     stepper, encoder = cap.stepper, cap.encoder
     features_shape = tuple(encoder.outputs[0].shape[1:])
-    states = ["state_h", "state_c"] if stepper.kind == "show_and_tell" else ["state_h"]
+    states = ["state_h", "state_c"][:stepper.num_states]
     units = stepper.units
 
     def encode(images):
@@ -193,8 +194,8 @@ def captioner_export(cap, vocab: Path) -> Export:
         return {**dict(zip(states, state)), "bias": bias}
 
     def step_outputs(tokens, bias, state):
-        log_probs, new = stepper._step_impl(tokens, state, bias)
-        return {"log_probs": log_probs, **dict(zip(states, new))}
+        log_probs, new, next_bias = stepper._step_impl(tokens, state, bias)
+        return {"log_probs": log_probs, **dict(zip(states, new)), "bias": next_bias}
 
     if len(states) == 2:   # Show and Tell's LSTM: hidden and cell state
         def step(tokens, bias, state_h, state_c):
@@ -207,10 +208,12 @@ def captioner_export(cap, vocab: Path) -> Export:
     graphs = [Graph("encoder", encode, {"images": _image_spec(encoder)}),
               Graph("start", start, {"features": tf.TensorSpec((None, *features_shape), tf.float32, name="features")}),
               Graph("step", step, {"tokens": tf.TensorSpec((None,), tf.int32, name="tokens"),
-                                   "bias": tf.TensorSpec((None, units), tf.float32, name="bias"), **state_specs})]
+                                   "bias": tf.TensorSpec((None, stepper.bias_width), tf.float32, name="bias"),
+                                   **state_specs})]
     return Export("caption", graphs, [encoder, cap.model], formats=("savedmodel", "onnx", "litert"),
                   files=(str(vocab),),
-                  note="beam search stays with the caller: encoder -> start -> step per word (vocab.json beside)")
+                  note="beam search stays with the caller: encoder -> start -> step per word, threading the states "
+                       "and bias (vocab.json beside)")
 
 
 def _detector(run, best: bool) -> Export:

@@ -106,7 +106,7 @@ class MarkovStepper:
 
     def step(self, tokens, state, bias):
         kind = state[0][:, 0].astype(np.int64)
-        return self.table[kind, np.asarray(tokens)], state
+        return self.table[kind, np.asarray(tokens)], state, bias
 
 
 def _brute_force_best(table, max_words, first_word=3):
@@ -153,16 +153,19 @@ def test_a_wide_beam_finds_the_most_probable_caption_and_greedy_is_never_better(
         assert greedy[kind][0] == words
 
 
-@pytest.mark.parametrize("name", ["show_and_tell", "mrnn"])
-def test_the_word_by_word_decoder_computes_what_the_network_computes(name):
-    """Teacher-forced logits of the whole network == the stepper's log-probabilities, step by step."""
+@pytest.mark.parametrize(("name", "options"), [("show_and_tell", {}), ("mrnn", {}),
+                                             ("show_and_tell", {"image_every_step": True})])
+def test_the_word_by_word_decoder_computes_what_the_network_computes(name, options):
+    """Teacher-forced logits of the whole network == the stepper's log-probabilities, step by step, with
+    the bias threaded as beam search threads it (the mRNN's at the first step, ``image_every_step``'s at
+    every step: a bias dropped after the first step, or kept, would break one of them)."""
     import keras
 
     from cnnctl import models
     from cnnctl.models.captioning import CaptionStepper
 
     keras.utils.set_random_seed(0)
-    model = models.build(name, num_classes=11, input_shape=(4, 6), embed_dim=8, units=12, dropout=0.5)
+    model = models.build(name, num_classes=11, input_shape=(4, 6), embed_dim=8, units=12, dropout=0.5, **options)
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(3, 4, 6)).astype(np.float32)
     tokens = np.concatenate([np.ones((3, 1), np.int32), rng.integers(3, 11, (3, 5)).astype(np.int32)], axis=1)
@@ -170,10 +173,40 @@ def test_the_word_by_word_decoder_computes_what_the_network_computes(name):
     want = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     stepper = CaptionStepper(model)
     state, bias = stepper.start(feats)
-    zero = np.zeros_like(np.asarray(bias))
+    assert np.asarray(bias).shape == (3, stepper.bias_width) == (3, 8 if name == "show_and_tell" else 12)
     for t in range(tokens.shape[1]):
-        logp, state = stepper.step(tokens[:, t], state, bias if t == 0 else zero)
+        logp, state, bias = stepper.step(tokens[:, t], state, bias)
         np.testing.assert_allclose(np.asarray(logp), want[:, t], atol=2e-5)
+
+
+def test_image_every_step_feeds_the_image_beside_every_word():
+    """With ``image_every_step`` a later word's prediction depends on the image through the word's input
+    as well as through the state; the paper's model sees it at t = -1 only."""
+    import keras
+
+    from cnnctl import models
+
+    keras.utils.set_random_seed(2)
+    tokens = np.array([[1, 4, 5, 6]], np.int32)
+    feats = np.random.default_rng(2).normal(size=(1, 1, 5)).astype(np.float32)
+    for every in (False, True):
+        model = models.build("show_and_tell", num_classes=9, input_shape=(1, 5), embed_dim=4, units=6,
+                             dropout=0.0, image_every_step=every)
+        has_layer = any(layer.name == "image_every_step" for layer in model.layers)
+        assert has_layer == every
+        # no recurrence, no memory (recurrent kernel 0, forget gate shut: Keras orders the gates i, f, c, o),
+        # so the state carries nothing from one step to the next and only an image fed beside the word
+        # can still move the last step's prediction
+        lstm = model.get_layer("lstm").cell
+        lstm.recurrent_kernel.assign(np.zeros(lstm.recurrent_kernel.shape, np.float32))
+        kernel, bias = lstm.kernel.numpy(), lstm.bias.numpy()
+        kernel[:, 6:12], bias[6:12] = 0.0, -100.0
+        lstm.kernel.assign(kernel)
+        lstm.bias.assign(bias)
+        a = np.asarray(model([feats, tokens]))
+        b = np.asarray(model([-feats, tokens]))
+        moved = not np.allclose(a[:, -1], b[:, -1], atol=1e-6)
+        assert moved == every
 
 
 def test_the_mrnn_sees_the_image_at_the_first_step_only():

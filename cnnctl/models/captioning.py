@@ -68,7 +68,7 @@ def _inputs(input_shape):
           paper="Vinyals et al., Show and Tell: A Neural Image Caption Generator (CVPR 2015), sec. 3.1 and 4.3",
           reported_error="COCO: BLEU-4 27.7, CIDEr 85.5 (Table 1)")
 def show_and_tell(num_classes: int = 10_000, input_shape=(1, 1280), embed_dim: int = 512, units: int = 512,
-                  dropout: float = 0.5, image_dropout: float | None = None):
+                  dropout: float = 0.5, image_dropout: float | None = None, image_every_step: bool = False):
     """The image embedding is the LSTM's input at t = -1 (never again); words follow from t = 0.
 
     ``x_{-1} = W_I CNN(I)``, ``x_t = W_e S_t`` (sec. 3.1, eq. 10-12), word embeddings and LSTM 512 wide
@@ -78,6 +78,8 @@ def show_and_tell(num_classes: int = 10_000, input_shape=(1, 1280), embed_dim: i
         num_classes: the vocabulary size (with ``<pad> <start> <end> <unk>``).
         input_shape: (cells, dim) of the image features.
         image_dropout: the dropout rate on the image features alone (default: ``dropout``).
+        image_every_step: also add ``x_{-1}`` to every word's input (``x_t = W_e S_t + W_I CNN(I)``), as
+            the m-RNN and LRCN feed the image; the paper found this overfits (sec. 3.1), so it is off.
     """
     features, tokens = _inputs(input_shape)
     image = layers.Flatten(name="image_flat")(features)
@@ -87,6 +89,8 @@ def show_and_tell(num_classes: int = 10_000, input_shape=(1, 1280), embed_dim: i
     image = layers.Reshape((1, embed_dim), name="image_step")(image)                  # (b, 1, E)
     words = layers.Embedding(num_classes, embed_dim, name="word_embed")(tokens)       # (b, T, E)
     words = layers.Dropout(dropout, name="word_dropout")(words)
+    if image_every_step:
+        words = layers.Add(name="image_every_step")([words, image])                  # (b, T, E)
     seq = layers.Concatenate(axis=1, name="image_then_words")([image, words])        # (b, 1 + T, E)
     h = layers.LSTM(units, return_sequences=True, name="lstm")(seq)                   # (b, 1 + T, H)
     h = layers.Cropping1D((1, 0), name="drop_image_step")(h)                         # (b, T, H)
@@ -145,8 +149,11 @@ def split_captioner(model):
 class CaptionStepper:
     """One word at a time with a trained model's own layers (inference mode: dropout off).
 
-    ``start(features)`` -> the recurrent state before the first word; ``step(tokens, state, first)`` ->
-    (log-probabilities ``(n, V)`` of the next word, the new state).
+    ``start(features)`` -> (the recurrent state before the first word, the first step's ``bias``);
+    ``step(tokens, state, bias)`` -> (log-probabilities ``(n, V)`` of the next word, the new state, the
+    next step's ``bias``). The bias is the image term added to a word's input: the mRNN's ``b_v`` at the
+    first step only, Show and Tell's ``x_{-1}`` at every step with ``image_every_step``, zeros otherwise.
+    A caller threads it like the state, so no caller needs to know which model it decodes.
     """
 
     def __init__(self, model):
@@ -163,16 +170,20 @@ class CaptionStepper:
         self.embed, self.logits = get("word_embed"), get("logits")
         if self.kind == "show_and_tell":
             self.image_embed, self.cell = get("image_embed"), get("lstm").cell
-            self.units = self.cell.units
+            self.bias_width = self.image_embed.units                       # E: it joins the word embedding
+            self.image_every_step = any(layer.name == "image_every_step" for layer in model.layers)
         else:
             self.image_bias, self.to_hidden = get("image_bias"), get("word_to_hidden")
             self.cell = get("rnn").cell
-            self.units = self.cell.units
+            self.bias_width = self.cell.units                              # H: it joins W_hx x_t
+            self.image_every_step = False
+        self.units = self.cell.units
+        self.num_states = 2 if self.kind == "show_and_tell" else 1         # LSTM (h, c); Elman h
         spec = tf.TensorSpec((None,), tf.int32)
-        state_spec = [tf.TensorSpec((None, self.units), tf.float32)] * (2 if self.kind == "show_and_tell" else 1)
+        state_spec = [tf.TensorSpec((None, self.units), tf.float32)] * self.num_states
         self._start = tf.function(self._start_impl, reduce_retracing=True)
-        self._step = tf.function(self._step_impl, input_signature=[spec, state_spec,
-                                                                   tf.TensorSpec((None, self.units), tf.float32)])
+        self._step = tf.function(self._step_impl, input_signature=[
+            spec, state_spec, tf.TensorSpec((None, self.bias_width), tf.float32)])
 
     def _start_impl(self, features):
         import tensorflow as tf
@@ -180,26 +191,34 @@ class CaptionStepper:
         flat = tf.cast(self.norm(self.flat(features)), tf.float32)
         n = tf.shape(flat)[0]
         zeros = tf.zeros((n, self.units), tf.float32)
-        if self.kind == "show_and_tell":
-            _, state = self.cell(self.image_embed(flat), [zeros, zeros], training=False)
-            return [tf.cast(x, tf.float32) for x in state], zeros     # bfloat16 under mixed precision
-        return [zeros], tf.cast(self.image_bias(flat), tf.float32)
+        if self.kind == "mrnn":
+            return [zeros], tf.cast(self.image_bias(flat), tf.float32)          # b_v (n, H)
+        image = self.image_embed(flat)                                           # x_{-1} (n, E)
+        _, state = self.cell(image, [zeros, zeros], training=False)
+        state = [tf.cast(x, tf.float32) for x in state]                           # bfloat16 under mixed precision
+        image = tf.cast(image, tf.float32)
+        return state, image if self.image_every_step else tf.zeros_like(image)
 
     def _step_impl(self, tokens, state, bias):
         import tensorflow as tf
 
         x = self.embed(tokens)
         if self.kind == "mrnn":
-            x = self.to_hidden(x) + bias
+            x = self.to_hidden(x) + tf.cast(bias, x.dtype)
+        elif self.image_every_step:
+            x = x + tf.cast(bias, x.dtype)
         h, state = self.cell(x, state, training=False)
+        next_bias = bias if self.image_every_step else tf.zeros_like(bias)     # the mRNN's: first step only
         # states leave in float32 whatever the policy (exported signatures take float32 states)
-        return tf.nn.log_softmax(tf.cast(self.logits(h), tf.float32)), [tf.cast(x, tf.float32) for x in state]
+        return (tf.nn.log_softmax(tf.cast(self.logits(h), tf.float32)), [tf.cast(x, tf.float32) for x in state],
+                next_bias)
 
     def start(self, features):
-        """-> (state, first-step bias): the bias is the mRNN's image term, zeros for Show and Tell."""
+        """-> (state, bias) before the first word."""
         return self._start(features)
 
     def step(self, tokens, state, bias):
+        """-> (log-probabilities of the next word, new state, next bias)."""
         return self._step(tokens, state, bias)
 
 

@@ -287,8 +287,7 @@ def _beam_batch(stepper, features, k, max_words, length_norm, banned=(0, 1, 3), 
     n = len(features)
     state, bias = stepper.start(features)
     state = [np.repeat(np.asarray(x), k, axis=0) for x in state]          # (n*k, H)
-    bias = np.repeat(np.asarray(bias), k, axis=0)
-    no_bias = np.zeros_like(bias)
+    bias = np.repeat(np.asarray(bias), k, axis=0)                         # (n*k, E or H)
     tokens = np.full(n * k, 1, np.int32)                                   # <start>
     scores = np.full((n, k), -np.inf)
     scores[:, 0] = 0.0                                                     # one live beam to begin with
@@ -296,7 +295,7 @@ def _beam_batch(stepper, features, k, max_words, length_norm, banned=(0, 1, 3), 
     finished = np.zeros((n, k), bool)
     rows = np.arange(n)[:, None]
     for t in range(max_words + 1):
-        logp, new_state = stepper.step(tokens, state, bias if t == 0 else no_bias)
+        logp, new_state, new_bias = stepper.step(tokens, state, bias)
         logp = np.asarray(logp, np.float64).reshape(n, k, -1)
         vocab = logp.shape[-1]
         logp[..., list(banned)] = -np.inf                                  # live beams never write these
@@ -315,6 +314,7 @@ def _beam_batch(stepper, features, k, max_words, length_norm, banned=(0, 1, 3), 
         seqs = np.concatenate([seqs[rows, source], word[..., None]], axis=2)
         finished = finished[rows, source] | (word == 2)
         state = [np.asarray(x).reshape(n, k, -1)[rows, source].reshape(n * k, -1) for x in new_state]
+        bias = np.asarray(new_bias).reshape(n, k, -1)[rows, source].reshape(n * k, -1)
         tokens = word.reshape(-1)
         if finished.all():
             break
