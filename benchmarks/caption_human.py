@@ -18,6 +18,11 @@ captions sharing at least half of their content words, and their chains, go to o
 the nearest-neighbour baseline's score comes from sibling titles ("... signal flag golf" in test,
 "... signal flag tango" in training) that a caption-disjoint split leaves on both sides.
 
+Then the captions' form, beside the test references': words per caption, captions cut off (ending on
+a common word that training captions almost never end on: "breakfast b" for "... b and w", "a man
+in"), captions repeating a word back to back ("man in in"), and captions that are a training caption
+word for word. Scores alone miss these.
+
 Last, the first seed's test images grouped by the cosine similarity of their nearest training image
 (the neighbour's pick): each group's per-image CIDEr-D for the model and the neighbour, and its share
 of the corpus gap between them.
@@ -138,10 +143,45 @@ def main():
             print(f"seed {seed}: lowest val_loss at epoch {lo['epoch']} (val CIDEr-D there "
                   f"{float(lo['val_cider_d']):.3f}); highest val CIDEr-D at epoch {hi['epoch']} "
                   f"({float(hi['val_cider_d']):.3f}) of {len(hist)}")
+    form_rows([out / f"{run_prefix}seed-{seed}" for seed in args.seeds], Path(args.data))
     similarity_rows(first)
     if walls:
         print(f"training wall time per seed (features computed once, by the first): "
               f"{', '.join(f'{w:.0f} s' for w in walls)}")
+
+
+def caption_form(captions: list[list[str]], train: list[list[str]]) -> dict[str, float]:
+    """Words per caption and the shares of captions that are cut off (their last word occurs at least 20
+    times in the training captions and ends fewer than 1% of those: "in", "and", "b" of "b and w"), that
+    repeat a word back to back, and that are a training caption word for word."""
+    from collections import Counter
+
+    seen, ends = Counter(w for c in train for w in c), Counter(c[-1] for c in train if c)
+    never_last = {w for w, n in seen.items() if n >= 20 and ends[w] < 0.01 * n}
+    whole = {" ".join(c) for c in train}
+    return {"words": float(np.mean([len(c) for c in captions])),
+            "cut off": float(np.mean([bool(c) and c[-1] in never_last for c in captions])),
+            "repeats": float(np.mean([any(a == b for a, b in zip(c, c[1:])) for c in captions])),
+            "copied": float(np.mean([" ".join(c) in whole for c in captions]))}
+
+
+def form_rows(runs: list[Path], data: Path) -> None:
+    from cnnctl.data.text import tokenize
+
+    rows = _rows(data)
+    base = data.parent
+    train = [tokenize(r["caption"]) for r in rows if r["split"] == "train"]
+    per_run = [caption_form([c["caption"].split() for c in json.loads((run / "captions.json").read_text())], train)
+               for run in runs]
+    refs = caption_form([tokenize(r["caption"]) for r in rows if r["split"] == "test"], train)
+    print(f"\nThe test captions' form ({base}; mean ± sd over the runs):\n")
+    print("| | words per caption | cut off | repeats a word back to back | "
+          "a training caption word for word |")
+    print("|---|---:|---:|---:|---:|")
+    print("| show_and_tell (the recipe's decoding) | " + " | ".join(
+        mean_sd(np.array([f[k] for f in per_run])) for k in ("words", "cut off", "repeats", "copied")) + " |")
+    print(f"| the test references | {refs['words']:.3f} | {refs['cut off']:.3f} | {refs['repeats']:.3f} | "
+          f"{refs['copied']:.3f} |")
 
 
 def similarity_rows(run: Path) -> None:

@@ -14,6 +14,8 @@ search, ``cnnctl.tasks.caption``), with the same layers and weights.
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers
 
@@ -78,19 +80,26 @@ def show_and_tell(num_classes: int = 10_000, input_shape=(1, 1280), embed_dim: i
         num_classes: the vocabulary size (with ``<pad> <start> <end> <unk>``).
         input_shape: (cells, dim) of the image features.
         image_dropout: the dropout rate on the image features alone (default: ``dropout``).
-        image_every_step: also add ``x_{-1}`` to every word's input (``x_t = W_e S_t + W_I CNN(I)``), as
-            the m-RNN and LRCN feed the image; the paper found this overfits (sec. 3.1), so it is off.
+        image_every_step: also feed the image beside every word, ``x_t = W_e S_t + W_v CNN(I)``, as the
+            m-RNN and LRCN do; the paper found this overfits (sec. 3.1), so it is off. ``W_v`` is its own
+            projection, started small: ``W_I CNN(I)`` is about 20x the norm of a word embedding, and
+            added as is it drowns the word (measured: captions that repeat a word or stop on "in").
     """
     features, tokens = _inputs(input_shape)
     image = layers.Flatten(name="image_flat")(features)
     image = layers.Normalization(name="image_norm")(image)   # set to the training features' mean / variance
     image = layers.Dropout(dropout if image_dropout is None else image_dropout, name="image_dropout")(image)
+    feats = image                                                                    # (b, cells * dim)
     image = layers.Dense(embed_dim, name="image_embed")(image)                       # (b, E)
     image = layers.Reshape((1, embed_dim), name="image_step")(image)                  # (b, 1, E)
     words = layers.Embedding(num_classes, embed_dim, name="word_embed")(tokens)       # (b, T, E)
     words = layers.Dropout(dropout, name="word_dropout")(words)
     if image_every_step:
-        words = layers.Add(name="image_every_step")([words, image])                  # (b, T, E)
+        # per-dimension std about 0.03 at the start, as the word embeddings' (uniform +-0.05)
+        small = keras.initializers.RandomNormal(stddev=0.03 / math.sqrt(feats.shape[-1]))
+        beside = layers.Dense(embed_dim, kernel_initializer=small, name="image_beside_words")(feats)
+        beside = layers.Reshape((1, embed_dim), name="image_beside_step")(beside)    # (b, 1, E)
+        words = layers.Add(name="image_every_step")([words, beside])                 # (b, T, E)
     seq = layers.Concatenate(axis=1, name="image_then_words")([image, words])        # (b, 1 + T, E)
     h = layers.LSTM(units, return_sequences=True, name="lstm")(seq)                   # (b, 1 + T, H)
     h = layers.Cropping1D((1, 0), name="drop_image_step")(h)                         # (b, T, H)
@@ -152,7 +161,7 @@ class CaptionStepper:
     ``start(features)`` -> (the recurrent state before the first word, the first step's ``bias``);
     ``step(tokens, state, bias)`` -> (log-probabilities ``(n, V)`` of the next word, the new state, the
     next step's ``bias``). The bias is the image term added to a word's input: the mRNN's ``b_v`` at the
-    first step only, Show and Tell's ``x_{-1}`` at every step with ``image_every_step``, zeros otherwise.
+    first step only, Show and Tell's ``W_v CNN(I)`` at every step with ``image_every_step``, zeros otherwise.
     A caller threads it like the state, so no caller needs to know which model it decodes.
     """
 
@@ -172,6 +181,7 @@ class CaptionStepper:
             self.image_embed, self.cell = get("image_embed"), get("lstm").cell
             self.bias_width = self.image_embed.units                       # E: it joins the word embedding
             self.image_every_step = any(layer.name == "image_every_step" for layer in model.layers)
+            self.image_beside = get("image_beside_words") if self.image_every_step else None
         else:
             self.image_bias, self.to_hidden = get("image_bias"), get("word_to_hidden")
             self.cell = get("rnn").cell
@@ -196,8 +206,9 @@ class CaptionStepper:
         image = self.image_embed(flat)                                           # x_{-1} (n, E)
         _, state = self.cell(image, [zeros, zeros], training=False)
         state = [tf.cast(x, tf.float32) for x in state]                           # bfloat16 under mixed precision
-        image = tf.cast(image, tf.float32)
-        return state, image if self.image_every_step else tf.zeros_like(image)
+        if self.image_every_step:
+            return state, tf.cast(self.image_beside(flat), tf.float32)            # W_v CNN(I) (n, E)
+        return state, tf.zeros_like(tf.cast(image, tf.float32))
 
     def _step_impl(self, tokens, state, bias):
         import tensorflow as tf
