@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import subprocess
 import sys
@@ -161,7 +162,7 @@ def caption_form(captions: list[list[str]], train: list[list[str]]) -> dict[str,
     whole = {" ".join(c) for c in train}
     return {"words": float(np.mean([len(c) for c in captions])),
             "cut off": float(np.mean([bool(c) and c[-1] in never_last for c in captions])),
-            "repeats": float(np.mean([any(a == b for a, b in zip(c, c[1:])) for c in captions])),
+            "repeats": float(np.mean([any(a == b for a, b in itertools.pairwise(c)) for c in captions])),
             "copied": float(np.mean([" ".join(c) in whole for c in captions]))}
 
 

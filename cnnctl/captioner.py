@@ -79,13 +79,14 @@ class Captioner:
                length_norm: bool | None = None, consensus: bool = True) -> list[tuple[list[str], float]]:
         """[(words, log-probability)] of each image, decoded as the run decodes unless told otherwise
         (``consensus=False``: the beam's own best, even in a run that chooses by consensus)."""
-        from cnnctl.tasks.caption import decode_best
+        from cnnctl.tasks.caption import decode_best, fluent_rule
 
         beam = beam or self.beam
         max_words = max_words or int(self.settings.get("max_words", 20))
         norm = self.settings.get("length_norm", False) if length_norm is None else length_norm
         best = decode_best(self.stepper, features, beam, max_words, norm, bool(self.settings.get("allow_unk", False)),
-                           self.consensus if consensus else None, self.vocab.decode)
+                           self.consensus if consensus else None, self.vocab.decode,
+                           fluent_rule(self.vocab, bool(self.settings.get("fluent", False))))
         return [(self.vocab.decode(ids), lp) for ids, lp in best]
 
     @property

@@ -146,6 +146,8 @@ class CaptionConfig:
     beam: int = 3                 # beam width of evaluation and `cnnctl caption` (1 = greedy)
     length_norm: bool = False     # rank finished beams by log-probability per word
     allow_unk: bool = False       # let decoding write <unk> (by default it never does)
+    fluent: bool = False          # decoding never writes a word twice in a row, nor ends on a word that almost
+    #                               never ends a training caption ("in", "and", "a": the vocabulary's rarely_last)
     train_encoder: bool = False   # fine-tune the encoder with the decoder (at finetune.body_lr_scale x lr)
     word_vectors: str = ""        # "glove100": word embeddings start from GloVe 100d (needs model.embed_dim = 100)
     flip: bool = False            # each epoch, each training pair sees its image or its mirror image (features

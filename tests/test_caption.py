@@ -3,6 +3,7 @@ cached features, exact resume after SIGKILL, and the errors a user can cause."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -251,14 +252,15 @@ def test_evaluate_scores_a_caption_runs_test_split_and_new_caption_data(scene_ru
 def test_consensus_chooses_among_the_beam_alike_in_training_caption_and_evaluate(scene_run, tmp_path):
     """caption.consensus=3: the run keeps its chooser (the training images' features and captions);
     each test caption is one of its beam's finished captions; `cnnctl evaluate` scores what training
-    scored, so `cnnctl caption` chooses as training did; the beam's own best is reported beside."""
+    scored, so `cnnctl caption` chooses as training did; the beam's own best is reported beside.
+    With caption.fluent the beams obey its rules everywhere (the run's caption.json carries it)."""
     from cnnctl.captioner import Captioner
-    from cnnctl.tasks.caption import beam_search, caption_scores
+    from cnnctl.tasks.caption import beam_search, caption_scores, fluent_rule
     from cnnctl.tasks.caption_consensus import Consensus
 
     r = runner.invoke(app, ["train", "--data", "scenes:grid", "--set", "data.scene_counts=[600,60,40]",
                             "--epochs", "1", "--out-dir", str(tmp_path), "--name", "consensus", *SMALL,
-                            "--set", "caption.beam=5", "--set", "caption.consensus=3"])
+                            "--set", "caption.beam=5", "--set", "caption.consensus=3", "--set", "caption.fluent=true"])
     assert r.exit_code == 0, r.output
     run = tmp_path / "consensus"
     chooser = Consensus.load(run)
@@ -268,9 +270,13 @@ def test_consensus_chooses_among_the_beam_alike_in_training_caption_and_evaluate
     captioner = Captioner(run, best=False)
     with np.load(run / "features.npz") as f:
         test = f["test_features"]
-    beams = beam_search(captioner.stepper, test, 5, captioner.settings["max_words"], False, every_beam=True)
+    assert captioner.settings["fluent"] is True and "a" in captioner.vocab.rarely_last      # "a shirt ..."
+    beams = beam_search(captioner.stepper, test, 5, captioner.settings["max_words"], False, every_beam=True,
+                        fluent=fluent_rule(captioner.vocab, True))
     alone = [captioner.vocab.decode(b[0][0]) for b in beams]
     chosen = [c["caption"].split() for c in captions]
+    assert all(a != b for c in chosen for a, b in itertools.pairwise(c))
+    assert not any(c[-1] in captioner.vocab.rarely_last for c in chosen)
     assert all(any(captioner.vocab.decode(ids) == words for ids, _ in b) for b, words in zip(beams, chosen))
     assert sum(a != c for a, c in zip(alone, chosen)) > 0                  # the choice changed some captions
     refs = [[x.split() for x in c["references"]] for c in captions]

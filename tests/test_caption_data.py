@@ -158,6 +158,20 @@ def test_tokens_vocabulary_and_rows():
     assert Vocab.from_json(json.loads(json.dumps(vocab.to_json()))).words == vocab.words
 
 
+def test_the_vocabulary_keeps_the_words_that_almost_never_end_a_caption():
+    """rarely_last: seen >= 20 times in training captions and ending < 1% of them. "in" (40 times, never
+    last) is one; "dog" (40 times, last in 30) is not; "of" (never last, but only 19 times) is too rare
+    to judge; "tree" (100 times, last once: exactly 1%) is not."""
+    caps = ([["a", "dog", "in", "a", "box"]] * 10 + [["the", "dog"]] * 30 + [["one", "of", "us"]] * 19
+            + [["tree", "in", "a", "pot"]] * 30 + [["tree", "house"]] * 69 + [["tree"]])
+    vocab = Vocab.build(caps, min_count=1)
+    assert vocab.rarely_last == ["a", "in", "the"]       # "a" (70 times) and "the" (30), never last, too
+    again = Vocab.from_json(json.loads(json.dumps(vocab.to_json())))
+    assert again.rarely_last == vocab.rarely_last
+    assert Vocab.from_json({"words": vocab.words}).rarely_last == []            # a vocab.json from before
+    assert Vocab.build(caps, min_count=50).rarely_last == ["a"]          # "in" (40), "the" (30) became <unk>
+
+
 def test_openclipart_titles_and_the_caption_disjoint_split(tmp_path):
     from cnnctl.data.clipart import split_of, title_of
 

@@ -153,6 +153,49 @@ def test_a_wide_beam_finds_the_most_probable_caption_and_greedy_is_never_better(
         assert greedy[kind][0] == words
 
 
+def _brute_force_fluent(table, max_words, no_end_after, first_word=4):
+    """The most probable caption with no word twice in a row and no end right after ``no_end_after``."""
+    best, best_seq = -np.inf, None
+    vocab = table.shape[0]
+    for n in range(1, max_words + 1):
+        for words in itertools.product(range(first_word, vocab), repeat=n):
+            if any(a == b for a, b in itertools.pairwise(words)) or (n < max_words and words[-1] in no_end_after):
+                continue
+            seq, prev, lp = [*words, 2], 1, 0.0
+            for w in seq:
+                lp, prev = lp + table[prev, w], w
+            if lp > best:
+                best, best_seq = lp, list(words)
+    return best_seq, best
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fluent_decoding_finds_the_best_caption_that_neither_stutters_nor_stops_on_a_linking_word(seed):
+    """caption.fluent: a wide beam finds the brute-force best caption under both rules (the end rule
+    yields when max_words forces the end); the unruled best breaks them, so the rules change the answer."""
+    from cnnctl.tasks.caption import beam_search
+
+    stepper = MarkovStepper(vocab=7, seed=seed)
+    for w in range(4, 7):
+        stepper.table[:, w, w] += 3.0              # stuttering likely
+    stepper.table[:, 4, 2] += 4.0                  # stopping right after word 4 likely
+    features = np.array([[[0.0]], [[1.0]]], np.float32)
+    max_words = 4
+    free = beam_search(stepper, features, beam=80, max_words=max_words)
+    wide = beam_search(stepper, features, beam=80, max_words=max_words, fluent=[4])
+    greedy = beam_search(stepper, features, beam=1, max_words=max_words, fluent=[4])
+    broken = 0
+    for kind in (0, 1):
+        seq, lp = _brute_force_fluent(stepper.table[kind], max_words, {4})
+        assert wide[kind][0] == seq and wide[kind][1] == pytest.approx(lp)
+        for words, _ in (wide[kind], greedy[kind]):
+            assert all(a != b for a, b in itertools.pairwise(words))
+            assert len(words) == max_words or words[-1] != 4
+        words = free[kind][0]
+        broken += any(a == b for a, b in itertools.pairwise(words)) or words[-1] == 4
+    assert broken >= 1
+
+
 @pytest.mark.parametrize(("name", "options"), [("show_and_tell", {}), ("mrnn", {}),
                                              ("show_and_tell", {"image_every_step": True})])
 def test_the_word_by_word_decoder_computes_what_the_network_computes(name, options):

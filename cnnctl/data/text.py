@@ -8,6 +8,10 @@ the training captions become ``<unk>`` (Karpathy & Fei-Fei 2015 sec. 4: 5).
 Ids: 0 ``<pad>``, 1 ``<start>``, 2 ``<end>``, 3 ``<unk>``, then the words by
 falling count (ties alphabetical), so the vocabulary is a pure function of
 the training captions.
+
+The vocabulary also keeps the words that (almost) never end a training caption (``rarely_last``:
+seen at least ``RARELY_LAST_MIN`` times, ending fewer than ``RARELY_LAST_SHARE`` of those: "in",
+"and", "a", "of"); ``caption.fluent`` decoding never ends a caption on one.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from cnnctl.errors import CnnctlError
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
+RARELY_LAST_MIN, RARELY_LAST_SHARE = 20, 0.01
 _NOT_WORD = re.compile(r"[^\w\s]|_", re.UNICODE)
 
 
@@ -35,20 +40,24 @@ def tokenize(caption: str) -> list[str]:
 class Vocab:
     """Word <-> id. ``words[i]`` is the word of id ``i``; the first four are the special tokens."""
 
-    def __init__(self, words: list[str], min_count: int = 1):
+    def __init__(self, words: list[str], min_count: int = 1, rarely_last: Iterable[str] = ()):
         if list(words[:4]) != list(SPECIALS):
             raise CnnctlError("a vocabulary must start with " + ", ".join(SPECIALS),
                               hint="the run's vocab.json was not written by cnnctl, or was edited")
         self.words = list(words)
         self.min_count = min_count
         self.index = {w: i for i, w in enumerate(self.words)}
+        self.rarely_last = sorted(w for w in rarely_last if w in self.index)
 
     @classmethod
     def build(cls, captions: Iterable[list[str]], min_count: int = 5) -> Vocab:
+        captions = list(captions)
         counts = Counter(w for tokens in captions for w in tokens)
         kept = sorted((w for w, c in counts.items() if c >= min_count and w not in SPECIALS),
                       key=lambda w: (-counts[w], w))
-        return cls([*SPECIALS, *kept], min_count)
+        last = Counter(tokens[-1] for tokens in captions if tokens)
+        rarely_last = [w for w in kept if counts[w] >= RARELY_LAST_MIN and last[w] < RARELY_LAST_SHARE * counts[w]]
+        return cls([*SPECIALS, *kept], min_count, rarely_last)
 
     def __len__(self) -> int:
         return len(self.words)
@@ -69,11 +78,11 @@ class Vocab:
         return out
 
     def to_json(self) -> dict:
-        return {"min_count": self.min_count, "words": self.words}
+        return {"min_count": self.min_count, "words": self.words, "rarely_last": self.rarely_last}
 
     @classmethod
     def from_json(cls, obj: dict) -> Vocab:
-        return cls(list(obj["words"]), int(obj.get("min_count", 1)))
+        return cls(list(obj["words"]), int(obj.get("min_count", 1)), obj.get("rarely_last", ()))
 
     def save(self, path: str | Path) -> None:
         from cnnctl.files import atomic_write_text

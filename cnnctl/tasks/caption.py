@@ -263,8 +263,15 @@ class CaptionDataModule:
 
 
 # ---------------------------------------------------------------------------- decoding
+def fluent_rule(vocab, on: bool) -> list[int] | None:
+    """``caption.fluent``'s ids for ``beam_search(fluent=...)``: the vocabulary's ``rarely_last`` words, or None
+    when the setting is off."""
+    return [vocab.index[w] for w in vocab.rarely_last] if on else None
+
+
 def beam_search(stepper, features: np.ndarray, beam: int = 3, max_words: int = 20, length_norm: bool = False,
-                batch: int = 256, allow_unk: bool = False, every_beam: bool = False) -> list:
+                batch: int = 256, allow_unk: bool = False, every_beam: bool = False,
+                fluent: list[int] | None = None) -> list:
     """Best caption of each image -> [(word ids without <start>/<end>, log-probability incl. <end>)].
 
     ``beam = 1`` is greedy decoding. Finished beams (ended with ``<end>``) keep their score; after
@@ -274,16 +281,22 @@ def beam_search(stepper, features: np.ndarray, beam: int = 3, max_words: int = 2
     A caption has at least one word (``<end>`` cannot come first).
     ``every_beam``: each image's finished beams, best first -> [[(word ids, log-probability), ...], ...]
     (the candidates consensus re-ranking chooses from).
+    ``fluent`` (``caption.fluent``; ids from ``fluent_rule``): no word follows itself, and no caption ends
+    right after one of these ids (words that almost never end a training caption: "in", "and", "a")
+    unless ``max_words`` forces the end. Without it a model that sees the image beside every word
+    writes "man in in" and "breakfast b" (docs/captioning.md).
     """
     banned = [0, 1] if allow_unk else [0, 1, 3]
+    no_end_after = None if fluent is None else np.asarray(fluent, np.int64)
     out = []
     for s in range(0, len(features), batch):
         out += _beam_batch(stepper, np.asarray(features[s:s + batch], np.float32), beam, max_words, length_norm,
-                           banned, every_beam)
+                           banned, every_beam, no_end_after)
     return out
 
 
-def _beam_batch(stepper, features, k, max_words, length_norm, banned=(0, 1, 3), every_beam=False):
+def _beam_batch(stepper, features, k, max_words, length_norm, banned=(0, 1, 3), every_beam=False,
+                no_end_after=None):
     n = len(features)
     state, bias = stepper.start(features)
     state = [np.repeat(np.asarray(x), k, axis=0) for x in state]          # (n*k, H)
@@ -299,6 +312,12 @@ def _beam_batch(stepper, features, k, max_words, length_norm, banned=(0, 1, 3), 
         logp = np.asarray(logp, np.float64).reshape(n, k, -1)
         vocab = logp.shape[-1]
         logp[..., list(banned)] = -np.inf                                  # live beams never write these
+        if no_end_after is not None:                                       # caption.fluent
+            prev = tokens.reshape(n, k)
+            i, j = np.nonzero(prev > 3)                                    # beams whose last token is a word
+            logp[i, j, prev[i, j]] = -np.inf                               # ... never write it again at once
+            if t < max_words:
+                logp[np.isin(prev, no_end_after), 2] = -np.inf             # ... nor stop on "in", "and", "a"
         if t == 0:
             logp[..., 2] = -np.inf                                         # a caption has at least one word
         logp[finished] = -np.inf
@@ -334,13 +353,15 @@ def _beam_batch(stepper, features, k, max_words, length_norm, banned=(0, 1, 3), 
 
 
 def decode_best(stepper, features: np.ndarray, beam: int, max_words: int, length_norm: bool, allow_unk: bool,
-                consensus=None, decode=None) -> list[tuple[list[int], float]]:
+                consensus=None, decode=None, fluent: list[int] | None = None) -> list[tuple[list[int], float]]:
     """Each image's caption as a run decodes: its beam's best, or -- with a ``consensus`` chooser
     (``caption.consensus``) and a beam wider than 1 -- the finished beam the nearest training images'
-    captions agree with most (``decode``: word ids -> words, for that choice)."""
+    captions agree with most (``decode``: word ids -> words, for that choice). ``fluent``: see
+    ``beam_search``."""
     if consensus is None or beam <= 1:
-        return beam_search(stepper, features, beam, max_words, length_norm, allow_unk=allow_unk)
-    candidates = beam_search(stepper, features, beam, max_words, length_norm, allow_unk=allow_unk, every_beam=True)
+        return beam_search(stepper, features, beam, max_words, length_norm, allow_unk=allow_unk, fluent=fluent)
+    candidates = beam_search(stepper, features, beam, max_words, length_norm, allow_unk=allow_unk, every_beam=True,
+                             fluent=fluent)
     return consensus.choose(features, candidates, decode)
 
 
@@ -392,7 +413,7 @@ class ValidationCaptions(keras.callbacks.Callback):
             self._stepper = CaptionStepper(decoder)
         features = val.features[:n] if encoder is None else encode_pixels(encoder, val.pixels[:n])
         best = decode_best(self._stepper, features, cc.beam, cc.max_words, cc.length_norm, cc.allow_unk,
-                           self.data.consensus, self.data.vocab.decode)
+                           self.data.consensus, self.data.vocab.decode, fluent_rule(self.data.vocab, cc.fluent))
         scores = caption_scores([self.data.vocab.decode(ids) for ids, _ in best], val.references[:n])
         logs["val_bleu4"], logs["val_cider_d"] = scores["bleu4"], scores["cider_d"]
 
@@ -438,7 +459,7 @@ class CaptionTask(Task):
             self._word_vectors(run, data, cfg, log)
         run.write_json("caption.json", {"encoder": spec.to_json(), "max_words": cfg.caption.max_words,
                                         "beam": cfg.caption.beam, "length_norm": cfg.caption.length_norm,
-                                        "allow_unk": cfg.caption.allow_unk})
+                                        "allow_unk": cfg.caption.allow_unk, "fluent": cfg.caption.fluent})
 
     def write_run_files(self, run, data) -> None:
         data.vocab.save(run.file("vocab.json"))
@@ -521,6 +542,7 @@ class CaptionTask(Task):
         # a trained encoder describes the test images anew; the baselines keep the frozen features
         features = test.features if encoder is None else encode_pixels(encoder, test.pixels)
         refs = test.references
+        fluent = fluent_rule(data.vocab, cc.fluent)
         results = {}
         decoded = {}
         for name, k in (("greedy", 1), ("beam", cc.beam)):
@@ -528,13 +550,14 @@ class CaptionTask(Task):
                 decoded["beam"] = decoded["greedy"]
             else:
                 best = decode_best(stepper, features, k, cc.max_words, cc.length_norm, cc.allow_unk,
-                                   data.consensus if name == "beam" else None, data.vocab.decode)
+                                   data.consensus if name == "beam" else None, data.vocab.decode, fluent)
                 decoded[name] = ([data.vocab.decode(ids) for ids, _ in best], [lp for _, lp in best])
             hyps = decoded[name][0]
             for key, v in caption_scores(hyps, refs).items():
                 results[f"test_{key}" if name == "beam" else f"test_greedy_{key}"] = v
         if data.consensus is not None and cc.beam > 1:   # what the consensus changed: the beam's own best beside
-            alone = beam_search(stepper, features, cc.beam, cc.max_words, cc.length_norm, allow_unk=cc.allow_unk)
+            alone = beam_search(stepper, features, cc.beam, cc.max_words, cc.length_norm, allow_unk=cc.allow_unk,
+                                fluent=fluent)
             for key, v in caption_scores([data.vocab.decode(ids) for ids, _ in alone], refs).items():
                 results[f"test_beam_alone_{key}"] = v
         frequent = Counter(" ".join(c) for caps in data.train.references for c in caps).most_common(1)[0][0].split()
