@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from caption_human import caption_form, mean_sd  # noqa: E402
+from caption_human import caption_form, mean_sd
 
 
 def decode_run(run: Path) -> dict[str, dict[str, float]]:
@@ -36,7 +36,12 @@ def decode_run(run: Path) -> dict[str, dict[str, float]]:
     from cnnctl.captioner import Captioner
     from cnnctl.config import load_run_config
     from cnnctl.data.text import Vocab
-    from cnnctl.tasks.caption import CaptionDataModule, beam_search, caption_scores, fluent_rule
+    from cnnctl.tasks.caption import (
+        CaptionDataModule,
+        beam_search,
+        caption_scores,
+        fluent_rule,
+    )
 
     cap = Captioner(run, best=False)
     data = CaptionDataModule(load_run_config(run), 64, 0, log=lambda *a: None)
