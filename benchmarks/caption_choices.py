@@ -101,6 +101,7 @@ def validation_scores(run: Path):
         PairSplit,
         beam_search,
         caption_scores,
+        fluent_rule,
         nearest_neighbour_captions,
     )
 
@@ -113,7 +114,8 @@ def validation_scores(run: Path):
     stepper = CaptionStepper(keras.models.load_model(run / "model.keras", safe_mode=True))
     out = {"cfg": cfg}
     for label, beam, norm in DECODINGS:
-        best = beam_search(stepper, val, beam, cfg.caption.max_words, norm)
+        best = beam_search(stepper, val, beam, cfg.caption.max_words, norm,
+                           fluent=fluent_rule(vocab, cfg.caption.fluent))          # as the run decodes
         out[label] = caption_scores([vocab.decode(ids) for ids, _ in best], refs)
     base = PairSplit(train, None, None, data.tokens["train"])
     nearest = caption_scores(nearest_neighbour_captions(base, val), refs)

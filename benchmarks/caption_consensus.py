@@ -48,6 +48,7 @@ def main():
         PairSplit,
         beam_search,
         caption_scores,
+        fluent_rule,
         nearest_neighbour_captions,
     )
     from cnnctl.tasks.caption_consensus import Consensus, unit_rows
@@ -63,11 +64,13 @@ def main():
             feats = {s: f[f"{s}_features"] for s in ("train", "val", "test")}
         chooser = Consensus(feats["train"], data.tokens["train"], max(args.ks))
         norm, max_words = captioner.settings.get("length_norm", False), int(captioner.settings["max_words"])
+        fluent = fluent_rule(captioner.vocab, bool(captioner.settings.get("fluent", False)))   # as the run decodes
         beams = {}
         for split in ("val", "test"):
             near = chooser.neighbours(feats[split])
             for beam in args.beams:
-                cands = beam_search(captioner.stepper, feats[split], beam, max_words, norm, every_beam=True)
+                cands = beam_search(captioner.stepper, feats[split], beam, max_words, norm, every_beam=True,
+                                    fluent=fluent)
                 words = [[captioner.vocab.decode(ids) for ids, _ in c] for c in cands]
                 per_token = [np.array([lp / (len(ids) + 1) for ids, lp in c]) for c in cands]
                 # (candidates, neighbours) CIDEr-D of each candidate against each neighbour's captions
