@@ -152,13 +152,12 @@ def main():
 
 
 def caption_form(captions: list[list[str]], train: list[list[str]]) -> dict[str, float]:
-    """Words per caption and the shares of captions that are cut off (their last word occurs at least 20
-    times in the training captions and ends fewer than 1% of those: "in", "and", "b" of "b and w"), that
-    repeat a word back to back, and that are a training caption word for word."""
-    from collections import Counter
+    """Words per caption and the shares of captions that are cut off (they end on a word that almost
+    never ends a training caption: the vocabulary's ``rarely_last``, "in", "and", "a"), that repeat a word
+    back to back, and that are a training caption word for word."""
+    from cnnctl.data.text import Vocab
 
-    seen, ends = Counter(w for c in train for w in c), Counter(c[-1] for c in train if c)
-    never_last = {w for w, n in seen.items() if n >= 20 and ends[w] < 0.01 * n}
+    never_last = set(Vocab.build(train, min_count=1).rarely_last)
     whole = {" ".join(c) for c in train}
     return {"words": float(np.mean([len(c) for c in captions])),
             "cut off": float(np.mean([bool(c) and c[-1] in never_last for c in captions])),

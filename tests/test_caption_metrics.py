@@ -109,11 +109,14 @@ class MarkovStepper:
         return self.table[kind, np.asarray(tokens)], state, bias
 
 
-def _brute_force_best(table, max_words, first_word=3):
+def _brute_force_best(table, max_words, first_word=3, allowed=lambda words: True):
+    """The most probable caption of at least one word among those ``allowed`` accepts."""
     best, best_seq = -np.inf, None
     vocab = table.shape[0]
     for n in range(1, max_words + 1):                      # at least one word
         for words in itertools.product(range(first_word, vocab), repeat=n):
+            if not allowed(words):
+                continue
             seq, prev, lp = [*words, 2], 1, 0.0
             for w in seq:
                 lp, prev = lp + table[prev, w], w
@@ -153,20 +156,10 @@ def test_a_wide_beam_finds_the_most_probable_caption_and_greedy_is_never_better(
         assert greedy[kind][0] == words
 
 
-def _brute_force_fluent(table, max_words, no_end_after, first_word=4):
-    """The most probable caption with no word twice in a row and no end right after ``no_end_after``."""
-    best, best_seq = -np.inf, None
-    vocab = table.shape[0]
-    for n in range(1, max_words + 1):
-        for words in itertools.product(range(first_word, vocab), repeat=n):
-            if any(a == b for a, b in itertools.pairwise(words)) or (n < max_words and words[-1] in no_end_after):
-                continue
-            seq, prev, lp = [*words, 2], 1, 0.0
-            for w in seq:
-                lp, prev = lp + table[prev, w], w
-            if lp > best:
-                best, best_seq = lp, list(words)
-    return best_seq, best
+def _fluent(max_words, no_end_after):
+    """caption.fluent's rules as a filter for ``_brute_force_best``."""
+    return lambda words: (all(a != b for a, b in itertools.pairwise(words))
+                          and (len(words) == max_words or words[-1] not in no_end_after))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -186,7 +179,7 @@ def test_fluent_decoding_finds_the_best_caption_that_neither_stutters_nor_stops_
     greedy = beam_search(stepper, features, beam=1, max_words=max_words, fluent=[4])
     broken = 0
     for kind in (0, 1):
-        seq, lp = _brute_force_fluent(stepper.table[kind], max_words, {4})
+        seq, lp = _brute_force_best(stepper.table[kind], max_words, 4, _fluent(max_words, {4}))
         assert wide[kind][0] == seq and wide[kind][1] == pytest.approx(lp)
         for words, _ in (wide[kind], greedy[kind]):
             assert all(a != b for a, b in itertools.pairwise(words))

@@ -203,6 +203,10 @@ def test_the_bundled_captioner_exports_encoder_start_and_step_that_decode_its_ow
         logp[[0, 1, 3]] = -np.inf                               # <pad>, <start>, <unk>
         if t == 0:
             logp[2] = -np.inf                                   # at least one word
+        if cap.settings.get("fluent") and t > 0:                # caption.fluent, from vocab.json
+            logp[token] = -np.inf                               # no word twice in a row
+            if vocab.words[token] in vocab.rarely_last and t < cap.settings["max_words"]:
+                logp[2] = -np.inf                               # no end right after "in", "and", "a"
         token = 2 if t == cap.settings["max_words"] else int(np.argmax(logp))
         if token == 2:
             break

@@ -82,7 +82,7 @@ def show_and_tell(num_classes: int = 10_000, input_shape=(1, 1280), embed_dim: i
         image_dropout: the dropout rate on the image features alone (default: ``dropout``).
         image_every_step: also feed the image beside every word, ``x_t = W_e S_t + W_v CNN(I)``, as the
             m-RNN and LRCN do; the paper found this overfits (sec. 3.1), so it is off. ``W_v`` is its own
-            projection, started small: ``W_I CNN(I)`` is about 20x the norm of a word embedding, and
+            projection, started at the word embeddings' scale: ``W_I CNN(I)`` is many times larger, and
             added as is it drowns the word (measured: captions that repeat a word or stop on "in").
     """
     features, tokens = _inputs(input_shape)
