@@ -51,6 +51,8 @@ class Captioner:
 
         self.consensus = Consensus.load(folder)          # None: the run decodes by its beam alone
         self.spec = EncoderSpec.from_json(self.settings["encoder"])
+        self.trained_encoder = trained_encoder is not None
+        self.members = [self.folder]
         if trained_encoder is not None:
             self.encoder = trained_encoder
         else:           # in the precision the run computed its features in: the same features, bit for bit
@@ -62,6 +64,30 @@ class Captioner:
                 self.encoder = self.spec.build(log)
             finally:
                 keras.mixed_precision.set_global_policy(before)
+
+    def ensemble(self, others: list[Captioner]) -> Captioner:
+        """Decode with this run and ``others`` as one model (``EnsembleStepper``: the mean of their
+        next-word probabilities, Show and Tell sec. 4.3.1). This run's settings (beam, max_words, fluent
+        rules) and encoder are used; every member must have the same vocabulary and frozen encoder."""
+        from cnnctl.models.captioning import EnsembleStepper
+
+        for other in others:
+            problem = None
+            if other.vocab.words != self.vocab.words:
+                problem = "has another vocabulary than"
+            elif other.spec.to_json() != self.spec.to_json():
+                problem = "uses another encoder than"
+            elif other.trained_encoder or self.trained_encoder:
+                problem = "cannot share image features (its encoder was fine-tuned) with"
+            elif other.consensus is not None or self.consensus is not None:
+                problem = "chooses by consensus (caption.consensus), which cannot be ensembled with"
+            if problem:
+                raise CnnctlError(f"{other.folder} {problem} {self.folder}",
+                                  hint="ensemble runs trained on the same captions (and caption.min_count) over "
+                                       "the same frozen encoder")
+        self.stepper = EnsembleStepper([self.stepper] + [o.stepper for o in others])
+        self.members = [self.folder] + [o.folder for o in others]
+        return self
 
     def features(self, images) -> np.ndarray:
         """Encoder features of image files (paths) or of uint8 images in memory ``(n, h, w, c)``."""

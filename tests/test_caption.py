@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import subprocess
 import sys
 
@@ -69,7 +70,7 @@ def test_a_caption_run_writes_its_files_and_scores_against_baselines(scene_run):
 
 def test_the_validation_captions_score_the_model_each_epoch_and_pick_best_keras(scene_run):
     """val_cider_d (the caption monitor) is what the final model's beam captions of the validation
-    scenes score, and best.keras is the epoch with the highest one."""
+    scenes score, best.keras is the epoch with the highest one, and test_best_* is what it scores on test."""
     import csv
 
     import keras
@@ -104,6 +105,14 @@ def test_the_validation_captions_score_the_model_each_epoch_and_pick_best_keras(
         base = PairSplit(f["train_features"], None, None, [[tokenize(c) for c in caps] for caps in train.captions])
     nearest = caption_scores(nearest_neighbour_captions(base, features), refs)
     assert metrics["val_baseline_nearest_cider_d"] == pytest.approx(nearest["cider_d"], abs=1e-9)
+    # best.keras (what `cnnctl caption --model RUN` loads) is scored on test too: test_best_*
+    test = load_captions("scenes:grid", (600, 60, 40)).splits["test"]
+    best = keras.models.load_model(run / "best.keras", safe_mode=True)
+    with np.load(run / "features.npz") as f:
+        found = beam_search(CaptionStepper(best), f["test_features"], 3, 20)
+    scores = caption_scores([vocab.decode(ids) for ids, _ in found], [[tokenize(c) for c in caps] for caps in test.captions])
+    assert metrics["test_best_cider_d"] == pytest.approx(scores["cider_d"], abs=1e-9)
+    assert metrics["test_best_bleu4"] == pytest.approx(scores["bleu4"], abs=1e-9)
 
 
 def test_flip_gives_about_half_the_pairs_their_mirror_images_features_as_a_function_of_seed_and_epoch():
@@ -390,6 +399,32 @@ def test_the_mrnn_trains_through_the_same_engine(scene_run):
                                          str(_scene_png(out / "s0.png"))]).output)
     assert got[0]["caption"] == json.loads((out / "mrnn" / "captions.json").read_text())[0]["caption"]
 
+    # the two runs as one ensemble: `cnnctl caption -m A -m B` decodes as beam search over both models'
+    # mean word probabilities (the first run's settings), and a run with another vocabulary is one message
+    from cnnctl.captioner import Captioner
+    from cnnctl.models.captioning import EnsembleStepper
+    from cnnctl.tasks.caption import beam_search, fluent_rule
+
+    paths = [str(_scene_png(out / f"s{i}.png", i)) for i in range(4)]
+    r = runner.invoke(app, ["caption", "-m", str(scene_run[0]), "-m", str(out / "mrnn"), "--last", "--json", *paths])
+    assert r.exit_code == 0, r.output
+    lead, member = Captioner(scene_run[0], best=False), Captioner(out / "mrnn", best=False)
+    settings = (lead.beam, int(lead.settings["max_words"]), bool(lead.settings.get("length_norm", False)))
+    rule = fluent_rule(lead.vocab, bool(lead.settings.get("fluent", False)))
+    want = beam_search(EnsembleStepper([lead.stepper, member.stepper]), lead.features(paths), *settings, fluent=rule)
+    got = json.loads(r.output)
+    assert [g["caption"] for g in got] == [" ".join(lead.vocab.decode(ids)) for ids, _ in want]
+    np.testing.assert_allclose([g["log_prob"] for g in got], [lp for _, lp in want], atol=1e-4)
+    alone = [lp for _, lp in beam_search(lead.stepper, lead.features(paths), *settings, fluent=rule)]
+    assert not np.allclose([g["log_prob"] for g in got], alone, atol=1e-3)     # the second run took part
+    other = out / "mrnn-other-words"
+    shutil.copytree(out / "mrnn", other)
+    vocab = json.loads((other / "vocab.json").read_text())
+    vocab["words"][-1] += "x"
+    (other / "vocab.json").write_text(json.dumps(vocab))
+    r = runner.invoke(app, ["caption", "-m", str(scene_run[0]), "-m", str(other), "--last", paths[0]])
+    assert r.exit_code != 0 and "another vocabulary" in r.output and "Traceback" not in r.output
+
 
 def test_the_alignment_model_ranks_images_and_sentences_above_chance(scene_run):
     """Karpathy's BRNN alignment model (task "align", from its registry entry) through the same engine."""
@@ -480,12 +515,12 @@ def test_the_readme_model_card_gives_the_bundled_captioners_own_scores():
         assert f"| `{sample['image'].split('/')[-1]}` | {sample['caption']} | {sample['references'][0]} |" in card
 
 
-def _scene_png(path):
+def _scene_png(path, index=0):
     from cnnctl.data.scenes import grid_scene
     from cnnctl.data.sources import fashion_mnist
 
     test = fashion_mnist("")["test"]
-    Image.fromarray(grid_scene(test.images[..., 0], test.labels, "test", 0, 0).image).save(path)
+    Image.fromarray(grid_scene(test.images[..., 0], test.labels, "test", 0, index).image).save(path)
     return path
 
 

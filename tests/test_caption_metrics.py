@@ -94,6 +94,8 @@ def test_retrieval_counts_an_identical_sentence_as_correct_and_chance_matches_a_
 class MarkovStepper:
     """A fixed bigram language model with the decoder's interface (the thing under test is beam_search)."""
 
+    num_states, bias_width = 1, 1
+
     def __init__(self, vocab=6, seed=0):
         rng = np.random.default_rng(seed)
         self.table = np.log(rng.dirichlet(np.full(vocab, 0.7), size=(2, vocab)))   # (image kind, previous word)
@@ -213,6 +215,51 @@ def test_the_word_by_word_decoder_computes_what_the_network_computes(name, optio
     for t in range(tokens.shape[1]):
         logp, state, bias = stepper.step(tokens[:, t], state, bias)
         np.testing.assert_allclose(np.asarray(logp), want[:, t], atol=2e-5)
+
+
+def test_an_ensemble_steps_as_the_mean_of_its_members_probabilities():
+    """Three different networks over one vocabulary (Show and Tell, Show and Tell with the image at every
+    step, the mRNN), stepped together: each step's log-probabilities are the log of the mean of the
+    three networks' teacher-forced softmax -- so every member's state and bias went back to that member
+    (swapping two members' states, or dropping a member's bias after the first step, breaks it)."""
+    import keras
+
+    from cnnctl import models
+    from cnnctl.models.captioning import CaptionStepper, EnsembleStepper
+
+    keras.utils.set_random_seed(3)
+    nets = [models.build(name, num_classes=11, input_shape=(4, 6), embed_dim=8, units=units, dropout=0.5, **options)
+            for name, units, options in (("show_and_tell", 12, {}), ("show_and_tell", 10, {"image_every_step": True}),
+                                         ("mrnn", 12, {}))]
+    rng = np.random.default_rng(3)
+    feats = rng.normal(size=(3, 4, 6)).astype(np.float32)
+    tokens = np.concatenate([np.ones((3, 1), np.int32), rng.integers(3, 11, (3, 5)).astype(np.int32)], axis=1)
+    probs = [keras.ops.convert_to_numpy(keras.ops.softmax(net([feats, tokens], training=False))) for net in nets]
+    want = np.log(np.mean(probs, axis=0))                                        # (3, 6, 11)
+    ensemble = EnsembleStepper([CaptionStepper(net) for net in nets])
+    assert ensemble.num_states == 2 + 2 + 1 and ensemble.bias_width == 8 + 8 + 12
+    state, bias = ensemble.start(feats)
+    for t in range(tokens.shape[1]):
+        logp, state, bias = ensemble.step(tokens[:, t], state, bias)
+        np.testing.assert_allclose(logp, want[:, t], atol=2e-5)
+
+
+def test_a_wide_beam_over_an_ensemble_finds_the_caption_most_probable_under_the_mean():
+    """Two bigram models that disagree: the ensemble's best caption is the brute-force best under the
+    log of their mean bigram probabilities, which for some image is neither member's own best."""
+    from cnnctl.models.captioning import EnsembleStepper
+    from cnnctl.tasks.caption import beam_search
+
+    members = [MarkovStepper(vocab=6, seed=s) for s in (2, 4)]
+    features = np.array([[[0.0]], [[1.0]]], np.float32)
+    found = beam_search(EnsembleStepper(members), features, beam=60, max_words=3)
+    mean = np.logaddexp(*[m.table for m in members]) - np.log(2)
+    differs = False
+    for kind in (0, 1):
+        seq, lp = _brute_force_best(mean[kind], 3, first_word=4)
+        assert found[kind][0] == seq and found[kind][1] == pytest.approx(lp)
+        differs |= all(_brute_force_best(m.table[kind], 3, first_word=4)[0] != seq for m in members)
+    assert differs
 
 
 def test_image_every_step_feeds_the_image_beside_every_word():

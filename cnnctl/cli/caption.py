@@ -12,8 +12,10 @@ from cnnctl.cli.common import console, echo_json, quiet_tensorflow, report_error
 @report_errors
 def caption(
     images: list[str] = typer.Argument(..., metavar="IMAGE...", help="Image files (JPEG, PNG, BMP, GIF, WebP, TIFF)."),
-    model: str | None = typer.Option(None, "--model", "-m", help="A caption run directory (task = \"caption\"). "
-                                     "Default: the bundled captioner (see the README's model card)."),
+    model: list[str] | None = typer.Option(None, "--model", "-m", help="A caption run directory (task = \"caption\"); "
+                                           "repeat it to decode with several runs as one ensemble (the mean of "
+                                           "their word probabilities; the first run's settings). Default: the "
+                                           "bundled captioner (see the README's model card)."),
     beam: int = typer.Option(0, "--beam", "-b", help="Beam width (1 = greedy). Default: the run's caption.beam (3 unless its recipe chose another)."),
     max_words: int = typer.Option(0, "--max-words", help="Longest caption. Default: the run's caption.max_words."),
     length_norm: bool | None = typer.Option(None, "--length-norm/--no-length-norm",
@@ -28,6 +30,8 @@ def caption(
         cnnctl caption photo.jpg
 
         cnnctl caption --model checkpoints/show_and_tell-scenes-grid-20261203 scenes/*.png --beam 5 --json
+
+        cnnctl caption -m checkpoints/run-seed-0 -m checkpoints/run-seed-1 photo.jpg
     """
     from cnnctl.errors import CnnctlError
 
@@ -36,12 +40,16 @@ def caption(
     for p in images:
         if not Path(p).is_file():
             raise CnnctlError(f"image {p} does not exist")
-    if model is not None and not Path(model).is_dir():
-        raise CnnctlError(f"--model {model}: no such run directory", hint="give a folder written by `cnnctl train`")
+    for m in model or []:
+        if not Path(m).is_dir():
+            raise CnnctlError(f"--model {m}: no such run directory", hint="give a folder written by `cnnctl train`")
     quiet_tensorflow()
     from cnnctl.captioner import Captioner
 
-    captioner = Captioner(model, best=not last)
+    first, *rest = model or [None]
+    captioner = Captioner(first, best=not last)
+    if rest:
+        captioner.ensemble([Captioner(m, best=not last) for m in rest])
     rows = captioner.caption(images, beam or None, max_words or None, length_norm)
     if json_:
         echo_json(rows)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 from keras import layers
 
 from cnnctl.models.registry import register
@@ -231,6 +232,46 @@ class CaptionStepper:
     def step(self, tokens, state, bias):
         """-> (log-probabilities of the next word, new state, next bias)."""
         return self._step(tokens, state, bias)
+
+
+class EnsembleStepper:
+    """Several trained captioners decoding as one: Show and Tell's "dropout and ensembling" (sec. 4.3.1).
+
+    The next word's distribution is the members' mean probability, ``log((1/M) sum_m p_m(w))``; the
+    state is the members' states one after another, the bias their biases side by side, so
+    ``beam_search`` threads them as it threads one model's. The members must share one vocabulary
+    (runs trained on the same captions with the same ``min_count``)."""
+
+    def __init__(self, members):
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = list(members)
+        self.num_states = sum(m.num_states for m in self.members)
+        self.bias_width = sum(m.bias_width for m in self.members)
+        self._state_cuts = np.cumsum([m.num_states for m in self.members])[:-1]
+        self._bias_cuts = np.cumsum([m.bias_width for m in self.members])[:-1]
+
+    def start(self, features):
+        """-> (every member's state, one after another; their biases side by side ``(n, sum of widths)``)."""
+        states, biases = [], []
+        for m in self.members:
+            state, bias = m.start(features)
+            states += [np.asarray(x) for x in state]
+            biases.append(np.asarray(bias))
+        return states, np.concatenate(biases, axis=1)
+
+    def step(self, tokens, state, bias):
+        """-> (log of the members' mean next-word probability ``(n, V)``, new states, next biases)."""
+        states = np.split(np.arange(len(state)), self._state_cuts)
+        biases = np.split(np.asarray(bias), self._bias_cuts, axis=1)
+        logps, new_states, new_biases = [], [], []
+        for m, which, b in zip(self.members, states, biases):
+            logp, s, nb = m.step(tokens, [state[i] for i in which], np.ascontiguousarray(b))
+            logps.append(np.asarray(logp, np.float64))
+            new_states += [np.asarray(x) for x in s]
+            new_biases.append(np.asarray(nb))
+        mean = np.logaddexp.reduce(np.stack(logps), axis=0) - np.log(len(self.members))   # (n, V)
+        return mean, new_states, np.concatenate(new_biases, axis=1)
 
 
 @keras.saving.register_keras_serializable(package="cnnctl")

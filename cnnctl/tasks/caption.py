@@ -527,24 +527,21 @@ class CaptionTask(Task):
                       loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
                       metrics=[WordAccuracy()], jit_compile=cfg.train.jit)
 
-    def final_metrics(self, model, data) -> dict[str, Any]:
-        from cnnctl.models.captioning import CaptionStepper
-
-        test = data.test
-        if test is None:
-            return {}
-        from cnnctl.models.captioning import split_captioner
+    @staticmethod
+    def _decode_test(model, data) -> tuple[dict[str, Any], dict[str, tuple[list, list]]]:
+        """``model``'s test captions, greedy and as the run decodes -> (``test_*`` / ``test_greedy_*`` scores,
+        {"greedy" | "beam": (captions as word lists, log-probabilities)})."""
+        from cnnctl.models.captioning import CaptionStepper, split_captioner
         from cnnctl.models.encoders import encode_pixels
 
-        cc = data.cfg.caption
+        cc, test = data.cfg.caption, data.test
         encoder, decoder = split_captioner(model)
         stepper = CaptionStepper(decoder)
         # a trained encoder describes the test images anew; the baselines keep the frozen features
         features = test.features if encoder is None else encode_pixels(encoder, test.pixels)
         refs = test.references
         fluent = fluent_rule(data.vocab, cc.fluent)
-        results = {}
-        decoded = {}
+        results, decoded = {}, {}
         for name, k in (("greedy", 1), ("beam", cc.beam)):
             if name == "beam" and k == 1:                 # the recipe decodes greedily: already done
                 decoded["beam"] = decoded["greedy"]
@@ -552,14 +549,34 @@ class CaptionTask(Task):
                 best = decode_best(stepper, features, k, cc.max_words, cc.length_norm, cc.allow_unk,
                                    data.consensus if name == "beam" else None, data.vocab.decode, fluent)
                 decoded[name] = ([data.vocab.decode(ids) for ids, _ in best], [lp for _, lp in best])
-            hyps = decoded[name][0]
-            for key, v in caption_scores(hyps, refs).items():
+            for key, v in caption_scores(decoded[name][0], refs).items():
                 results[f"test_{key}" if name == "beam" else f"test_greedy_{key}"] = v
         if data.consensus is not None and cc.beam > 1:   # what the consensus changed: the beam's own best beside
             alone = beam_search(stepper, features, cc.beam, cc.max_words, cc.length_norm, allow_unk=cc.allow_unk,
                                 fluent=fluent)
             for key, v in caption_scores([data.vocab.decode(ids) for ids, _ in alone], refs).items():
                 results[f"test_beam_alone_{key}"] = v
+        return results, decoded
+
+    def after_training(self, run, model, data, log) -> dict[str, Any]:
+        """``best.keras`` (the epoch with the highest ``val_cider_d``: what ``cnnctl caption --model RUN``
+        loads) scored on test beside the last epoch's model -> ``test_best_*``
+        (its epoch is ``best_epoch``)."""
+        if data.test is None or not run.file("best.keras").is_file():
+            return {}
+        from cnnctl.inference import load_keras_file
+
+        best = load_keras_file(run.file("best.keras"), hint="the file is damaged; resume the run to write it again")
+        scores, _ = self._decode_test(best, data)
+        return {f"test_best_{k.removeprefix('test_')}": v for k, v in scores.items()}
+
+    def final_metrics(self, model, data) -> dict[str, Any]:
+        test = data.test
+        if test is None:
+            return {}
+        results, decoded = self._decode_test(model, data)
+        refs = test.references
+        cc = data.cfg.caption
         frequent = Counter(" ".join(c) for caps in data.train.references for c in caps).most_common(1)[0][0].split()
         for key, v in caption_scores([frequent] * test.images, refs).items():
             results[f"baseline_frequent_{key}"] = v

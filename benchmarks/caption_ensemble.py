@@ -1,0 +1,93 @@
+"""Show and Tell's ensembling (sec. 4.3.1: "dropout and ensembling ... gave a few BLEU points"): caption
+runs decoding as one model, the mean of their next-word probabilities (``EnsembleStepper``;
+``cnnctl caption -m RUN -m RUN ...``), against each run alone and the two baselines.
+
+Each ``--ensemble`` is one ensemble (its runs trained with different seeds on the same data); with
+several, the table gives mean ± sd over the ensembles, so that three ensembles give the mean of three
+seeds as for a single model. Each run's final model (``model.keras``, what its metrics.json scores)
+decodes the validation and test images over the run's cached features, as the first run of its
+ensemble decodes (beam, length normalisation, max_words, fluent rules).
+
+    python benchmarks/caption_ensemble.py --ensemble checkpoints/bench-human/seed-0 checkpoints/bench-members/seed-3 \
+        --ensemble checkpoints/bench-human/seed-1 checkpoints/bench-members/seed-4 \
+        --ensemble checkpoints/bench-human/seed-2 checkpoints/bench-members/seed-5
+
+Prints markdown tables (docs/captioning.md carries them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from caption_human import mean_sd
+
+KEYS = ("val_bleu4", "val_cider_d", "test_bleu1", "test_bleu4", "test_cider_d")
+
+
+def score(captioner, features: dict[str, np.ndarray], references: dict[str, list]) -> dict[str, float]:
+    """``captioner``'s validation and test scores, decoded as its (first) run decodes."""
+    from cnnctl.tasks.caption import caption_scores
+
+    row = {}
+    for split in ("val", "test"):
+        hyps = [words for words, _ in captioner.decode(features[split])]
+        scores = caption_scores(hyps, references[split])
+        row.update({f"{split}_{k}": scores[k] for k in ("bleu1", "bleu4", "cider_d")})
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ensemble", nargs="+", action="append", required=True, type=Path, metavar="RUN",
+                    help="the runs of one ensemble (repeatable: one per ensemble seed)")
+    args = ap.parse_args()
+    import cnnctl.models  # noqa: F401 - registers the layers model.keras names
+    from cnnctl.captioner import Captioner
+    from cnnctl.config import load_run_config
+    from cnnctl.tasks.caption import CaptionDataModule
+
+    alone, together = [], []
+    first = args.ensemble[0][0]
+    data = CaptionDataModule(load_run_config(first), 64, 0, log=lambda *a: None)
+    references = {split: data.tokens[split] for split in ("val", "test")}
+    for runs in args.ensemble:
+        with np.load(runs[0] / "features.npz") as f:
+            features = {split: f[f"{split}_features"] for split in ("val", "test")}
+        for run in runs:                         # the members share the data: the same cached features
+            with np.load(run / "features.npz") as f:
+                if not all(np.array_equal(f[f"{s}_features"], features[s]) for s in features):
+                    sys.exit(f"{run}'s features differ from {runs[0]}'s: ensemble runs of one data build")
+        members = [Captioner(run, best=False) for run in runs]
+        alone += [score(m, features, references) for m in members]
+        together.append(score(members[0].ensemble(members[1:]), features, references))   # after scoring alone
+        each = ", ".join(f"{a['test_cider_d']:.3f}" for a in alone[-len(runs):])
+        print(f"ensemble of {', '.join(map(str, runs))}: test CIDEr-D {together[-1]['test_cider_d']:.3f} "
+              f"(alone: {each})", flush=True)
+    m = json.loads((first / "metrics.json").read_text())
+    nearest = {"val_bleu4": m["val_baseline_nearest_bleu4"], "val_cider_d": m["val_baseline_nearest_cider_d"],
+               **{f"test_{k}": m[f"baseline_nearest_{k}"] for k in ("bleu1", "bleu4", "cider_d")}}
+    sizes = sorted({len(r) for r in args.ensemble})
+    print(f"\n{len(args.ensemble)} ensemble(s) of {'/'.join(map(str, sizes))} runs; {len(alone)} runs alone; "
+          f"{m['test_images']} test images\n")
+    print("| | val BLEU-4 | val CIDEr-D | test BLEU-1 | test BLEU-4 | test CIDEr-D |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, rows in ((f"show_and_tell, ensemble of {'/'.join(map(str, sizes))} ({len(together)} ensembles)",
+                         together), (f"show_and_tell, one run ({len(alone)} runs)", alone)):
+        print(f"| {label} | " + " | ".join(mean_sd(np.array([r[k] for r in rows])) for k in KEYS) + " |")
+    print("| baseline: nearest training image's caption | " + " | ".join(f"{nearest[k]:.3f}" for k in KEYS) + " |")
+    d4 = np.array([r["test_bleu4"] for r in together]) - nearest["test_bleu4"]
+    dc = np.array([r["test_cider_d"] for r in together]) - nearest["test_cider_d"]
+    print(f"\nensemble minus the nearest-neighbour caption on test: BLEU-4 {d4.mean():+.3f}, CIDEr-D "
+          f"{dc.mean():+.3f}; ensembles ahead on both: {int(np.sum((d4 > 0) & (dc > 0)))} of {len(together)}")
+
+
+if __name__ == "__main__":
+    main()
