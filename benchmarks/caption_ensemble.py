@@ -32,8 +32,10 @@ from caption_human import mean_sd
 KEYS = ("val_bleu4", "val_cider_d", "test_bleu1", "test_bleu4", "test_cider_d")
 
 
-def score(captioner, features: dict[str, np.ndarray], references: dict[str, list]) -> dict[str, float]:
-    """``captioner``'s validation and test scores, decoded as its (first) run decodes."""
+def score(captioner, features: dict[str, np.ndarray], references: dict[str, list]) -> dict:
+    """``captioner``'s validation and test scores, decoded as its (first) run decodes, and its per-image
+    test CIDEr-D (``"per_image"``)."""
+    from cnnctl.metrics.captions import cider_d
     from cnnctl.tasks.caption import caption_scores
 
     row = {}
@@ -41,7 +43,27 @@ def score(captioner, features: dict[str, np.ndarray], references: dict[str, list
         hyps = [words for words, _ in captioner.decode(features[split])]
         scores = caption_scores(hyps, references[split])
         row.update({f"{split}_{k}": scores[k] for k in ("bleu1", "bleu4", "cider_d")})
+        if split == "test":
+            row["per_image"] = np.asarray(cider_d(hyps, references[split])[1])
     return row
+
+
+def band_rows(train: np.ndarray, test: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    """Per-image test CIDEr-D by the cosine similarity of each test image's nearest training image (the
+    neighbour's pick), as benchmarks/caption_human.py groups it: where ensembling gains and loses."""
+    def unit(x):
+        x = x.reshape(len(x), -1)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    similarity = (unit(test) @ unit(train).T).max(axis=1)
+    print("\nTest images by their nearest training image's cosine similarity (mean per-image CIDEr-D):\n")
+    print("| nearest training image's similarity | images | " + " | ".join(columns) + " |")
+    print("|---|---:|" + "---:|" * len(columns))
+    for lo, hi in ((0.0, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 1.01)):
+        group = (similarity >= lo) & (similarity < hi)
+        if group.any():
+            print(f"| {lo:.2f} to {min(hi, 1.0):.2f} | {int(group.sum())} | "
+                  + " | ".join(f"{v[group].mean():.3f}" for v in columns.values()) + " |")
+    print(f"| all | {len(similarity)} | " + " | ".join(f"{v.mean():.3f}" for v in columns.values()) + " |")
 
 
 def main() -> None:
@@ -54,7 +76,7 @@ def main() -> None:
     from cnnctl.config import load_run_config
     from cnnctl.tasks.caption import CaptionDataModule
 
-    alone, together = [], []
+    alone, together, firsts = [], [], None
     first = args.ensemble[0][0]
     data = CaptionDataModule(load_run_config(first), 64, 0, log=lambda *a: None)
     references = {split: data.tokens[split] for split in ("val", "test")}
@@ -69,6 +91,9 @@ def main() -> None:
         alone += [score(m, features, references) for m in members]
         together.append(score(members[0].ensemble(members[1:]), features, references))   # after scoring alone
         each = ", ".join(f"{a['test_cider_d']:.3f}" for a in alone[-len(runs):])
+        if firsts is None:                       # the first ensemble and its runs, for the similarity table
+            with np.load(runs[0] / "features.npz") as f:
+                firsts = (f["train_features"], features["test"], alone[-len(runs):], together[-1])
         print(f"ensemble of {', '.join(map(str, runs))}: test CIDEr-D {together[-1]['test_cider_d']:.3f} "
               f"(alone: {each})", flush=True)
     m = json.loads((first / "metrics.json").read_text())
@@ -87,6 +112,14 @@ def main() -> None:
     dc = np.array([r["test_cider_d"] for r in together]) - nearest["test_cider_d"]
     print(f"\nensemble minus the nearest-neighbour caption on test: BLEU-4 {d4.mean():+.3f}, CIDEr-D "
           f"{dc.mean():+.3f}; ensembles ahead on both: {int(np.sum((d4 > 0) & (dc > 0)))} of {len(together)}")
+    from cnnctl.metrics.captions import cider_d
+    from cnnctl.tasks.caption import PairSplit, nearest_neighbour_captions
+
+    train, test, members, ensemble = firsts
+    nearest_caps = nearest_neighbour_captions(PairSplit(train, None, None, data.tokens["train"]), test)
+    band_rows(train, test, {"one run (mean of the first ensemble's runs)": np.mean([a["per_image"] for a in members], 0),
+                            "the first ensemble": ensemble["per_image"],
+                            "nearest neighbour": np.asarray(cider_d(nearest_caps, references["test"])[1])})
 
 
 if __name__ == "__main__":

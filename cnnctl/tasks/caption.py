@@ -664,6 +664,9 @@ class AlignTask(CaptionTask):
     def epoch_callbacks(self, run, data, cfg) -> list:
         return []                               # it ranks sentences; it writes none
 
+    def after_training(self, run, model, data, log) -> dict[str, Any]:
+        return {}                               # no captions, so no best.keras captions to score
+
     def prepare(self, run, data, cfg, log) -> None:
         if cfg.caption.train_encoder:
             raise CnnctlError("caption.train_encoder = true is for caption generators (show_and_tell, mrnn); "
