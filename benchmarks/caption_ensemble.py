@@ -51,9 +51,6 @@ def score(captioner, features: dict[str, np.ndarray], references: dict[str, list
 def band_rows(train: np.ndarray, test: np.ndarray, columns: dict[str, np.ndarray]) -> None:
     """Per-image test CIDEr-D by the cosine similarity of each test image's nearest training image (the
     neighbour's pick), as benchmarks/caption_human.py groups it: where ensembling gains and loses."""
-    def unit(x):
-        x = x.reshape(len(x), -1)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
     similarity = (unit(test) @ unit(train).T).max(axis=1)
     print("\nTest images by their nearest training image's cosine similarity (mean per-image CIDEr-D):\n")
     print("| nearest training image's similarity | images | " + " | ".join(columns) + " |")
@@ -89,11 +86,13 @@ def main() -> None:
                     sys.exit(f"{run}'s features differ from {runs[0]}'s: ensemble runs of one data build")
         members = [Captioner(run, best=False) for run in runs]
         alone += [score(m, features, references) for m in members]
+        solo = [m.stepper for m in members]
         together.append(score(members[0].ensemble(members[1:]), features, references))   # after scoring alone
         each = ", ".join(f"{a['test_cider_d']:.3f}" for a in alone[-len(runs):])
-        if firsts is None:                       # the first ensemble and its runs, for the similarity table
+        if firsts is None:                       # the first ensemble and its runs, for the similarity tables
             with np.load(runs[0] / "features.npz") as f:
-                firsts = (f["train_features"], features["test"], alone[-len(runs):], together[-1])
+                firsts = (f["train_features"], features, alone[-len(runs):], together[-1], members[0],
+                          [(run.name, st) for run, st in zip(runs, solo)] + [("the ensemble", members[0].stepper)])
         print(f"ensemble of {', '.join(map(str, runs))}: test CIDEr-D {together[-1]['test_cider_d']:.3f} "
               f"(alone: {each})", flush=True)
     m = json.loads((first / "metrics.json").read_text())
@@ -115,11 +114,47 @@ def main() -> None:
     from cnnctl.metrics.captions import cider_d
     from cnnctl.tasks.caption import PairSplit, nearest_neighbour_captions
 
-    train, test, members, ensemble = firsts
+    train, features, members, ensemble, lead, steppers = firsts
+    test = features["test"]
     nearest_caps = nearest_neighbour_captions(PairSplit(train, None, None, data.tokens["train"]), test)
     band_rows(train, test, {"one run (mean of the first ensemble's runs)": np.mean([a["per_image"] for a in members], 0),
                             "the first ensemble": ensemble["per_image"],
                             "nearest neighbour": np.asarray(cider_d(nearest_caps, references["test"])[1])})
+    twins(train, features, data.tokens["train"], lead, steppers)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    x = x.reshape(len(x), -1)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def twins(train: np.ndarray, features: dict[str, np.ndarray], train_captions: list, lead, steppers) -> None:
+    """How many validation and test images have a close training image (cosine >= 0.8), and, for the test
+    images at 0.8 to 0.9 (where the neighbour leads), whether each decoder writes that training image's
+    own caption when given its features (memorised) and the same caption for the test image (consistent)."""
+    from cnnctl.tasks.caption import beam_search, fluent_rule
+
+    s = lead.settings
+    rule = fluent_rule(lead.vocab, bool(s.get("fluent", False)))
+
+    def captions(stepper, feats):
+        found = beam_search(stepper, feats, lead.beam, int(s["max_words"]), bool(s.get("length_norm", False)),
+                            allow_unk=bool(s.get("allow_unk", False)), fluent=rule)
+        return [lead.vocab.decode(ids) for ids, _ in found]
+
+    similarity = {split: unit(f) @ unit(train).T for split, f in features.items()}
+    close = ", ".join(f"{split} {np.mean(sim.max(axis=1) >= 0.8):.0%} of {len(sim)}" for split, sim in similarity.items())
+    print(f"\nimages whose nearest training image has cosine >= 0.8: {close}")
+    top = similarity["test"].max(axis=1)
+    band = np.flatnonzero((top >= 0.8) & (top < 0.9))
+    twin = similarity["test"].argmax(axis=1)[band]
+    print(f"\nthe {len(band)} test images at 0.8 to 0.9, and their nearest training images:\n")
+    print("| decoder | on the training image: its own caption | on the test image: the same caption as on the training image |")
+    print("|---|---:|---:|")
+    for label, stepper in steppers:
+        on_twin, on_test = captions(stepper, train[twin]), captions(stepper, features["test"][band])
+        memorised = np.mean([c in train_captions[i] for c, i in zip(on_twin, twin)])
+        print(f"| {label} | {memorised:.0%} | {np.mean([a == b for a, b in zip(on_twin, on_test)]):.0%} |")
 
 
 if __name__ == "__main__":
