@@ -52,7 +52,6 @@ class Captioner:
         self.consensus = Consensus.load(folder)          # None: the run decodes by its beam alone
         self.spec = EncoderSpec.from_json(self.settings["encoder"])
         self.trained_encoder = trained_encoder is not None
-        self.members = [self.folder]
         if trained_encoder is not None:
             self.encoder = trained_encoder
         else:           # in the precision the run computed its features in: the same features, bit for bit
@@ -86,7 +85,6 @@ class Captioner:
                                   hint="ensemble runs trained on the same captions (and caption.min_count) over "
                                        "the same frozen encoder")
         self.stepper = EnsembleStepper([self.stepper] + [o.stepper for o in others])
-        self.members = [self.folder] + [o.folder for o in others]
         return self
 
     def features(self, images) -> np.ndarray:

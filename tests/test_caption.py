@@ -550,6 +550,14 @@ def test_a_killed_caption_run_resumes_bit_identical(scene_run, kill_at_first_bac
     with np.load(out / "ref" / "features.npz") as f:         # the mirror images' own features
         assert f["train_mirrored"].shape == f["train_features"].shape
         assert not np.allclose(f["train_mirrored"], f["train_features"])
+    # a damaged best.keras costs only its own test scores: resuming the finished run scores it again
+    assert "test_best_cider_d" in json.loads((out / "victim" / "metrics.json").read_text())
+    (out / "victim" / "best.keras").write_bytes(b"PK\x03\x04 not a zip")
+    again = _cnnctl("train", "--resume", out / "victim")
+    text, _ = again.communicate(timeout=600)
+    assert again.returncode == 0 and "test_best_* left out" in text and "Traceback" not in text, text
+    metrics = json.loads((out / "victim" / "metrics.json").read_text())
+    assert "test_cider_d" in metrics and "test_best_cider_d" not in metrics
 
 
 def test_user_errors_are_one_message(scene_run, make_folder, tmp_path):
