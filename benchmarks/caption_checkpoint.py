@@ -34,7 +34,12 @@ def score_run(run: Path) -> dict[bool, dict[str, float]]:
     import cnnctl.models  # noqa: F401 - registers the layers model.keras names
     from cnnctl.captioner import Captioner
     from cnnctl.config import load_run_config
-    from cnnctl.tasks.caption import CaptionDataModule, beam_search, caption_scores, fluent_rule
+    from cnnctl.tasks.caption import (
+        CaptionDataModule,
+        beam_search,
+        caption_scores,
+        fluent_rule,
+    )
 
     data = CaptionDataModule(load_run_config(run), 64, 0, log=lambda *a: None)
     with np.load(run / "features.npz") as f:
