@@ -8,9 +8,11 @@ seeds as for a single model. Each run's final model (``model.keras``, what its m
 decodes the validation and test images over the run's cached features, as the first run of its
 ensemble decodes (beam, length normalisation, max_words, fluent rules).
 
-    python benchmarks/caption_ensemble.py --ensemble checkpoints/bench-human/seed-0 checkpoints/bench-members/seed-3 \
-        --ensemble checkpoints/bench-human/seed-1 checkpoints/bench-members/seed-4 \
-        --ensemble checkpoints/bench-human/seed-2 checkpoints/bench-members/seed-5
+    # the three runs of benchmarks/caption_human.py as one ensemble (docs/captioning.md)
+    python benchmarks/caption_ensemble.py --ensemble checkpoints/bench-human/seed-0 \
+        checkpoints/bench-human/seed-1 checkpoints/bench-human/seed-2
+    # three ensembles of two runs each: the mean of three ensemble seeds
+    python benchmarks/caption_ensemble.py --ensemble A0 A1 --ensemble B0 B1 --ensemble C0 C1
 
 Prints markdown tables (docs/captioning.md carries them).
 """
