@@ -2,8 +2,8 @@
 scored so far) or the epoch with the highest validation CIDEr-D (``best.keras``, what
 ``cnnctl caption --model RUN`` loads by default). Mean ± sd over the runs, on validation and test.
 
-Each model decodes as its run does (beam, length normalisation, max_words, fluent rules from its
-caption.json and vocab.json), over the run's cached frozen features. The validation column of
+Each model decodes as its run does (``Captioner.decode``: beam, length normalisation, max_words, fluent
+rules from its caption.json and vocab.json), over the run's cached frozen features. The validation column of
 ``best.keras`` is the maximum it was chosen by, so it is optimistic by construction; test is the
 honest comparison.
 
@@ -34,12 +34,7 @@ def score_run(run: Path) -> dict[bool, dict[str, float]]:
     import cnnctl.models  # noqa: F401 - registers the layers model.keras names
     from cnnctl.captioner import Captioner
     from cnnctl.config import load_run_config
-    from cnnctl.tasks.caption import (
-        CaptionDataModule,
-        beam_search,
-        caption_scores,
-        fluent_rule,
-    )
+    from cnnctl.tasks.caption import CaptionDataModule, caption_scores
 
     data = CaptionDataModule(load_run_config(run), 64, 0, log=lambda *a: None)
     with np.load(run / "features.npz") as f:
@@ -48,13 +43,9 @@ def score_run(run: Path) -> dict[bool, dict[str, float]]:
     out = {}
     for _, best in FILES:
         cap = Captioner(run, best=best)
-        s = cap.settings
         row = {"epoch": metrics["best_epoch"] if best else metrics["epochs_trained"]}
         for split in ("val", "test"):
-            found = beam_search(cap.stepper, features[split], cap.beam, int(s["max_words"]),
-                                bool(s.get("length_norm", False)), allow_unk=bool(s.get("allow_unk", False)),
-                                fluent=fluent_rule(cap.vocab, bool(s.get("fluent", False))))
-            scores = caption_scores([cap.vocab.decode(ids) for ids, _ in found], data.tokens[split])
+            scores = caption_scores([words for words, _ in cap.decode(features[split])], data.tokens[split])
             row[f"{split}_bleu4"], row[f"{split}_cider_d"] = scores["bleu4"], scores["cider_d"]
         out[best] = row
     return out

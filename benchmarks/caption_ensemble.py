@@ -5,8 +5,9 @@ runs decoding as one model, the mean of their next-word probabilities (``Ensembl
 Each ``--ensemble`` is one ensemble (its runs trained with different seeds on the same data); with
 several, the table gives mean ± sd over the ensembles, so that three ensembles give the mean of three
 seeds as for a single model. Each run's final model (``model.keras``, what its metrics.json scores)
-decodes the validation and test images over the run's cached features, as the first run of its
-ensemble decodes (beam, length normalisation, max_words, fluent rules).
+decodes the validation and test images over the run's cached features as the run decodes
+(``Captioner.decode``: beam, length normalisation, max_words, fluent rules); an ensemble decodes as its
+first run does.
 
     # the three runs of benchmarks/caption_human.py as one ensemble (docs/captioning.md)
     python benchmarks/caption_ensemble.py --ensemble checkpoints/bench-human/seed-0 \
@@ -29,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from caption_human import mean_sd
+from caption_human import SIMILARITY_BANDS, mean_sd, nearest_similarity
 
 KEYS = ("val_bleu4", "val_cider_d", "test_bleu1", "test_bleu4", "test_cider_d")
 
@@ -50,14 +51,13 @@ def score(captioner, features: dict[str, np.ndarray], references: dict[str, list
     return row
 
 
-def band_rows(train: np.ndarray, test: np.ndarray, columns: dict[str, np.ndarray]) -> None:
-    """Per-image test CIDEr-D by the cosine similarity of each test image's nearest training image (the
-    neighbour's pick), as benchmarks/caption_human.py groups it: where ensembling gains and loses."""
-    similarity = (unit(test) @ unit(train).T).max(axis=1)
+def band_rows(similarity: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    """Per-image test CIDEr-D by each test image's nearest training image's cosine ``similarity`` (the
+    neighbour's pick), in benchmarks/caption_human.py's groups: where ensembling gains and loses."""
     print("\nTest images by their nearest training image's cosine similarity (mean per-image CIDEr-D):\n")
     print("| nearest training image's similarity | images | " + " | ".join(columns) + " |")
     print("|---|---:|" + "---:|" * len(columns))
-    for lo, hi in ((0.0, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 1.01)):
+    for lo, hi in SIMILARITY_BANDS:
         group = (similarity >= lo) & (similarity < hi)
         if group.any():
             print(f"| {lo:.2f} to {min(hi, 1.0):.2f} | {int(group.sum())} | "
@@ -81,20 +81,19 @@ def main() -> None:
     references = {split: data.tokens[split] for split in ("val", "test")}
     for runs in args.ensemble:
         with np.load(runs[0] / "features.npz") as f:
-            features = {split: f[f"{split}_features"] for split in ("val", "test")}
-        for run in runs:                         # the members share the data: the same cached features
+            features = {split: f[f"{split}_features"] for split in ("train", "val", "test")}
+        for run in runs[1:]:                     # the members share the data: the same cached features
             with np.load(run / "features.npz") as f:
                 if not all(np.array_equal(f[f"{s}_features"], features[s]) for s in features):
                     sys.exit(f"{run}'s features differ from {runs[0]}'s: ensemble runs of one data build")
         members = [Captioner(run, best=False) for run in runs]
+        ensemble = Captioner(runs[0], best=False).ensemble(members[1:])
         alone += [score(m, features, references) for m in members]
-        solo = [m.stepper for m in members]
-        together.append(score(members[0].ensemble(members[1:]), features, references))   # after scoring alone
-        each = ", ".join(f"{a['test_cider_d']:.3f}" for a in alone[-len(runs):])
+        together.append(score(ensemble, features, references))
         if firsts is None:                       # the first ensemble and its runs, for the similarity tables
-            with np.load(runs[0] / "features.npz") as f:
-                firsts = (f["train_features"], features, alone[-len(runs):], together[-1], members[0],
-                          [(run.name, st) for run, st in zip(runs, solo)] + [("the ensemble", members[0].stepper)])
+            firsts = (features, alone[-len(runs):], together[-1],
+                      [(run.name, m) for run, m in zip(runs, members)] + [("the ensemble", ensemble)])
+        each = ", ".join(f"{a['test_cider_d']:.3f}" for a in alone[-len(runs):])
         print(f"ensemble of {', '.join(map(str, runs))}: test CIDEr-D {together[-1]['test_cider_d']:.3f} "
               f"(alone: {each})", flush=True)
     m = json.loads((first / "metrics.json").read_text())
@@ -116,35 +115,25 @@ def main() -> None:
     from cnnctl.metrics.captions import cider_d
     from cnnctl.tasks.caption import PairSplit, nearest_neighbour_captions
 
-    train, features, members, ensemble, lead, steppers = firsts
-    test = features["test"]
+    features, members, ensemble, decoders = firsts
+    train, test = features["train"], features["test"]
     nearest_caps = nearest_neighbour_captions(PairSplit(train, None, None, data.tokens["train"]), test)
-    band_rows(train, test, {"one run (mean of the first ensemble's runs)": np.mean([a["per_image"] for a in members], 0),
-                            "the first ensemble": ensemble["per_image"],
-                            "nearest neighbour": np.asarray(cider_d(nearest_caps, references["test"])[1])})
-    twins(train, features, data.tokens["train"], lead, steppers)
+    band_rows(nearest_similarity(train, test),
+              {"one run (mean of the first ensemble's runs)": np.mean([a["per_image"] for a in members], 0),
+               "the first ensemble": ensemble["per_image"],
+               "nearest neighbour": np.asarray(cider_d(nearest_caps, references["test"])[1])})
+    twins(features, data.tokens["train"], decoders)
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    x = x.reshape(len(x), -1)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def twins(train: np.ndarray, features: dict[str, np.ndarray], train_captions: list, lead, steppers) -> None:
+def twins(features: dict[str, np.ndarray], train_captions: list, decoders) -> None:
     """How many validation and test images have a close training image (cosine >= 0.8), and, for the test
-    images at 0.8 to 0.9 (where the neighbour leads), whether each decoder writes that training image's
-    own caption when given its features (memorised) and the same caption for the test image (consistent)."""
-    from cnnctl.tasks.caption import beam_search, fluent_rule
+    images at 0.8 to 0.9 (where the neighbour leads), whether each decoder (label, Captioner) writes that
+    training image's own caption when given its features (memorised) and the same caption for the test
+    image (consistent)."""
+    from cnnctl.tasks.caption_consensus import unit_rows
 
-    s = lead.settings
-    rule = fluent_rule(lead.vocab, bool(s.get("fluent", False)))
-
-    def captions(stepper, feats):
-        found = beam_search(stepper, feats, lead.beam, int(s["max_words"]), bool(s.get("length_norm", False)),
-                            allow_unk=bool(s.get("allow_unk", False)), fluent=rule)
-        return [lead.vocab.decode(ids) for ids, _ in found]
-
-    similarity = {split: unit(f) @ unit(train).T for split, f in features.items()}
+    train = unit_rows(features["train"])
+    similarity = {split: unit_rows(features[split]) @ train.T for split in ("val", "test")}
     close = ", ".join(f"{split} {np.mean(sim.max(axis=1) >= 0.8):.0%} of {len(sim)}" for split, sim in similarity.items())
     print(f"\nimages whose nearest training image has cosine >= 0.8: {close}")
     top = similarity["test"].max(axis=1)
@@ -153,8 +142,9 @@ def twins(train: np.ndarray, features: dict[str, np.ndarray], train_captions: li
     print(f"\nthe {len(band)} test images at 0.8 to 0.9, and their nearest training images:\n")
     print("| decoder | on the training image: its own caption | on the test image: the same caption as on the training image |")
     print("|---|---:|---:|")
-    for label, stepper in steppers:
-        on_twin, on_test = captions(stepper, train[twin]), captions(stepper, features["test"][band])
+    for label, captioner in decoders:
+        on_twin = [words for words, _ in captioner.decode(features["train"][twin])]
+        on_test = [words for words, _ in captioner.decode(features["test"][band])]
         memorised = np.mean([c in train_captions[i] for c, i in zip(on_twin, twin)])
         print(f"| {label} | {memorised:.0%} | {np.mean([a == b for a, b in zip(on_twin, on_test)]):.0%} |")
 

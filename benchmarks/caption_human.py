@@ -184,6 +184,17 @@ def form_rows(runs: list[Path], data: Path) -> None:
           f"{refs['copied']:.3f} |")
 
 
+# groups of test images by their nearest training image's cosine similarity (the neighbour's pick)
+SIMILARITY_BANDS = ((0.0, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 1.01))
+
+
+def nearest_similarity(train: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """(queries,) cosine similarity of each query's nearest training image, in the frozen features."""
+    from cnnctl.tasks.caption_consensus import unit_rows
+
+    return (unit_rows(query) @ unit_rows(train).T).max(axis=1)
+
+
 def similarity_rows(run: Path) -> None:
     """Where the neighbour's lead comes from: the test images grouped by the cosine similarity of their
     nearest training image (the baseline's pick), each group's mean per-image CIDEr-D (document
@@ -206,17 +217,14 @@ def similarity_rows(run: Path) -> None:
     nearest = nearest_neighbour_captions(PairSplit(train, None, None, data.tokens["train"]), test)
     model_scores, nearest_scores = cider_d(hyps, refs)[1], cider_d(nearest, refs)[1]
 
-    def unit(x):
-        x = x.reshape(len(x), -1)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
-    similarity = (unit(test) @ unit(train).T).max(axis=1)
+    similarity = nearest_similarity(train, test)
     n = len(hyps)
     print(f"\n{run.name}'s test images by their nearest training image's cosine similarity (per-image "
           "CIDEr-D; share of the corpus gap = the group's difference x its share of the images):\n")
     print("| nearest training image's similarity | images | show_and_tell | nearest neighbour | "
           "same caption | share of the gap |")
     print("|---|---:|---:|---:|---:|---:|")
-    for lo, hi in ((0.0, 0.7), (0.7, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 1.01)):
+    for lo, hi in SIMILARITY_BANDS:
         group = (similarity >= lo) & (similarity < hi)
         if not group.any():
             continue

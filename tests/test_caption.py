@@ -550,8 +550,17 @@ def test_a_killed_caption_run_resumes_bit_identical(scene_run, kill_at_first_bac
     with np.load(out / "ref" / "features.npz") as f:         # the mirror images' own features
         assert f["train_mirrored"].shape == f["train_features"].shape
         assert not np.allclose(f["train_mirrored"], f["train_features"])
-    # a damaged best.keras costs only its own test scores: resuming the finished run scores it again
-    assert "test_best_cider_d" in json.loads((out / "victim" / "metrics.json").read_text())
+    # test_best_* scores best.keras, not the last epoch: with the scene run's model in its place, resuming
+    # the finished run gives the scene run's own test scores (the same test features and decoding)
+    shutil.copy(scene_run[0] / "model.keras", out / "victim" / "best.keras")
+    again = _cnnctl("train", "--resume", out / "victim")
+    text, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, text
+    metrics = json.loads((out / "victim" / "metrics.json").read_text())
+    scene = json.loads((scene_run[0] / "metrics.json").read_text())
+    assert metrics["test_best_cider_d"] == pytest.approx(scene["test_cider_d"], abs=1e-9)
+    assert metrics["test_best_cider_d"] != pytest.approx(metrics["test_cider_d"], abs=1e-6)
+    # a damaged best.keras costs only its own test scores
     (out / "victim" / "best.keras").write_bytes(b"PK\x03\x04 not a zip")
     again = _cnnctl("train", "--resume", out / "victim")
     text, _ = again.communicate(timeout=600)
